@@ -1,0 +1,246 @@
+//! Checkpoints: one `.safetensors` file with every weight under its module path
+//! (`blocks.0.attn.q.weight`, f32, little-endian) and the model config in the header's
+//! metadata, so Python's `safetensors` opens it and Flick rebuilds the model from it alone.
+//!
+//! Writes go to a temp file that is renamed into place: a crash never leaves half a checkpoint.
+//! Loading validates the format tag, the config, every tensor name and shape, and reports a
+//! truncated or foreign file as an error that says what is wrong.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::Error;
+use crate::model::{VideoDit, VideoDitConfig};
+use crate::params::{map_params, visit_params};
+
+/// Value of the `format` metadata key of every Flick checkpoint.
+pub const FORMAT: &str = "flick/1";
+
+/// What a checkpoint holds, from its metadata.
+#[derive(Clone, Debug)]
+pub struct CheckpointInfo {
+    /// `teacher` (multi-step flow model) or `generator` (one-step student).
+    pub kind: String,
+    pub config: VideoDitConfig,
+    /// Everything else in the metadata (training step, command, …).
+    pub extra: BTreeMap<String, String>,
+}
+
+/// Named tensors as plain data: `name → (shape, values)`.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Read every float parameter of `module` to host memory, by path, under `prefix`.
+pub fn module_tensors<M: Module>(module: &M, prefix: &str, out: &mut NamedTensors) {
+    visit_params(module, |path, _, value, shape| {
+        let data: Vec<f32> = value.into_data().try_to_vec::<f32>().expect("float parameter");
+        out.insert(format!("{prefix}{path}"), (shape.to_vec(), data));
+    });
+}
+
+/// Load the tensors under `prefix` into `module` (built with the right config). Every parameter
+/// must be present with the right shape; the error lists what is missing or mismatched.
+pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<M, Error> {
+    let mut problems = Vec::new();
+    let module = map_params(module, |path, _, _, shape| {
+        let name = format!("{prefix}{path}");
+        match tensors.get(&name) {
+            Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device)),
+            Some((s, _)) => {
+                problems.push(format!("{name}: shape {s:?} in file, model expects {shape:?}"));
+                None
+            }
+            None => {
+                problems.push(format!("{name}: missing"));
+                None
+            }
+        }
+    });
+    if problems.is_empty() {
+        Ok(module)
+    } else {
+        let n = problems.len();
+        problems.truncate(8);
+        Err(Error::Checkpoint(format!("{n} parameter(s) do not match: {}", problems.join("; "))))
+    }
+}
+
+/// Write named tensors plus metadata atomically (temp file, then rename).
+pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: BTreeMap<String, String>) -> Result<(), Error> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, (shape, data))| {
+            let bytes: &[u8] = bytemuck_f32(data);
+            (name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
+        })
+        .collect();
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", path.display())))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+}
+
+fn bytemuck_f32(data: &[f32]) -> &[u8] {
+    // f32 has no padding and any byte pattern is a valid u8; the platform is little-endian
+    // (checked at compile time below), which is what safetensors specifies.
+    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
+}
+#[cfg(not(target_endian = "little"))]
+compile_error!("safetensors files are little-endian; Flick supports little-endian targets only");
+
+/// Read a safetensors file: all f32 tensors and the metadata. Errors name the file and what is
+/// wrong with it (missing, truncated, not safetensors, unexpected dtype).
+pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>), Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    read_safetensors_bytes(&bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+/// [`read_safetensors`] from memory (the browser has no files).
+pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<(NamedTensors, BTreeMap<String, String>), String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
+    let mut out = NamedTensors::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format!("tensor {name} has dtype {:?}; Flick checkpoints are f32", view.dtype()));
+        }
+        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    Ok((out, metadata))
+}
+
+/// Parse and check the metadata of a model checkpoint.
+pub fn info_from_metadata(meta: &BTreeMap<String, String>) -> Result<CheckpointInfo, String> {
+    match meta.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => return Err(format!("checkpoint format {f:?} is not supported (expected {FORMAT:?})")),
+        None => return Err("not a Flick checkpoint (no \"format\" metadata)".into()),
+    }
+    let kind = meta.get("kind").cloned().ok_or("checkpoint metadata lacks \"kind\"")?;
+    let config_json = meta.get("config").ok_or("checkpoint metadata lacks the model \"config\"")?;
+    let config: VideoDitConfig = serde_json::from_str(config_json).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
+    let extra = meta.iter().filter(|(k, _)| !["format", "kind", "config"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(CheckpointInfo { kind, config, extra })
+}
+
+/// Metadata of a model checkpoint.
+pub fn model_metadata(kind: &str, config: &VideoDitConfig, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut meta = extra.clone();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("kind".into(), kind.into());
+    meta.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
+    meta
+}
+
+/// Save a model checkpoint.
+pub fn save_model(path: &Path, model: &VideoDit, kind: &str, config: &VideoDitConfig, extra: &BTreeMap<String, String>) -> Result<(), Error> {
+    let mut tensors = NamedTensors::new();
+    module_tensors(model, "", &mut tensors);
+    write_safetensors(path, &tensors, model_metadata(kind, config, extra))
+}
+
+/// Load a model checkpoint onto `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<(VideoDit, CheckpointInfo), Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    load_model_bytes(&bytes, device).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+/// Load a model checkpoint from memory.
+pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<(VideoDit, CheckpointInfo), String> {
+    let (tensors, meta) = read_safetensors_bytes(bytes)?;
+    let info = info_from_metadata(&meta)?;
+    let model = load_module(info.config.init(device), &tensors, "", device).map_err(|e| e.to_string())?;
+    Ok((model, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::TextEncoderConfig;
+
+    fn tiny() -> VideoDitConfig {
+        VideoDitConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
+            .with_frames(2)
+            .with_height(8)
+            .with_width(8)
+            .with_dim(16)
+            .with_depth(1)
+            .with_heads(2)
+            .with_stem_channels(4)
+    }
+
+    #[test]
+    fn round_trip_restores_every_weight_and_the_config() {
+        let device = Device::flex();
+        let cfg = tiny();
+        let model = cfg.init(&device);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let extra = BTreeMap::from([("step".to_string(), "12".to_string())]);
+        save_model(&p, &model, "teacher", &cfg, &extra).unwrap();
+        assert!(!dir.path().join("m.safetensors.tmp").exists());
+        let (back, info) = load_model(&p, &device).unwrap();
+        assert_eq!(info.kind, "teacher");
+        assert_eq!(info.config, cfg);
+        assert_eq!(info.extra["step"], "12");
+        let (mut a, mut b) = (NamedTensors::new(), NamedTensors::new());
+        module_tensors(&model, "", &mut a);
+        module_tensors(&back, "", &mut b);
+        assert_eq!(a, b);
+        assert!(a.contains_key("blocks.0.attn.q.weight"), "names: {:?}", a.keys().collect::<Vec<_>>());
+        assert!(a.contains_key("text.layers.0.mlp.fc1.bias"));
+    }
+
+    #[test]
+    fn corrupt_files_give_clear_errors() {
+        let device = Device::flex();
+        let cfg = tiny();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        save_model(&p, &cfg.init(&device), "teacher", &cfg, &BTreeMap::new()).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+
+        let missing = load_model(&dir.path().join("nope.safetensors"), &device).unwrap_err().to_string();
+        assert!(missing.contains("cannot read"), "{missing}");
+
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let truncated = load_model(&p, &device).unwrap_err().to_string();
+        assert!(truncated.contains("truncated"), "{truncated}");
+
+        std::fs::write(&p, b"hello, I am a text file").unwrap();
+        let foreign = load_model(&p, &device).unwrap_err().to_string();
+        assert!(foreign.contains("not a safetensors file"), "{foreign}");
+
+        // A valid safetensors file that is not a Flick checkpoint.
+        let t = NamedTensors::from([("w".to_string(), (vec![2], vec![1.0, 2.0]))]);
+        write_safetensors(&p, &t, BTreeMap::new()).unwrap();
+        let not_flick = load_model(&p, &device).unwrap_err().to_string();
+        assert!(not_flick.contains("not a Flick checkpoint"), "{not_flick}");
+
+        // Right format, wrong shapes: a model of another width.
+        let other = tiny().with_dim(32);
+        let mut tensors = NamedTensors::new();
+        module_tensors(&other.init(&device), "", &mut tensors);
+        write_safetensors(&p, &tensors, model_metadata("teacher", &cfg, &BTreeMap::new())).unwrap();
+        let mismatch = load_model(&p, &device).unwrap_err().to_string();
+        assert!(mismatch.contains("shape") && mismatch.contains("model expects"), "{mismatch}");
+
+        // Missing tensors.
+        let mut tensors = NamedTensors::new();
+        module_tensors(&cfg.init(&device), "", &mut tensors);
+        tensors.remove("final_proj.weight");
+        write_safetensors(&p, &tensors, model_metadata("teacher", &cfg, &BTreeMap::new())).unwrap();
+        let gone = load_model(&p, &device).unwrap_err().to_string();
+        assert!(gone.contains("final_proj.weight: missing"), "{gone}");
+    }
+}

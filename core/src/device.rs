@@ -1,0 +1,49 @@
+//! Device selection, in one place: the CPU backend (`flex`, pure Rust) or a GPU through wgpu
+//! (Vulkan, Metal, DX12, WebGPU). Never a silent fallback: asking for wgpu without an adapter is
+//! an error, and the chosen backend and adapter are described for printing.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Which backend runs the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// burn's pure-Rust CPU backend (`flex`).
+    Cpu,
+    /// burn's wgpu backend on the default adapter.
+    Wgpu,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(Self::Cpu),
+            "wgpu" | "gpu" => Ok(Self::Wgpu),
+            other => Err(crate::Error::Device(format!("unknown backend {other:?}: use `cpu` or `wgpu`"))),
+        }
+    }
+}
+
+/// Open a device of the given kind. For wgpu the adapter is requested now, so a machine without
+/// one fails here with a message rather than later inside a kernel.
+pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
+    match kind {
+        BackendKind::Cpu => Ok(Device::flex()),
+        #[cfg(not(target_family = "wasm"))]
+        BackendKind::Wgpu => Device::wgpu_options()
+            .init()
+            .map_err(|e| crate::Error::Device(format!("no usable wgpu adapter ({e:?}); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or use `--backend cpu`"))),
+        #[cfg(target_family = "wasm")]
+        BackendKind::Wgpu => Err(crate::Error::Device("in the browser, initialise wgpu asynchronously".into())),
+    }
+}
+
+/// A one-line description: backend and, for GPUs, the adapter's name.
+pub fn describe(device: &Device) -> String {
+    match device.identity() {
+        Some(id) => format!("wgpu on {}", id.name),
+        None => "cpu (burn flex, pure Rust)".to_string(),
+    }
+}

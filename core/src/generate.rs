@@ -1,0 +1,140 @@
+//! Prompt + seed → clip. The same call serves the multi-step teacher (Euler over the flow with
+//! classifier-free guidance) and a one-step generator, which is the model used as
+//! `G(z, c) = z − v̂(z, c, t = 1)`: exactly one Euler step from t = 1 to 0.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use rand::SeedableRng;
+
+use crate::Error;
+use crate::checkpoint::{CheckpointInfo, load_model, load_model_bytes};
+use crate::data::Clip;
+use crate::flow::{FlowConfig, euler, guide, normal_vec};
+use crate::model::VideoDit;
+use crate::text::tokenize;
+use crate::video::Video;
+
+/// A loaded model ready to generate.
+#[derive(Debug)]
+pub struct Generator {
+    pub model: VideoDit,
+    pub info: CheckpointInfo,
+    pub device: Device,
+    /// The timestep shift the model was trained with (checkpoint metadata `shift`, default 1).
+    pub shift: f32,
+}
+
+/// The default sampling settings recorded in a checkpoint (or sensible ones if absent).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingDefaults {
+    pub steps: usize,
+    pub guidance: f32,
+}
+
+impl Generator {
+    /// Wrap an in-memory model.
+    pub fn new(model: VideoDit, info: CheckpointInfo, device: Device) -> Self {
+        let shift = info.extra.get("shift").and_then(|s| s.parse().ok()).unwrap_or(1.0);
+        Self { model, info, device, shift }
+    }
+
+    /// Load a checkpoint file onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, Error> {
+        let (model, info) = load_model(path, device)?;
+        Ok(Self::new(model, info, device.clone()))
+    }
+
+    /// Load a checkpoint from memory (the browser, bundled bytes).
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self, Error> {
+        let (model, info) = load_model_bytes(bytes, device).map_err(Error::Checkpoint)?;
+        Ok(Self::new(model, info, device.clone()))
+    }
+
+    /// Steps and guidance the checkpoint recommends: one step, no guidance for a one-step
+    /// generator; the tuned values for a teacher.
+    pub fn defaults(&self) -> SamplingDefaults {
+        let get = |k: &str| self.info.extra.get(k).and_then(|s| s.parse::<f32>().ok());
+        if self.info.kind == "generator" {
+            SamplingDefaults { steps: 1, guidance: get("guidance").unwrap_or(1.0) }
+        } else {
+            SamplingDefaults { steps: get("steps").map(|s| s as usize).unwrap_or(25), guidance: get("guidance").unwrap_or(3.0) }
+        }
+    }
+
+    /// A message if the prompt will be cut to the text encoder's length (`None` if it fits).
+    pub fn prompt_warning(&self, prompt: &str) -> Option<String> {
+        let max = self.info.config.text.max_len;
+        tokenize(prompt, max).truncated.then(|| format!("prompt longer than the text encoder's {} tokens ({} bytes after BOS/EOS); it was truncated", max, max - 2))
+    }
+
+    /// Generate one clip. `steps ≥ 1`; `guidance = 1` disables classifier-free guidance.
+    pub fn generate(&self, prompt: &str, seed: u64, steps: usize, guidance: f32) -> Result<Video, Error> {
+        let clips = self.generate_clips(&[prompt.to_string()], &[seed], steps, guidance, |_, _| {})?;
+        Ok(Video::from_clip(&clips[0]))
+    }
+
+    /// The initial noise of a seed: a pure function of the seed, identical on every backend.
+    pub fn noise(&self, seed: u64) -> Vec<f32> {
+        let c = &self.info.config;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        normal_vec(&mut rng, 3 * c.frames * c.height * c.width)
+    }
+
+    /// Generate a batch (one clip per prompt/seed pair); `on_step(i, steps)` after each step.
+    pub fn generate_clips(&self, prompts: &[String], seeds: &[u64], steps: usize, guidance: f32, on_step: impl FnMut(usize, usize)) -> Result<Vec<Clip>, Error> {
+        let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
+        let x = self.sample(prompts, z, steps, guidance, on_step)?;
+        Ok(self.to_clips(x))
+    }
+
+    /// Run the sampler from given noise `z` (`B·3·T·H·W` values). Returns `[B, 3, T, H, W]`.
+    pub fn sample(&self, prompts: &[String], z: Vec<f32>, steps: usize, guidance: f32, mut on_step: impl FnMut(usize, usize)) -> Result<Tensor<5>, Error> {
+        if steps == 0 {
+            return Err(Error::Config("steps must be ≥ 1".into()));
+        }
+        if !guidance.is_finite() {
+            return Err(Error::Config(format!("guidance must be a finite number, got {guidance}")));
+        }
+        let c = &self.info.config;
+        let b = prompts.len();
+        let shape = [b, 3, c.frames, c.height, c.width];
+        if z.len() != shape.iter().product::<usize>() {
+            return Err(Error::Config(format!("noise has {} values, expected {} for {shape:?}", z.len(), shape.iter().product::<usize>())));
+        }
+        let device = &self.device;
+        let x = Tensor::<5>::from_data(TensorData::new(z, shape), device);
+        let guided = guidance != 1.0;
+        let text = if guided {
+            let mut all = prompts.to_vec();
+            all.extend(std::iter::repeat_n(String::new(), b));
+            self.model.encode_text(&all, device)
+        } else {
+            self.model.encode_text(prompts, device)
+        };
+        let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
+        let times = flow.sampling_times(steps);
+        let out = euler(x, &times, |x, t, i| {
+            let v = if guided {
+                let xx = Tensor::cat(vec![x.clone(), x], 0);
+                let tt = Tensor::<1>::full([2 * b], t, device);
+                let v = self.model.forward(xx, tt, &text);
+                let (vc, vu) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
+                guide(vc, vu, guidance)
+            } else {
+                self.model.forward(x, Tensor::<1>::full([b], t, device), &text)
+            };
+            on_step(i + 1, steps);
+            v
+        });
+        Ok(out)
+    }
+
+    /// Read a `[B, 3, T, H, W]` tensor back as clips (synchronous read: not for the browser).
+    pub fn to_clips(&self, x: Tensor<5>) -> Vec<Clip> {
+        let [b, _, t, h, w] = x.dims();
+        let data: Vec<f32> = x.into_data().try_to_vec::<f32>().expect("f32 data");
+        let n = 3 * t * h * w;
+        (0..b).map(|i| Clip { data: data[i * n..(i + 1) * n].to_vec(), frames: t, height: h, width: w }).collect()
+    }
+}

@@ -1,0 +1,175 @@
+//! Building blocks shared by the text encoder and the video backbone: multi-head attention
+//! (self and cross), the MLP, adaLN-Zero modulation, timestep and position embeddings.
+
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// Multi-head attention from `x` (queries) to `context` (keys and values); self-attention when
+/// they are the same tensor.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub out: Linear,
+    #[module(skip)]
+    pub heads: usize,
+}
+
+/// Configuration of [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    pub dim: usize,
+    /// Width of the keys/values' source (the text encoder for cross-attention).
+    pub context_dim: usize,
+    pub heads: usize,
+    /// Zero-initialise the output projection (a new branch starts as the identity).
+    #[config(default = false)]
+    pub zero_out: bool,
+}
+
+impl AttentionConfig {
+    pub fn init(&self, device: &Device) -> Attention {
+        assert!(self.dim % self.heads == 0, "attention width {} not divisible by {} heads", self.dim, self.heads);
+        let lin = |i, o| LinearConfig::new(i, o).init(device);
+        let mut out = LinearConfig::new(self.dim, self.dim);
+        if self.zero_out {
+            out = out.with_initializer(Initializer::Zeros);
+        }
+        Attention {
+            q: lin(self.dim, self.dim),
+            k: lin(self.context_dim, self.dim),
+            v: lin(self.context_dim, self.dim),
+            out: out.init(device),
+            heads: self.heads,
+        }
+    }
+}
+
+impl Attention {
+    /// # Shapes
+    /// - `x`: `[B, N, dim]`, `context`: `[B, M, context_dim]`
+    /// - `bias`: optional additive key bias `[B, M]` (−1e4 at padding keys, 0 elsewhere)
+    /// - returns `[B, N, dim]`
+    pub fn forward(&self, x: Tensor<3>, context: Tensor<3>, bias: Option<Tensor<2>>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let m = context.dims()[1];
+        let h = self.heads;
+        let split = |t: Tensor<3>, len: usize| t.reshape([b, len, h, d / h]).swap_dims(1, 2); // [B, H, len, dh]
+        let q = split(self.q.forward(x), n);
+        let k = split(self.k.forward(context.clone()), m);
+        let v = split(self.v.forward(context), m);
+        let bias = bias.map(|bias| bias.reshape([b, 1, 1, m]).expand([b, h, n, m]));
+        let y = attention(q, k, v, None, bias, AttentionModuleOptions::default()); // [B, H, N, dh]
+        self.out.forward(y.swap_dims(1, 2).reshape([b, n, d]))
+    }
+}
+
+/// Two-layer GELU MLP.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn new(dim: usize, hidden: usize, device: &Device) -> Self {
+        Self { fc1: LinearConfig::new(dim, hidden).init(device), fc2: LinearConfig::new(hidden, dim).init(device) }
+    }
+
+    /// `[B, N, dim] → [B, N, dim]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+/// Layer norm without learned affine parameters (adaLN supplies scale and shift).
+/// `[.., d] → [.., d]`
+pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let mean = x.clone().mean_dim(D - 1);
+    let centred = x - mean;
+    let var = centred.clone().powi_scalar(2).mean_dim(D - 1);
+    centred / (var + 1e-6).sqrt()
+}
+
+/// `x · (1 + scale) + shift` with per-sample modulation.
+/// `x: [B, N, d]`, `shift, scale: [B, d]`.
+pub fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+}
+
+/// Sinusoidal embedding of scalars (the diffusion time, scaled by 1000 as in DiT).
+/// `t: [B] → [B, dim]`
+pub fn timestep_embedding(t: Tensor<1>, dim: usize) -> Tensor<2> {
+    let half = dim / 2;
+    let device = t.device();
+    let freqs: Vec<f32> = (0..half).map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp()).collect();
+    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze_dim::<2>(0); // [1, half]
+    let args = (t * 1000.0).unsqueeze_dim::<2>(1) * freqs; // [B, half]
+    Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
+}
+
+/// Fixed factorised sin-cos positions for a `t × h × w` token grid: the width is split into a
+/// time part (a quarter) and two equal space parts, each a 1-D sin-cos code of its coordinate.
+/// Works for any grid size (clips and images alike). Returns `[t·h·w, dim]` as plain data.
+pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32> {
+    let dt = (dim / 4) & !1;
+    let dh = ((dim - dt) / 2) & !1;
+    let dw = dim - dt - dh;
+    let code = |pos: usize, width: usize, out: &mut Vec<f32>| {
+        let half = width / 2;
+        for i in 0..half {
+            let f = (-(100f32.ln()) * i as f32 / half.max(1) as f32).exp();
+            out.push((pos as f32 * f).sin());
+            out.push((pos as f32 * f).cos());
+        }
+        if width % 2 == 1 {
+            out.push(0.0);
+        }
+    };
+    let mut out = Vec::with_capacity(t * h * w * dim);
+    for ti in 0..t {
+        for yi in 0..h {
+            for xi in 0..w {
+                code(ti, dt, &mut out);
+                code(yi, dh, &mut out);
+                code(xi, dw, &mut out);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_distinct_and_sized() {
+        let p = factorised_positions(3, 4, 5, 40);
+        assert_eq!(p.len(), 3 * 4 * 5 * 40);
+        let row = |i: usize| &p[i * 40..(i + 1) * 40];
+        for i in 0..60 {
+            for j in 0..i {
+                let d: f32 = row(i).iter().zip(row(j)).map(|(a, b)| (a - b).abs()).sum();
+                assert!(d > 1e-3, "tokens {i} and {j} share a position code");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_normalises_rows() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, -5.0, 0.0, 5.0, 10.0], [2, 4]), &device);
+        let y: Vec<f32> = layer_norm(x).into_data().try_to_vec::<f32>().unwrap();
+        for r in 0..2 {
+            let row = &y[r * 4..r * 4 + 4];
+            let mean: f32 = row.iter().sum::<f32>() / 4.0;
+            let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{row:?}");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The video backbone: a diffusion transformer over space-time clips (APT's family, at Flick's
+//! scale), predicting the rectified-flow velocity.
+//!
+//! ```text
+//! clip [B,3,T,H,W] ─ conv stem (3×3×3) ─ 3-D patchify ─ tokens [B,N,d] + sin-cos positions
+//!   ─ depth × DitBlock(adaLN-Zero(t + pooled text) · self-attention · cross-attention to text · MLP)
+//!   ─ adaLN final norm ─ un-patchify ─ conv head (1×3×3, with the stem's features as a skip) ─ v [B,3,T,H,W]
+//! ```
+//!
+//! Text conditioning is cross-attention to the jointly trained [`TextEncoder`] (keys masked at
+//! padding) plus the pooled prompt feature added to the timestep embedding, so global attributes
+//! (colour, background) reach every block through the adaLN modulation. Cross-attention rather
+//! than MMDiT joint attention: text and video widths can differ, and the text tokens are computed
+//! once per prompt, not once per denoising step.
+//!
+//! Depth is addressable: [`VideoDit::forward_taps`] returns the token features after any blocks
+//! (the APT discriminator taps 1/2, 3/4 and the end of depth).
+
+pub mod layers;
+
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig3d};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use serde::{Deserialize, Serialize};
+
+use crate::text::{TextContext, TextEncoder, TextEncoderConfig};
+use layers::{Attention, AttentionConfig, Mlp, factorised_positions, layer_norm, modulate, timestep_embedding};
+
+/// How a block's self-attention spans the token grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionMode {
+    /// Every token attends to every space-time token.
+    Full,
+    /// Even blocks attend within a frame, odd blocks across frames at one position.
+    Factorised,
+}
+
+/// Configuration of the [`VideoDit`] backbone (and its text encoder).
+#[derive(Config, Debug, PartialEq)]
+pub struct VideoDitConfig {
+    /// Clip size the model is trained on (positions are computed for any grid, but the
+    /// checkpoint records what it saw).
+    #[config(default = 8)]
+    pub frames: usize,
+    #[config(default = 32)]
+    pub height: usize,
+    #[config(default = 32)]
+    pub width: usize,
+    /// Patch size `[t, h, w]` of the 3-D patchify.
+    #[config(default = "[1, 4, 4]")]
+    pub patch: [usize; 3],
+    #[config(default = 128)]
+    pub dim: usize,
+    #[config(default = 6)]
+    pub depth: usize,
+    #[config(default = 4)]
+    pub heads: usize,
+    #[config(default = 4)]
+    pub mlp_ratio: usize,
+    /// Channels of the light convolutional stem and head; 0 = plain linear patchify.
+    #[config(default = 16)]
+    pub stem_channels: usize,
+    #[config(default = "AttentionMode::Full")]
+    pub attention: AttentionMode,
+    pub text: TextEncoderConfig,
+}
+
+impl VideoDitConfig {
+    /// Check the geometry before building anything.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        let [pt, ph, pw] = self.patch;
+        if pt == 0 || ph == 0 || pw == 0 {
+            return bad(format!("patch sizes must be ≥ 1, got {:?}", self.patch));
+        }
+        if self.frames % pt != 0 || self.height % ph != 0 || self.width % pw != 0 {
+            return bad(format!("clip {}×{}×{} is not divisible by patch {:?}", self.frames, self.height, self.width, self.patch));
+        }
+        if self.dim % self.heads != 0 || self.dim % 16 != 0 {
+            return bad(format!("dim {} must be a multiple of 16 and of heads {}", self.dim, self.heads));
+        }
+        if self.depth == 0 {
+            return bad("depth must be ≥ 1".into());
+        }
+        if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
+            return bad(format!("text encoder: dim {} must divide by heads {}, max_len ≥ 2", self.text.dim, self.text.heads));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> VideoDit {
+        let d = self.dim;
+        let [pt, ph, pw] = self.patch;
+        let cs = self.stem_channels;
+        // The stem mixes 3×3×3 neighbourhoods (local motion); the head refines each frame (1×3×3),
+        // a third of the cost at full resolution.
+        let conv = |i: usize, o: usize, zero: bool| {
+            let (k, pad) = if i == 3 { ([3, 3, 3], PaddingConfig3d::Explicit(1, 1, 1)) } else { ([1, 3, 3], PaddingConfig3d::Explicit(0, 1, 1)) };
+            let mut c = Conv3dConfig::new([i, o], k).with_padding(pad);
+            if zero {
+                c = c.with_initializer(Initializer::Zeros);
+            }
+            c.init(device)
+        };
+        let in_ch = if cs > 0 { cs } else { 3 };
+        let out_ch = if cs > 0 { cs } else { 3 };
+        let mut proj = LinearConfig::new(d, pt * ph * pw * out_ch);
+        if cs == 0 {
+            proj = proj.with_initializer(Initializer::Zeros);
+        }
+        let blocks = (0..self.depth)
+            .map(|i| DitBlock {
+                ada: LinearConfig::new(d, 6 * d).with_initializer(Initializer::Zeros).init(device),
+                attn: AttentionConfig::new(d, d, self.heads).init(device),
+                cross_norm: LayerNormConfig::new(d).init(device),
+                cross: AttentionConfig::new(d, self.text.dim, self.heads).with_zero_out(true).init(device),
+                mlp: Mlp::new(d, d * self.mlp_ratio, device),
+                span: match self.attention {
+                    AttentionMode::Full => Span::Full,
+                    AttentionMode::Factorised if i % 2 == 0 => Span::Space,
+                    AttentionMode::Factorised => Span::Time,
+                },
+            })
+            .collect();
+        VideoDit {
+            text: self.text.init(device),
+            stem: (cs > 0).then(|| conv(3, cs, false)),
+            patch_embed: Conv3dConfig::new([in_ch, d], self.patch).with_stride(self.patch).init(device),
+            t_fc1: LinearConfig::new(256, d).init(device),
+            t_fc2: LinearConfig::new(d, d).init(device),
+            text_pool: LinearConfig::new(self.text.dim, d).init(device),
+            blocks,
+            final_ada: LinearConfig::new(d, 2 * d).with_initializer(Initializer::Zeros).init(device),
+            final_proj: proj.init(device),
+            head1: (cs > 0).then(|| conv(2 * cs, cs, false)),
+            head2: (cs > 0).then(|| conv(cs, 3, true)),
+            patch: self.patch,
+            dim: d,
+        }
+    }
+}
+
+/// Which tokens a block's self-attention spans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Full,
+    Space,
+    Time,
+}
+
+/// One transformer block with adaLN-Zero modulation (DiT): the gates start at zero, so a new
+/// block is the identity.
+#[derive(Module, Debug)]
+pub struct DitBlock {
+    /// conditioning → shift, scale, gate for attention and for the MLP
+    pub ada: Linear,
+    pub attn: Attention,
+    pub cross_norm: LayerNorm,
+    pub cross: Attention,
+    pub mlp: Mlp,
+    #[module(skip)]
+    pub span: Span,
+}
+
+impl DitBlock {
+    /// # Shapes
+    /// - `x`: `[B, N, d]` with `N = t·h·w` tokens in (time, row, column) order
+    /// - `c`: `[B, d]` conditioning (after SiLU)
+    /// - returns `[B, N, d]`
+    pub fn forward(&self, x: Tensor<3>, c: Tensor<2>, text: &TextContext, grid: [usize; 3]) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let [t, h, w] = grid;
+        let m = self.ada.forward(c).chunk(6, 1); // 6 × [B, d]
+        let y = modulate(layer_norm(x.clone()), m[0].clone(), m[1].clone());
+        let y = match self.span {
+            Span::Full => self.attn.forward(y.clone(), y, None),
+            Span::Space => {
+                let y = y.reshape([b * t, h * w, d]); // frames as batch
+                self.attn.forward(y.clone(), y, None).reshape([b, n, d])
+            }
+            Span::Time => {
+                let y = y.reshape([b, t, h * w, d]).swap_dims(1, 2).reshape([b * h * w, t, d]); // positions as batch
+                self.attn.forward(y.clone(), y, None).reshape([b, h * w, t, d]).swap_dims(1, 2).reshape([b, n, d])
+            }
+        };
+        let x = x + y * m[2].clone().unsqueeze_dim::<3>(1);
+        let x = x.clone() + self.cross.forward(self.cross_norm.forward(x), text.tokens.clone(), Some(text.bias.clone()));
+        let y = self.mlp.forward(modulate(layer_norm(x.clone()), m[3].clone(), m[4].clone()));
+        x + y * m[5].clone().unsqueeze_dim::<3>(1)
+    }
+}
+
+/// The video diffusion transformer. See the module docs for the data flow.
+#[derive(Module, Debug)]
+pub struct VideoDit {
+    pub text: TextEncoder,
+    pub stem: Option<Conv3d>,
+    pub patch_embed: Conv3d,
+    pub t_fc1: Linear,
+    pub t_fc2: Linear,
+    pub text_pool: Linear,
+    pub blocks: Vec<DitBlock>,
+    pub final_ada: Linear,
+    pub final_proj: Linear,
+    pub head1: Option<Conv3d>,
+    pub head2: Option<Conv3d>,
+    #[module(skip)]
+    pub patch: [usize; 3],
+    #[module(skip)]
+    pub dim: usize,
+}
+
+impl VideoDit {
+    /// Encode prompts once; reuse the context for every denoising step.
+    pub fn encode_text(&self, prompts: &[String], device: &Device) -> TextContext {
+        self.text.forward(prompts, device)
+    }
+
+    /// Velocity prediction.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 3, T, H, W]` noisy clip, `t`: `[B]` times in [0, 1] (1 = pure noise)
+    /// - returns `[B, 3, T, H, W]`
+    pub fn forward(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext) -> Tensor<5> {
+        self.forward_taps(x, t, text, &[]).0
+    }
+
+    /// Velocity prediction plus the token features `[B, N, d]` after each block index in `taps`
+    /// (1-based: `taps = [depth]` is the last block's output).
+    pub fn forward_taps(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> (Tensor<5>, Vec<Tensor<3>>) {
+        let [b, _, frames, height, width] = x.dims();
+        let [pt, ph, pw] = self.patch;
+        let grid = [frames / pt, height / ph, width / pw];
+        let n = grid[0] * grid[1] * grid[2];
+        let d = self.dim;
+        let device = x.device();
+
+        let skip = self.stem.as_ref().map(|s| silu(s.forward(x.clone()))); // [B, cs, T, H, W]
+        let h = self.patch_embed.forward(skip.clone().unwrap_or(x)); // [B, d, t, h, w]
+        let pos = Tensor::<2>::from_data(TensorData::new(factorised_positions(grid[0], grid[1], grid[2], d), [n, d]), &device);
+        let mut tokens = h.reshape([b, d, n]).swap_dims(1, 2) + pos.unsqueeze_dim::<3>(0); // [B, N, d]
+
+        let temb = self.t_fc2.forward(silu(self.t_fc1.forward(timestep_embedding(t, 256)))); // [B, d]
+        let c = silu(temb + self.text_pool.forward(text.pooled.clone())); // [B, d]
+
+        let mut tapped = Vec::with_capacity(taps.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            tokens = block.forward(tokens, c.clone(), text, grid);
+            if taps.contains(&(i + 1)) {
+                tapped.push(tokens.clone());
+            }
+        }
+        let m = self.final_ada.forward(c).chunk(2, 1);
+        let out = self.final_proj.forward(modulate(layer_norm(tokens), m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
+        let co = out.dims()[2] / (pt * ph * pw);
+        let out = out
+            .reshape([b, grid[0], grid[1], grid[2], pt, ph, pw, co])
+            .permute([0, 7, 1, 4, 2, 5, 3, 6])
+            .reshape([b, co, frames, height, width]); // [B, co, T, H, W]
+        let v = match (skip, &self.head1, &self.head2) {
+            (Some(skip), Some(h1), Some(h2)) => h2.forward(silu(h1.forward(Tensor::cat(vec![out, skip], 1)))),
+            _ => out,
+        };
+        (v, tapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn tiny() -> VideoDitConfig {
+        VideoDitConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
+            .with_frames(4)
+            .with_height(16)
+            .with_width(16)
+            .with_dim(32)
+            .with_depth(2)
+            .with_heads(2)
+            .with_stem_channels(8)
+    }
+
+    #[test]
+    fn shapes_and_taps() {
+        let device = Device::flex();
+        for mode in [AttentionMode::Full, AttentionMode::Factorised] {
+            for stem in [0, 8] {
+                let cfg = tiny().with_attention(mode).with_stem_channels(stem).with_patch([2, 4, 4]);
+                cfg.validate().unwrap();
+                let model = cfg.init(&device);
+                let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+                let t = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.9], [2]), &device);
+                let text = model.encode_text(&["a red ball".into(), "".into()], &device);
+                let (v, taps) = model.forward_taps(x, t, &text, &[1, 2]);
+                assert_eq!(v.dims(), [2, 3, 4, 16, 16]);
+                assert_eq!(taps.len(), 2);
+                assert_eq!(taps[0].dims(), [2, 2 * 4 * 4, 32]);
+            }
+        }
+    }
+
+    #[test]
+    fn unpatchify_inverts_patchify_layout() {
+        // The head's reshape/permute must put patch element (dt, dy, dx, c) back at
+        // (c, t·pt + dt, y·ph + dy, x·pw + dx): build tokens from a known clip and invert.
+        let device = Device::flex();
+        let (b, co, frames, height, width) = (1, 2, 4, 8, 8);
+        let [pt, ph, pw] = [2, 4, 2];
+        let grid = [frames / pt, height / ph, width / pw];
+        let clip: Vec<f32> = (0..b * co * frames * height * width).map(|i| i as f32).collect();
+        let mut tokens = vec![0f32; clip.len()];
+        let mut k = 0;
+        for gt in 0..grid[0] {
+            for gy in 0..grid[1] {
+                for gx in 0..grid[2] {
+                    for dt in 0..pt {
+                        for dy in 0..ph {
+                            for dx in 0..pw {
+                                for c in 0..co {
+                                    let (t, y, x) = (gt * pt + dt, gy * ph + dy, gx * pw + dx);
+                                    tokens[k] = clip[((c * frames + t) * height + y) * width + x];
+                                    k += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let out = Tensor::<1>::from_data(TensorData::new(tokens, [clip.len()]), &device)
+            .reshape([b, grid[0], grid[1], grid[2], pt, ph, pw, co])
+            .permute([0, 7, 1, 4, 2, 5, 3, 6])
+            .reshape([b, co, frames, height, width]);
+        let back: Vec<f32> = out.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(back, clip);
+    }
+}

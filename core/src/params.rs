@@ -1,0 +1,125 @@
+//! Named access to a module's float parameters: the dotted path burn's derive gives each one
+//! (`blocks.0.attn.q.weight`), its id, and its value flattened to rank 1. Checkpoints, the EMA
+//! and the optimizers are written on these two functions.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::prelude::*;
+
+struct Visit<'a, F> {
+    path: Vec<String>,
+    f: &'a mut F,
+}
+
+impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize])> ModuleVisitor for Visit<'_, F> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let dims = value.dims();
+        let n = dims.iter().product::<usize>();
+        (self.f)(&self.path.join("."), param.id, value.reshape([n]), &dims);
+    }
+}
+
+/// Call `f(path, id, flat value, shape)` for every float parameter, in a fixed order.
+pub fn visit_params<M: Module>(module: &M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize])) {
+    module.visit(&mut Visit { path: Vec::new(), f: &mut f });
+}
+
+struct Map<'a, F> {
+    path: Vec<String>,
+    f: &'a mut F,
+}
+
+impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMapper for Map<'_, F> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let dims = value.dims();
+        let n = dims.iter().product::<usize>();
+        let require_grad = value.is_require_grad();
+        let autodiff = value.is_autodiff();
+        let flat = value.clone().inner().reshape([n]);
+        let value = match (self.f)(&self.path.join("."), id, flat, &dims) {
+            Some(new) => {
+                assert_eq!(new.dims()[0], n, "replacement for {} has the wrong size", self.path.join("."));
+                let mut t = new.inner().reshape(dims);
+                if autodiff {
+                    t = t.autodiff();
+                    if require_grad {
+                        t = t.require_grad();
+                    }
+                }
+                t
+            }
+            None => value,
+        };
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// Replace float parameters: `f(path, id, flat value without autodiff, shape)` returns the new
+/// flat value (same element count), or `None` to keep the parameter. Autodiff parameters stay
+/// autodiff leaves that require gradients.
+pub fn map_params<M: Module>(module: M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>) -> M {
+    module.map(&mut Map { path: Vec::new(), f: &mut f })
+}
+
+/// Exponential moving average of `source`'s parameters into `ema` (matched by path):
+/// `ema ← decay·ema + (1 − decay)·source`.
+pub fn ema_update<M: Module>(ema: M, source: &M, decay: f32) -> M {
+    let mut values = std::collections::HashMap::new();
+    visit_params(source, |path, _, v, _| {
+        values.insert(path.to_string(), v.inner());
+    });
+    map_params(ema, |path, _, e, _| {
+        let s = values.remove(path).expect("EMA and source share the same parameters");
+        let s = if s.device() != e.device() { s.to_device(&e.device()) } else { s };
+        Some(e * decay + s * (1.0 - decay))
+    })
+}
+
+/// Total number of float parameters.
+pub fn count<M: Module>(module: &M) -> usize {
+    let mut n = 0;
+    visit_params(module, |_, _, _, shape| n += shape.iter().product::<usize>());
+    n
+}
+
+struct Grads<'a> {
+    path: Vec<String>,
+    grads: &'a burn::tensor::Gradients,
+    out: std::collections::HashMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Grads<'_> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            let n = g.dims().iter().product::<usize>();
+            self.out.insert(self.path.join("."), g.reshape([n]));
+        }
+    }
+}
+
+/// The gradients of `module`'s parameters after `loss.backward()`, by path, flattened, without
+/// autodiff. Parameters that got no gradient are absent.
+pub fn grads_by_path<M: Module>(module: &M, grads: &burn::tensor::Gradients) -> std::collections::HashMap<String, Tensor<1>> {
+    let mut v = Grads { path: Vec::new(), grads, out: Default::default() };
+    module.visit(&mut v);
+    v.out
+}

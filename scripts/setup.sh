@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything Flick needs on a fresh Debian 12 machine; safe to run again (each step checks first).
+#  - Rust (rustup, stable ≥ 1.95) if cargo is missing
+#  - Mesa's lavapipe Vulkan driver (the GPU path's tests run on it when there is no GPU)
+#  - Python with Pillow + safetensors in .venv (the tests check our files open in them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+dpkg -s libvulkan1 >/dev/null 2>&1 || need_apt+=(libvulkan1)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  echo "setup: installing Rust"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import safetensors, PIL, numpy' >/dev/null 2>&1; then
+  echo "setup: creating .venv with Pillow, numpy, safetensors"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check pillow numpy safetensors
+fi

@@ -1,0 +1,166 @@
+//! The `flick` command line: argument parsing and the commands' top level.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flick_core::device::{BackendKind, describe, open};
+use flick_core::generate::Generator;
+
+use crate::{config, train};
+
+/// The model `flick generate` uses when no `--checkpoint` is given.
+pub const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/teacher-small.safetensors");
+
+#[derive(Parser)]
+#[command(name = "flick", version, about = "One-step text-to-video generation that runs anywhere WebGPU does")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the flow-matching video teacher (resumable).
+    TrainTeacher {
+        /// TOML config, e.g. configs/teacher-small.toml
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder (checkpoints, metrics, curves, samples). Default: runs/<config name>
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in --out from its last checkpoint
+        #[arg(long)]
+        resume: bool,
+        /// `cpu` (burn flex) or `wgpu`
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+        /// Stop after this step (the schedule still follows the config's total)
+        #[arg(long)]
+        stop_at: Option<u64>,
+        /// Override the config's total number of steps
+        #[arg(long)]
+        steps: Option<u64>,
+    },
+    /// Write a frame grid of procedural training clips with their captions (to look at the data).
+    DataPreview {
+        #[arg(long, default_value = "data-preview.png")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `train` or `held-out`
+        #[arg(long, default_value = "train")]
+        split: String,
+    },
+    /// Generate a clip from a prompt.
+    Generate {
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Denoising steps (1 = one step); default: the checkpoint's recommendation
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Classifier-free guidance scale (1 = off); default: the checkpoint's recommendation
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Output GIF
+        #[arg(long, default_value = "clip.gif")]
+        out: PathBuf,
+        /// Also write each frame as PNG into this folder
+        #[arg(long)]
+        frames_dir: Option<PathBuf>,
+        /// Checkpoint (.safetensors); default: the bundled model
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// `cpu` (burn flex) or `wgpu`
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+        /// Integer upscale of the written frames (nearest neighbour)
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// GIF frame rate
+        #[arg(long, default_value_t = 8)]
+        fps: u32,
+    },
+}
+
+/// Parse the process arguments and run; errors are printed and exit with status 1.
+pub fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps } => {
+            let mut cfg = config::TeacherConfig::load(&config)?;
+            if let Some(s) = steps {
+                cfg.train.steps = s;
+            }
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
+            let device = open(backend)?;
+            eprintln!("backend: {}", describe(&device));
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false })?;
+            eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
+            Ok(())
+        }
+        Command::DataPreview { out, count, seed, split } => {
+            use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
+            let split = match split.as_str() {
+                "train" => Split::Train,
+                "held-out" | "heldout" => Split::HeldOut,
+                other => anyhow::bail!("--split {other:?}: use `train` or `held-out`"),
+            };
+            let source = ShapesSource::new(ShapesConfig::default(), seed)?;
+            let mut videos = Vec::new();
+            for i in 0..count {
+                let s = source.sample(split, i);
+                println!("{i}: {}", s.caption);
+                videos.push(flick_core::video::Video::from_clip(&s.clip));
+            }
+            flick_core::video::frame_grid(&videos, 3).save(&out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Generate { prompt, seed, steps, guidance, out, frames_dir, checkpoint, backend, scale, fps } => {
+            let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+            generate(&prompt, seed, steps, guidance, &out, frames_dir.as_deref(), &path, backend, scale, fps)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<f32>, out: &Path, frames_dir: Option<&Path>, checkpoint: &Path, backend: BackendKind, scale: usize, fps: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(scale >= 1, "--scale must be ≥ 1");
+    if !checkpoint.exists() {
+        anyhow::bail!("checkpoint {} not found (pass --checkpoint FILE.safetensors)", checkpoint.display());
+    }
+    let device = open(backend)?;
+    eprintln!("backend: {}", describe(&device));
+    let t0 = Instant::now();
+    let generator = Generator::load(checkpoint, &device)?;
+    let defaults = generator.defaults();
+    let (steps, guidance) = (steps.unwrap_or(defaults.steps), guidance.unwrap_or(defaults.guidance));
+    anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
+    eprintln!("model: {} ({}, {} steps, guidance {guidance}) loaded in {:.2}s", checkpoint.display(), generator.info.kind, steps, t0.elapsed().as_secs_f32());
+    if let Some(w) = generator.prompt_warning(prompt) {
+        eprintln!("warning: {w}");
+    }
+    let t1 = Instant::now();
+    let video = generator.generate(prompt, seed, steps, guidance)?;
+    eprintln!("generated {}×{}×{} in {:.3}s", video.frames, video.height, video.width, t1.elapsed().as_secs_f32());
+    let video = if scale > 1 { video.upscale(scale) } else { video };
+    video.write_gif(out, fps).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    if let Some(dir) = frames_dir {
+        video.write_png_frames(dir)?;
+        eprintln!("wrote frames to {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! flick-trainer: the training loops (optimisers, schedules, resume, logging) and the `flick`
+//! command line. Models, data and sampling live in `flick-core`.
+
+pub mod cli;
+pub mod config;
+pub mod optim;
+pub mod plot;
+pub mod train;

@@ -1,0 +1,3 @@
+fn main() {
+    flick_trainer::cli::main();
+}

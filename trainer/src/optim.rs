@@ -1,0 +1,93 @@
+//! Optimizers written on named parameters, so their state is saved by path in the same
+//! safetensors files as the weights and a resumed run continues bit-for-bit where it stopped.
+//! (burn's own optimizers key their state by parameter id, which a checkpoint file does not
+//! keep.) Gradient clipping is by the global norm over all parameters, as in PyTorch's
+//! `clip_grad_norm_`.
+
+use std::collections::HashMap;
+
+use burn::prelude::*;
+use flick_core::checkpoint::NamedTensors;
+use flick_core::params::{grads_by_path, map_params};
+
+/// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
+pub struct AdamW {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Number of updates taken (for bias correction).
+    pub t: u64,
+    m: HashMap<String, Tensor<1>>,
+    v: HashMap<String, Tensor<1>>,
+}
+
+/// What one update saw.
+pub struct StepStats {
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+impl AdamW {
+    pub fn new(beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Self {
+        Self { beta1, beta2, eps, weight_decay, t: 0, m: HashMap::new(), v: HashMap::new() }
+    }
+
+    /// Apply one update from `grads` (of `loss.backward()`), clipping the global gradient norm
+    /// to `clip` (if > 0). Returns `None` (no update) if the gradient norm is not finite.
+    pub fn step<M: Module>(&mut self, model: M, grads: &burn::tensor::Gradients, lr: f32, clip: f32) -> (M, Option<StepStats>) {
+        let grads = grads_by_path(&model, grads);
+        let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
+        let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
+        if !norm.is_finite() {
+            return (model, None);
+        }
+        let scale = if clip > 0.0 && norm > clip { clip / norm } else { 1.0 };
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let model = map_params(model, |path, _, p, _| {
+            let g = grads.get(path)?.clone() * scale;
+            let m = match self.m.remove(path) {
+                Some(m) => m * b1 + g.clone() * (1.0 - b1),
+                None => g.clone() * (1.0 - b1),
+            };
+            let v = match self.v.remove(path) {
+                Some(v) => v * b2 + g.clone().powi_scalar(2) * (1.0 - b2),
+                None => g.powi_scalar(2) * (1.0 - b2),
+            };
+            let update = (m.clone() / c1) / ((v.clone() / c2).sqrt() + self.eps);
+            let p = p.clone() - (update + p * self.weight_decay) * lr;
+            self.m.insert(path.to_string(), m);
+            self.v.insert(path.to_string(), v);
+            Some(p)
+        });
+        (model, Some(StepStats { grad_norm: norm }))
+    }
+
+    /// Moments as named tensors (`adam_m.<path>`, `adam_v.<path>`), for the training state.
+    pub fn state_tensors(&self, out: &mut NamedTensors) {
+        for (prefix, map) in [("adam_m.", &self.m), ("adam_v.", &self.v)] {
+            for (path, t) in map {
+                let data: Vec<f32> = t.to_data().try_to_vec::<f32>().expect("f32");
+                out.insert(format!("{prefix}{path}"), (vec![data.len()], data));
+            }
+        }
+    }
+
+    /// Restore moments saved by [`Self::state_tensors`].
+    pub fn load_state(&mut self, tensors: &NamedTensors, t: u64, device: &Device) {
+        self.t = t;
+        for (name, (_, data)) in tensors {
+            let (map, path) = if let Some(p) = name.strip_prefix("adam_m.") {
+                (&mut self.m, p)
+            } else if let Some(p) = name.strip_prefix("adam_v.") {
+                (&mut self.v, p)
+            } else {
+                continue;
+            };
+            map.insert(path.to_string(), Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device));
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `flick train-teacher`: flow-matching training of the video teacher, resumable.
+//!
+//! Everything random in a step (batch contents, caption dropout, times, noise) is a function of
+//! `(seed, step)`, and the state file holds weights, EMA, AdamW moments and the step, so a run
+//! killed at any point and restarted with `--resume` continues exactly where its last
+//! checkpoint stood.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::prelude::*;
+use flick_core::checkpoint::{NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors};
+use flick_core::data::{ClipSource, folder::FolderDataset, shapes::{ShapesConfig, ShapesSource}, stack};
+use flick_core::flow::{noise, normal_vec};
+use flick_core::generate::Generator;
+use flick_core::model::VideoDit;
+use flick_core::params::ema_update;
+use flick_core::video::{Video, frame_grid};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::config::TeacherConfig;
+use crate::optim::AdamW;
+
+/// Options of one training invocation.
+pub struct TrainArgs {
+    pub config: TeacherConfig,
+    pub config_path: PathBuf,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub device: Device,
+    /// Stop after this step even if the config asks for more (for tests and staged runs).
+    pub stop_at: Option<u64>,
+    pub quiet: bool,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    step: u64,
+    loss: f32,
+    lr: f32,
+    grad_norm: f32,
+    clips_per_s: f32,
+    elapsed_s: f32,
+    skipped_steps: u64,
+}
+
+fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// File names inside a run directory.
+pub fn state_path(out: &Path) -> PathBuf {
+    out.join("state.safetensors")
+}
+pub fn model_path(out: &Path) -> PathBuf {
+    out.join("teacher.safetensors")
+}
+
+/// Train (or resume) a teacher. Returns the final EMA model.
+pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
+    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet } = args;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let mc = &cfg.model;
+    let source: Box<dyn ClipSource> = match &cfg.data.folder {
+        Some(dir) => {
+            let ds = FolderDataset::open(dir, mc.frames, mc.height, mc.width)?;
+            eprintln!("dataset: {} clips from {} ({} skipped)", ds.len(), dir.display(), ds.skipped.len());
+            Box::new(ds)
+        }
+        None => Box::new(ShapesSource::new(
+            ShapesConfig { frames: mc.frames, height: mc.height, width: mc.width, two_object_prob: cfg.data.two_object_prob },
+            cfg.data.seed,
+        )?),
+    };
+
+    let ad = device.clone().autodiff();
+    device.seed(cfg.train.seed);
+    let mut model = mc.init(&ad);
+    let mut ema = model.valid();
+    let mut optim = AdamW::new(cfg.train.beta1, cfg.train.beta2, 1e-8, cfg.train.weight_decay);
+    let mut step: u64 = 0;
+    let mut skipped: u64 = 0;
+    let metrics_path = out.join("metrics.jsonl");
+
+    if resume && state_path(&out).exists() {
+        let (tensors, meta) = read_safetensors(&state_path(&out))?;
+        let saved_cfg = meta.get("config").context("state file lacks its model config")?;
+        let saved: flick_core::model::VideoDitConfig = serde_json::from_str(saved_cfg)?;
+        if &saved != mc {
+            bail!("{} was written for another model config; start a new run folder or use the same config", state_path(&out).display());
+        }
+        step = meta.get("step").context("state lacks step")?.parse()?;
+        skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+        model = load_module(model, &tensors, "model.", &ad)?;
+        ema = load_module(ema, &tensors, "ema.", &device)?;
+        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, &device);
+        truncate_metrics(&metrics_path, step)?;
+        eprintln!("resumed from {} at step {step}", state_path(&out).display());
+    } else if resume {
+        eprintln!("--resume: no state in {}, starting from step 0", out.display());
+    } else if state_path(&out).exists() {
+        bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+    }
+    if step == 0 {
+        let _ = std::fs::remove_file(&metrics_path);
+    }
+    std::fs::write(out.join("config.resolved.toml"), toml::to_string_pretty(&cfg)?)?;
+    eprintln!(
+        "model: {} parameters ({} in the text encoder); config {}",
+        flick_core::params::count(&model),
+        flick_core::params::count(&model.text),
+        config_path.display()
+    );
+
+    let last = stop_at.map_or(cfg.train.steps, |s| s.min(cfg.train.steps));
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.train.steps) };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+    bar.set_position(step);
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let started = Instant::now();
+    let mut window = (Instant::now(), 0usize);
+    let mut consecutive_bad = 0;
+    let b = cfg.train.batch_size;
+
+    while step < last {
+        let mut rng = step_rng(cfg.train.seed, step);
+        let samples: Vec<_> = (0..b as u64).map(|i| source.get(step * b as u64 + i)).collect();
+        let prompts: Vec<String> = samples
+            .iter()
+            .map(|s| if rng.random::<f32>() < cfg.train.caption_dropout { String::new() } else { s.caption.clone() })
+            .collect();
+        let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
+        let (x0, shape) = stack(&clips);
+        let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
+        let eps = normal_vec(&mut rng, x0.len());
+
+        let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), &ad);
+        let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), &ad);
+        let t = Tensor::<1>::from_data(TensorData::new(times, [b]), &ad);
+        let (xt, target) = noise(x0, eps, t.clone());
+        let text = model.encode_text(&prompts, &ad);
+        let pred = model.forward(xt, t, &text);
+        let loss = (pred - target).powi_scalar(2).mean();
+        let loss_value: f32 = loss.clone().into_scalar();
+
+        let lr = cfg.train.lr * ((step + 1) as f32 / cfg.train.warmup_steps.max(1) as f32).min(1.0);
+        let grads = loss.backward();
+        let mut grad_norm = f32::NAN;
+        let updated = if loss_value.is_finite() {
+            let (m, stats) = optim.step(model, &grads, lr, cfg.train.grad_clip);
+            model = m;
+            stats.map(|s| grad_norm = s.grad_norm).is_some()
+        } else {
+            false
+        };
+        if updated {
+            consecutive_bad = 0;
+            // EMA warm-up (as in timm/diffusers): early on the average must not cling to the
+            // random initialisation.
+            let decay = cfg.train.ema_decay.min((1.0 + step as f32) / (10.0 + step as f32));
+            ema = ema_update(ema, &model, decay);
+        } else {
+            skipped += 1;
+            consecutive_bad += 1;
+            bar.println(format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
+            if consecutive_bad >= cfg.train.max_bad_steps {
+                save_state(&out, &cfg, &model, &ema, &optim, step, skipped)?;
+                bail!("{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}", out.display());
+            }
+        }
+        step += 1;
+        window.1 += b;
+        bar.set_position(step);
+
+        if step % cfg.train.log_every == 0 || step == last {
+            let secs = window.0.elapsed().as_secs_f32();
+            let m = Metrics { step, loss: loss_value, lr, grad_norm, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), skipped_steps: skipped };
+            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
+            bar.set_message(format!("loss {loss_value:.4} · {:.1} clips/s", m.clips_per_s));
+            window = (Instant::now(), 0);
+        }
+        if step % cfg.train.checkpoint_every == 0 || step == last {
+            save_state(&out, &cfg, &model, &ema, &optim, step, skipped)?;
+            plot_metrics(&out)?;
+        }
+        if cfg.train.sample_every > 0 && (step % cfg.train.sample_every == 0 || step == last) {
+            write_samples(&out, &cfg, &ema, &device, step)?;
+        }
+    }
+    bar.finish();
+    Ok(ema)
+}
+
+fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
+    // Lines logged after the checkpoint we resume from would be repeated: drop them.
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .collect();
+    std::fs::write(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    Ok(())
+}
+
+fn save_state(out: &Path, cfg: &TeacherConfig, model: &VideoDit, ema: &VideoDit, optim: &AdamW, step: u64, skipped: u64) -> anyhow::Result<()> {
+    let mut tensors = NamedTensors::new();
+    module_tensors(model, "model.", &mut tensors);
+    module_tensors(ema, "ema.", &mut tensors);
+    optim.state_tensors(&mut tensors);
+    let mut meta = BTreeMap::new();
+    meta.insert("format".into(), "flick-train-state/1".into());
+    meta.insert("config".into(), serde_json::to_string(&cfg.model)?);
+    meta.insert("step".into(), step.to_string());
+    meta.insert("adam_t".into(), optim.t.to_string());
+    meta.insert("skipped_steps".into(), skipped.to_string());
+    write_safetensors(&state_path(out), &tensors, meta)?;
+    // The model people use: EMA weights + sampling defaults.
+    let mut tensors = NamedTensors::new();
+    module_tensors(ema, "", &mut tensors);
+    write_safetensors(&model_path(out), &tensors, model_metadata("teacher", &cfg.model, &teacher_extra(cfg, step)))?;
+    Ok(())
+}
+
+/// Metadata recorded in a teacher checkpoint besides its config.
+pub fn teacher_extra(cfg: &TeacherConfig, step: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("step".to_string(), step.to_string()),
+        ("shift".to_string(), cfg.flow.shift.to_string()),
+        ("steps".to_string(), cfg.sample.steps.to_string()),
+        ("guidance".to_string(), cfg.sample.guidance.to_string()),
+    ])
+}
+
+/// Plot `metrics.jsonl` to `loss.png`.
+pub fn plot_metrics(out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    let points: Vec<(u64, f32)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()? as f32)))
+        .collect();
+    crate::plot::plot_curve(&out.join("loss.png"), &points)
+}
+
+fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &VideoDit, device: &Device, step: u64) -> anyhow::Result<()> {
+    if cfg.sample.prompts.is_empty() {
+        return Ok(());
+    }
+    let info = flick_core::checkpoint::CheckpointInfo { kind: "teacher".into(), config: cfg.model.clone(), extra: teacher_extra(cfg, step) };
+    let generator = Generator::new(ema.clone(), info, device.clone());
+    let seeds: Vec<u64> = (0..cfg.sample.prompts.len() as u64).collect();
+    let clips = generator.generate_clips(&cfg.sample.prompts, &seeds, cfg.sample.steps, cfg.sample.guidance, |_, _| {})?;
+    let videos: Vec<Video> = clips.iter().map(Video::from_clip).collect();
+    let dir = out.join("samples");
+    std::fs::create_dir_all(&dir)?;
+    frame_grid(&videos, 3).save(dir.join(format!("step_{step:06}.png")))?;
+    Ok(())
+}
