@@ -8,4 +8,7 @@ bash "$root/scripts/setup.sh"
 cd "$root"
 # One target folder shared by every checkout on this machine (CI clones reuse the built deps).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
-cargo test --workspace 2>&1
+# wgpu/Vulkan want a runtime dir; headless machines often lack one.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+cargo test --workspace --no-fail-fast 2>&1

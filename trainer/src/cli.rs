@@ -55,6 +55,28 @@ enum Command {
         #[arg(long, default_value = "train")]
         split: String,
     },
+    /// Score generated clips against their prompts, reading attributes from the pixels
+    /// (single-object prompts from the training distribution and the held-out combinations).
+    Score {
+        /// Checkpoint (.safetensors); default: the bundled model
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Step counts to score (comma-separated), e.g. 1,4,25
+        #[arg(long, value_delimiter = ',', default_value = "25")]
+        steps: Vec<usize>,
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Prompts per split
+        #[arg(long, default_value_t = 48)]
+        prompts: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Where to write sample grids (one per split and step count)
+        #[arg(long)]
+        grids: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+    },
     /// Generate a clip from a prompt.
     Generate {
         #[arg(long)]
@@ -126,6 +148,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             flick_core::video::frame_grid(&videos, 3).save(&out)?;
             eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Score { checkpoint, steps, guidance, prompts, batch, grids, backend } => {
+            let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+            let device = open(backend)?;
+            eprintln!("backend: {}", describe(&device));
+            let generator = Generator::load(&path, &device)?;
+            let guidance = guidance.unwrap_or(generator.defaults().guidance);
+            let mut rows = Vec::new();
+            for s in steps {
+                anyhow::ensure!(s >= 1, "--steps must be ≥ 1");
+                eprintln!("scoring {} at {s} steps, guidance {guidance}, {prompts} prompts per split…", path.display());
+                rows.push((format!("{} @{s} (w={guidance})", path.file_stem().unwrap_or_default().to_string_lossy()), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
+            }
+            println!("{}", crate::score::table(&rows));
             Ok(())
         }
         Command::Generate { prompt, seed, steps, guidance, out, frames_dir, checkpoint, backend, scale, fps } => {

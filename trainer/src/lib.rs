@@ -5,4 +5,5 @@ pub mod cli;
 pub mod config;
 pub mod optim;
 pub mod plot;
+pub mod score;
 pub mod train;

@@ -6,7 +6,7 @@
 //! checkpoint stood.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -182,6 +182,10 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             let m = Metrics { step, loss: loss_value, lr, grad_norm, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), skipped_steps: skipped };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             bar.set_message(format!("loss {loss_value:.4} · {:.1} clips/s", m.clips_per_s));
+            if !quiet && !std::io::stderr().is_terminal() {
+                // No progress bar without a terminal (logs, nohup): a plain line instead.
+                eprintln!("step {step}/{} loss {loss_value:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s", cfg.train.steps, m.clips_per_s);
+            }
             window = (Instant::now(), 0);
         }
         if step % cfg.train.checkpoint_every == 0 || step == last {

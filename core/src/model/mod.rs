@@ -64,6 +64,10 @@ pub struct VideoDitConfig {
     pub stem_channels: usize,
     #[config(default = "AttentionMode::Full")]
     pub attention: AttentionMode,
+    /// Root-mean-square of the data (clips in [-1, 1]) for the input/skip/output
+    /// preconditioning; see [`VideoDit::forward_taps`].
+    #[config(default = 0.8)]
+    pub sigma_data: f32,
     pub text: TextEncoderConfig,
 }
 
@@ -138,6 +142,7 @@ impl VideoDitConfig {
             head2: (cs > 0).then(|| conv(cs, 3, true)),
             patch: self.patch,
             dim: d,
+            sigma_data: self.sigma_data,
         }
     }
 }
@@ -210,6 +215,24 @@ pub struct VideoDit {
     pub patch: [usize; 3],
     #[module(skip)]
     pub dim: usize,
+    #[module(skip)]
+    pub sigma_data: f32,
+}
+
+/// EDM-style preconditioning (Karras et al. 2022) carried over to rectified flow, for data of
+/// RMS σ and unit noise: `x_t = (1 − t)·x0 + t·ε`, `v = ε − x0`.
+/// Returns `(c_in, c_skip, c_out)` with `v̂ = c_skip·x_t + c_out·F(c_in·x_t)`: `c_in` gives the
+/// network unit-variance input at every t, `c_skip·x_t` is the best linear guess of `v` (so the
+/// identity path — `v ≈ x_t` at t = 1 — exists from the first step), and `c_out` scales the
+/// network's residual to unit variance.
+pub fn preconditioning(t: f32, sigma: f32) -> (f32, f32, f32) {
+    let s2 = sigma * sigma;
+    let var_x = (1.0 - t).powi(2) * s2 + t * t;
+    let cov = t - (1.0 - t) * s2;
+    let c_in = 1.0 / var_x.sqrt();
+    let c_skip = cov / var_x;
+    let c_out = (1.0 + s2 - cov * cov / var_x).max(1e-8).sqrt();
+    (c_in, c_skip, c_out)
 }
 
 impl VideoDit {
@@ -227,18 +250,28 @@ impl VideoDit {
         self.forward_taps(x, t, text, &[]).0
     }
 
-    /// Velocity prediction plus the token features `[B, N, d]` after each block index in `taps`
+    /// Velocity prediction (preconditioned, see [`preconditioning`]) plus the token features `[B, N, d]` after each block index in `taps`
     /// (1-based: `taps = [depth]` is the last block's output).
     pub fn forward_taps(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> (Tensor<5>, Vec<Tensor<3>>) {
         let [b, _, frames, height, width] = x.dims();
         let [pt, ph, pw] = self.patch;
+        let device = x.device();
+        // Per-sample preconditioning factors (see [`preconditioning`]), on the device.
+        let s2 = self.sigma_data * self.sigma_data;
+        let tt = t.clone().reshape([b, 1, 1, 1, 1]);
+        let one_minus = tt.clone().neg() + 1.0;
+        let var_x = one_minus.clone().powi_scalar(2) * s2 + tt.clone().powi_scalar(2);
+        let cov = tt - one_minus * s2;
+        let c_in = var_x.clone().sqrt().recip();
+        let c_skip = cov.clone() / var_x.clone();
+        let c_out = ((cov.powi_scalar(2) / var_x).neg() + (1.0 + s2)).clamp_min(1e-8).sqrt();
+        let x_in = x.clone() * c_in;
         let grid = [frames / pt, height / ph, width / pw];
         let n = grid[0] * grid[1] * grid[2];
         let d = self.dim;
-        let device = x.device();
 
-        let skip = self.stem.as_ref().map(|s| silu(s.forward(x.clone()))); // [B, cs, T, H, W]
-        let h = self.patch_embed.forward(skip.clone().unwrap_or(x)); // [B, d, t, h, w]
+        let skip = self.stem.as_ref().map(|s| silu(s.forward(x_in.clone()))); // [B, cs, T, H, W]
+        let h = self.patch_embed.forward(skip.clone().unwrap_or(x_in)); // [B, d, t, h, w]
         let pos = Tensor::<2>::from_data(TensorData::new(factorised_positions(grid[0], grid[1], grid[2], d), [n, d]), &device);
         let mut tokens = h.reshape([b, d, n]).swap_dims(1, 2) + pos.unsqueeze_dim::<3>(0); // [B, N, d]
 
@@ -259,17 +292,44 @@ impl VideoDit {
             .reshape([b, grid[0], grid[1], grid[2], pt, ph, pw, co])
             .permute([0, 7, 1, 4, 2, 5, 3, 6])
             .reshape([b, co, frames, height, width]); // [B, co, T, H, W]
-        let v = match (skip, &self.head1, &self.head2) {
+        let f = match (skip, &self.head1, &self.head2) {
             (Some(skip), Some(h1), Some(h2)) => h2.forward(silu(h1.forward(Tensor::cat(vec![out, skip], 1)))),
             _ => out,
         };
-        (v, tapped)
+        (x * c_skip + f * c_out, tapped)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preconditioning_is_the_best_linear_predictor() {
+        // Monte-Carlo check on Gaussian data of RMS σ: c_skip minimises E|v − c·x_t|², c_in
+        // normalises x_t, and c_out is the residual's standard deviation.
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let sigma = 0.8f32;
+        for t in [0.0f32, 0.3, 0.7, 1.0] {
+            let (c_in, c_skip, c_out) = preconditioning(t, sigma);
+            let n = 200_000;
+            let (mut sxx, mut sxv, mut svv) = (0f64, 0f64, 0f64);
+            for _ in 0..n {
+                let x0 = sigma * crate::flow::standard_normal(&mut rng);
+                let e = crate::flow::standard_normal(&mut rng);
+                let (xt, v) = ((1.0 - t) * x0 + t * e, e - x0);
+                sxx += (xt * xt) as f64;
+                sxv += (xt * v) as f64;
+                svv += (v * v) as f64;
+            }
+            let best = (sxv / sxx) as f32;
+            let resid = ((svv - sxv * sxv / sxx) / n as f64).sqrt() as f32;
+            assert!((c_skip - best).abs() < 0.02, "t={t}: c_skip {c_skip} vs {best}");
+            assert!((c_in * ((sxx / n as f64).sqrt() as f32) - 1.0).abs() < 0.02, "t={t}");
+            assert!((c_out - resid).abs() < 0.02, "t={t}: c_out {c_out} vs {resid}");
+        }
+    }
 
     pub fn tiny() -> VideoDitConfig {
         VideoDitConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))

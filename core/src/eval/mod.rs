@@ -1,0 +1,8 @@
+//! Quality measurement of generated clips.
+//!
+//! [`analytic`] reads the attributes of a single-object procedural clip straight from its pixels
+//! (background by majority colour, object by difference from it, motion from the centroid
+//! track): no learned judge, so it needs no training and cannot be fooled the way a classifier
+//! can — but it only understands clips that look like the procedural ones.
+
+pub mod analytic;
