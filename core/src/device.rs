@@ -32,9 +32,18 @@ pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
     match kind {
         BackendKind::Cpu => Ok(Device::flex()),
         #[cfg(not(target_family = "wasm"))]
-        BackendKind::Wgpu => Device::wgpu_options()
-            .init()
-            .map_err(|e| crate::Error::Device(format!("no usable wgpu adapter ({e:?}); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or use `--backend cpu`"))),
+        BackendKind::Wgpu => {
+            // burn registers the wgpu runtime once per process: a second `init` fails with
+            // "Service already initialized", so the first result is kept and shared.
+            static WGPU: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+            WGPU.get_or_init(|| {
+                Device::wgpu_options().init().map_err(|e| {
+                    format!("no usable wgpu adapter ({e:?}); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or use `--backend cpu`")
+                })
+            })
+            .clone()
+            .map_err(crate::Error::Device)
+        }
         #[cfg(target_family = "wasm")]
         BackendKind::Wgpu => Err(crate::Error::Device("in the browser, initialise wgpu asynchronously".into())),
     }
