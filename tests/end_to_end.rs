@@ -24,7 +24,7 @@ fn train_tiny(out: &Path, steps: u64) {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = steps;
     config.train.log_every = 1;
-    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2 }).unwrap();
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn wgpu_backend_trains() {
     config.train.steps = 3;
     config.train.log_every = 1;
     let out = dir.path().join("run");
-    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1 }).unwrap();
     let l = losses(&out);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");

@@ -42,6 +42,10 @@ enum Command {
         /// Override the config's total number of steps
         #[arg(long)]
         steps: Option<u64>,
+        /// Data-parallel worker threads splitting each batch (default: the CPU cores on
+        /// `cpu`, 1 on `wgpu`)
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Write a frame grid of procedural training clips with their captions (to look at the data).
     DataPreview {
@@ -120,7 +124,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps } => {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -128,7 +132,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false })?;
+            let workers = workers.unwrap_or(match backend {
+                BackendKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                _ => 1,
+            });
+            eprintln!("data-parallel workers: {workers}");
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
             Ok(())
         }

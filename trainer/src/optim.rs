@@ -37,6 +37,12 @@ impl AdamW {
     /// to `clip` (if > 0). Returns `None` (no update) if the gradient norm is not finite.
     pub fn step<M: Module>(&mut self, model: M, grads: &burn::tensor::Gradients, lr: f32, clip: f32) -> (M, Option<StepStats>) {
         let grads = grads_by_path(&model, grads);
+        self.step_with(model, &grads, lr, clip)
+    }
+
+    /// [`Self::step`] from gradients already gathered by parameter path (e.g. summed over
+    /// data-parallel workers).
+    pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
         let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
         let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
         if !norm.is_finite() {

@@ -5,7 +5,7 @@
 //! killed at any point and restarted with `--resume` continues exactly where its last
 //! checkpoint stood.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use flick_core::data::{ClipSource, folder::FolderDataset, shapes::{ShapesConfig,
 use flick_core::flow::{noise, normal_vec};
 use flick_core::generate::Generator;
 use flick_core::model::VideoDit;
-use flick_core::params::ema_update;
+use flick_core::params::{ema_update, grads_by_path};
 use flick_core::video::{Video, frame_grid};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -36,6 +36,11 @@ pub struct TrainArgs {
     /// Stop after this step even if the config asks for more (for tests and staged runs).
     pub stop_at: Option<u64>,
     pub quiet: bool,
+    /// Data-parallel worker threads: the batch is split between them, each runs forward and
+    /// backward on its share with its own copy of the parameters, and the gradients are summed.
+    /// burn's CPU backend keeps about one core busy per step, so on CPU this is how a step uses
+    /// them all; on a GPU use 1.
+    pub workers: usize,
 }
 
 #[derive(Serialize)]
@@ -63,7 +68,8 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
-    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet } = args;
+    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers } = args;
+    let workers = workers.clamp(1, cfg.train.batch_size);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
     let mc = &cfg.model;
     let source: Box<dyn ClipSource> = match &cfg.data.folder {
@@ -139,20 +145,11 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
         let eps = normal_vec(&mut rng, x0.len());
 
-        let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), &ad);
-        let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), &ad);
-        let t = Tensor::<1>::from_data(TensorData::new(times, [b]), &ad);
-        let (xt, target) = noise(x0, eps, t.clone());
-        let text = model.encode_text(&prompts, &ad);
-        let pred = model.forward(xt, t, &text);
-        let loss = (pred - target).powi_scalar(2).mean();
-        let loss_value: f32 = loss.clone().into_scalar();
-
         let lr = cfg.train.lr * ((step + 1) as f32 / cfg.train.warmup_steps.max(1) as f32).min(1.0);
-        let grads = loss.backward();
+        let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
         let mut grad_norm = f32::NAN;
         let updated = if loss_value.is_finite() {
-            let (m, stats) = optim.step(model, &grads, lr, cfg.train.grad_clip);
+            let (m, stats) = optim.step_with(model, &grads, lr, cfg.train.grad_clip);
             model = m;
             stats.map(|s| grad_norm = s.grad_norm).is_some()
         } else {
@@ -198,6 +195,62 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     }
     bar.finish();
     Ok(ema)
+}
+
+/// Mean-squared flow-matching loss of one batch and its gradients by parameter path, the batch
+/// split over `workers` threads. Each worker differentiates its own leaf copy of the
+/// parameters (no data is copied), weighting its share's mean loss by its share of the batch,
+/// so the summed gradients are those of the whole batch's mean loss.
+#[allow(clippy::too_many_arguments)]
+fn parallel_grads(
+    model: &VideoDit,
+    x0: &[f32],
+    shape: [usize; 5],
+    eps: &[f32],
+    times: &[f32],
+    prompts: &[String],
+    workers: usize,
+    ad: &Device,
+) -> (f32, HashMap<String, Tensor<1>>) {
+    let b = shape[0];
+    let per_clip = x0.len() / b;
+    let bounds: Vec<(usize, usize)> = (0..workers).map(|w| (w * b / workers, (w + 1) * b / workers)).filter(|(a, z)| z > a).collect();
+    let one = |(lo, hi): (usize, usize)| {
+        let n = hi - lo;
+        let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
+        let sh = [n, shape[1], shape[2], shape[3], shape[4]];
+        let x0 = Tensor::<5>::from_data(TensorData::new(x0[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
+        let eps = Tensor::<5>::from_data(TensorData::new(eps[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
+        let t = Tensor::<1>::from_data(TensorData::new(times[lo..hi].to_vec(), [n]), ad);
+        let (xt, target) = noise(x0, eps, t.clone());
+        let text = local.encode_text(&prompts[lo..hi], ad);
+        let pred = local.forward(xt, t, &text);
+        let loss = (pred - target).powi_scalar(2).mean() * (n as f32 / b as f32);
+        let value: f32 = loss.clone().into_scalar();
+        let grads = loss.backward();
+        (value, grads_by_path(&local, &grads))
+    };
+    let parts: Vec<(f32, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
+        vec![one(bounds[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds.iter().map(|&r| scope.spawn(move || one(r))).collect();
+            handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
+        })
+    };
+    let mut loss = 0.0;
+    let mut total: HashMap<String, Tensor<1>> = HashMap::new();
+    for (value, grads) in parts {
+        loss += value;
+        for (path, g) in grads {
+            let g = match total.remove(&path) {
+                Some(acc) => acc + g,
+                None => g,
+            };
+            total.insert(path, g);
+        }
+    }
+    (loss, total)
 }
 
 fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
