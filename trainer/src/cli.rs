@@ -47,6 +47,24 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Train the attribute probe that `flick eval` judges clips with (resumable).
+    TrainProbe {
+        /// TOML config, e.g. configs/probe.toml
+        #[arg(long, default_value = "configs/probe.toml")]
+        config: PathBuf,
+        /// Run folder; the probe is written to <out>/probe.safetensors
+        #[arg(long, default_value = "runs/probe")]
+        out: PathBuf,
+        /// Continue the run in --out from its last checkpoint
+        #[arg(long)]
+        resume: bool,
+        /// `cpu` (burn flex) or `wgpu`
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+        /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Write a frame grid of procedural training clips with their captions (to look at the data).
     DataPreview {
         #[arg(long, default_value = "data-preview.png")]
@@ -132,13 +150,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
-            let workers = workers.unwrap_or(match backend {
-                BackendKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                _ => 1,
-            });
+            let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
             train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
+            Ok(())
+        }
+        Command::TrainProbe { config, out, resume, backend, workers } => {
+            let cfg = crate::probe::ProbeTrainConfig::load(&config)?;
+            let device = open(backend)?;
+            eprintln!("backend: {}", describe(&device));
+            let workers = workers.unwrap_or_else(|| default_workers(backend));
+            let acc = crate::probe::train_probe(&cfg, &out, resume, &device, workers, false)?;
+            let line = acc.iter().map(|(k, v)| format!("{k} {:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ");
+            eprintln!("done: probe in {}; held-out accuracy: {line}", crate::probe::model_path(&out).display());
             Ok(())
         }
         Command::DataPreview { out, count, seed, split } => {
@@ -172,12 +197,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rows.push((format!("{} @{s} (w={guidance})", path.file_stem().unwrap_or_default().to_string_lossy()), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
             }
             println!("{}", crate::score::table(&rows));
+            let sens = crate::score::caption_sensitivity(&generator, 16, &[0.2, 0.5, 0.8, 0.9, 0.95, 0.99]);
+            println!("caption sensitivity (|v(c) − v(·)| / |v(c)|, 16 train-like prompts, x_t from their real clips):\n\n| t | vs empty prompt | vs a wrong caption |\n|---|---|---|");
+            for (t, u, w) in sens {
+                println!("| {t} | {u:.3} | {w:.3} |");
+            }
             Ok(())
         }
         Command::Generate { prompt, seed, steps, guidance, out, frames_dir, checkpoint, backend, scale, fps } => {
             let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
             generate(&prompt, seed, steps, guidance, &out, frames_dir.as_deref(), &path, backend, scale, fps)
         }
+    }
+}
+
+/// Data-parallel training threads: every core on the CPU backend, one on a GPU.
+fn default_workers(backend: BackendKind) -> usize {
+    match backend {
+        BackendKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
     }
 }
 

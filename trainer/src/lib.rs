@@ -5,5 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod optim;
 pub mod plot;
+pub mod probe;
 pub mod score;
 pub mod train;

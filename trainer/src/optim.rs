@@ -97,3 +97,42 @@ impl AdamW {
         }
     }
 }
+
+/// Loss and gradients (by parameter path) of one batch of `batch` items split over `workers`
+/// threads. `loss_of(local, lo, hi)` returns the mean loss of items `lo..hi` computed with
+/// `local`, a copy of `model` whose parameters are fresh autodiff leaves (no data is copied);
+/// each share is weighted by its size, so the summed gradients are those of the whole batch's
+/// mean loss. burn's CPU backend keeps about one core busy per op sequence; this is how a
+/// training step uses them all. With one worker it runs on the calling thread.
+pub fn data_parallel_grads<M: Module + Sync>(model: &M, batch: usize, workers: usize, loss_of: impl Fn(&M, usize, usize) -> Tensor<1> + Sync) -> (f32, HashMap<String, Tensor<1>>) {
+    let workers = workers.clamp(1, batch.max(1));
+    let bounds: Vec<(usize, usize)> = (0..workers).map(|w| (w * batch / workers, (w + 1) * batch / workers)).filter(|(a, z)| z > a).collect();
+    let one = |(lo, hi): (usize, usize)| {
+        let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
+        let loss = loss_of(&local, lo, hi) * ((hi - lo) as f32 / batch as f32);
+        let value: f32 = loss.clone().into_scalar();
+        let grads = loss.backward();
+        (value, grads_by_path(&local, &grads))
+    };
+    let parts: Vec<(f32, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
+        vec![one(bounds[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds.iter().map(|&r| scope.spawn(move || one(r))).collect();
+            handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
+        })
+    };
+    let mut loss = 0.0;
+    let mut total: HashMap<String, Tensor<1>> = HashMap::new();
+    for (value, grads) in parts {
+        loss += value;
+        for (path, g) in grads {
+            let g = match total.remove(&path) {
+                Some(acc) => acc + g,
+                None => g,
+            };
+            total.insert(path, g);
+        }
+    }
+    (loss, total)
+}

@@ -60,6 +60,44 @@ pub fn score(generator: &Generator, n: usize, steps: usize, guidance: f32, batch
     Ok(out)
 }
 
+/// How much the model listens to the caption, per noise level: the mean over `n` train-like
+/// prompts of `|v(x_t, c) − v(x_t, ∅)| / |v(x_t, c)|` (the effect of the prompt against the empty
+/// prompt), and of the same with a *wrong* caption (a different prompt of the set) in place of
+/// `∅`, with `x_t` noised from the real clip of the prompt. A model that ignores its text scores
+/// ≈ 0 at every t; text matters most at high t, where the clip can no longer be read off `x_t`.
+pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, f32, f32)> {
+    use burn::prelude::*;
+    let c = &generator.info.config;
+    let n = n.max(2);
+    let s = ShapesSource::new(ShapesConfig { frames: c.frames, height: c.height, width: c.width, two_object_prob: 0.0 }, 1234).expect("valid geometry");
+    let samples: Vec<_> = (0..n as u64).map(|i| s.sample(Split::Train, i)).collect();
+    let captions: Vec<String> = samples.iter().map(|x| canonical_caption(x.attributes.main(), x.attributes.background)).collect();
+    let clips: Vec<_> = samples.into_iter().map(|x| x.clip).collect();
+    let (x0, shape) = flick_core::data::stack(&clips);
+    let device = &generator.device;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(99);
+    let eps = flick_core::flow::normal_vec(&mut rng, x0.len());
+    let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), device);
+    let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), device);
+    // Prompts: the right caption, the empty prompt, the next clip's caption.
+    let mut prompts = captions.clone();
+    prompts.extend(std::iter::repeat_n(String::new(), n));
+    prompts.extend((0..n).map(|i| captions[(i + 1) % n].clone()));
+    let text = generator.model.encode_text(&prompts, device);
+    let norms = |v: Tensor<5>| -> Vec<f32> { v.powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).sqrt().into_data().try_to_vec::<f32>().expect("f32") };
+    times
+        .iter()
+        .map(|&t| {
+            let (xt, _) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
+            let v = generator.model.forward(Tensor::cat(vec![xt.clone(), xt.clone(), xt], 0), Tensor::<1>::full([3 * n], t, device), &text);
+            let (vc, vu, vw) = (v.clone().narrow(0, 0, n), v.clone().narrow(0, n, n), v.narrow(0, 2 * n, n));
+            let (nc, du, dw) = (norms(vc.clone()), norms(vc.clone() - vu), norms(vc - vw));
+            let mean = |d: &[f32]| d.iter().zip(&nc).map(|(d, c)| d / c.max(1e-8)).sum::<f32>() / n as f32;
+            (t, mean(&du), mean(&dw))
+        })
+        .collect()
+}
+
 /// A markdown table of scores.
 pub fn table(rows: &[(String, Vec<Scored>)]) -> String {
     let mut s = String::from("| model | prompts | colour | shape | size | motion | background | all five | s/clip |\n|---|---|---|---|---|---|---|---|---|\n");

@@ -17,14 +17,14 @@ use flick_core::data::{ClipSource, folder::FolderDataset, shapes::{ShapesConfig,
 use flick_core::flow::{noise, normal_vec};
 use flick_core::generate::Generator;
 use flick_core::model::VideoDit;
-use flick_core::params::{ema_update, grads_by_path};
+use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::TeacherConfig;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, data_parallel_grads};
 
 /// Options of one training invocation.
 pub struct TrainArgs {
@@ -198,9 +198,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
 }
 
 /// Mean-squared flow-matching loss of one batch and its gradients by parameter path, the batch
-/// split over `workers` threads. Each worker differentiates its own leaf copy of the
-/// parameters (no data is copied), weighting its share's mean loss by its share of the batch,
-/// so the summed gradients are those of the whole batch's mean loss.
+/// split over `workers` threads (see [`data_parallel_grads`]).
 #[allow(clippy::too_many_arguments)]
 fn parallel_grads(
     model: &VideoDit,
@@ -212,12 +210,9 @@ fn parallel_grads(
     workers: usize,
     ad: &Device,
 ) -> (f32, HashMap<String, Tensor<1>>) {
-    let b = shape[0];
-    let per_clip = x0.len() / b;
-    let bounds: Vec<(usize, usize)> = (0..workers).map(|w| (w * b / workers, (w + 1) * b / workers)).filter(|(a, z)| z > a).collect();
-    let one = |(lo, hi): (usize, usize)| {
+    let per_clip = x0.len() / shape[0];
+    data_parallel_grads(model, shape[0], workers, |local, lo, hi| {
         let n = hi - lo;
-        let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
         let sh = [n, shape[1], shape[2], shape[3], shape[4]];
         let x0 = Tensor::<5>::from_data(TensorData::new(x0[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
         let eps = Tensor::<5>::from_data(TensorData::new(eps[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
@@ -225,32 +220,8 @@ fn parallel_grads(
         let (xt, target) = noise(x0, eps, t.clone());
         let text = local.encode_text(&prompts[lo..hi], ad);
         let pred = local.forward(xt, t, &text);
-        let loss = (pred - target).powi_scalar(2).mean() * (n as f32 / b as f32);
-        let value: f32 = loss.clone().into_scalar();
-        let grads = loss.backward();
-        (value, grads_by_path(&local, &grads))
-    };
-    let parts: Vec<(f32, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
-        vec![one(bounds[0])]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = bounds.iter().map(|&r| scope.spawn(move || one(r))).collect();
-            handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
-        })
-    };
-    let mut loss = 0.0;
-    let mut total: HashMap<String, Tensor<1>> = HashMap::new();
-    for (value, grads) in parts {
-        loss += value;
-        for (path, g) in grads {
-            let g = match total.remove(&path) {
-                Some(acc) => acc + g,
-                None => g,
-            };
-            total.insert(path, g);
-        }
-    }
-    (loss, total)
+        (pred - target).powi_scalar(2).mean()
+    })
 }
 
 fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
