@@ -44,6 +44,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub lr: f32,
     pub warmup_steps: u64,
+    /// Linear learning-rate cool-down over the last this-many steps of `steps`, down to 10% of
+    /// `lr` (0 = constant after warm-up).
+    #[serde(default)]
+    pub cooldown_steps: u64,
     pub weight_decay: f32,
     pub beta1: f32,
     pub beta2: f32,

@@ -145,7 +145,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
         let eps = normal_vec(&mut rng, x0.len());
 
-        let lr = cfg.train.lr * ((step + 1) as f32 / cfg.train.warmup_steps.max(1) as f32).min(1.0);
+        let lr = learning_rate(&cfg.train, step);
         let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
         let mut grad_norm = f32::NAN;
         let updated = if loss_value.is_finite() {
@@ -222,6 +222,14 @@ fn parallel_grads(
         let pred = local.forward(xt, t, &text);
         (pred - target).powi_scalar(2).mean()
     })
+}
+
+/// Warm-up, constant, then the optional linear cool-down to 10% (see `TrainConfig`).
+pub fn learning_rate(t: &crate::config::TrainConfig, step: u64) -> f32 {
+    let warm = ((step + 1) as f32 / t.warmup_steps.max(1) as f32).min(1.0);
+    let start = t.steps.saturating_sub(t.cooldown_steps);
+    let cool = if t.cooldown_steps > 0 && step >= start { 1.0 - 0.9 * ((step - start) as f32 / t.cooldown_steps as f32).min(1.0) } else { 1.0 };
+    t.lr * warm * cool
 }
 
 fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
