@@ -65,6 +65,31 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Quality table on held-out prompts, judged by the attribute probe (eval.md, eval.json,
+    /// grids, bar chart).
+    Eval {
+        /// CHECKPOINT@STEPS or CHECKPOINT@STEPS:GUIDANCE, repeatable; default: the bundled
+        /// teacher at 1, 2, 4, 8 and 25 steps
+        #[arg(long = "model")]
+        models: Vec<crate::eval::ModelSpec>,
+        /// The attribute probe (`flick train-probe`)
+        #[arg(long, default_value = "models/probe.safetensors")]
+        probe: PathBuf,
+        /// Held-out prompts
+        #[arg(long, default_value_t = 24)]
+        prompts: usize,
+        /// Seeds per prompt
+        #[arg(long, default_value_t = 4)]
+        seeds: usize,
+        /// Clips generated per batch
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Output folder
+        #[arg(long, default_value = "eval")]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+    },
     /// Write a frame grid of procedural training clips with their captions (to look at the data).
     DataPreview {
         #[arg(long, default_value = "data-preview.png")]
@@ -164,6 +189,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let acc = crate::probe::train_probe(&cfg, &out, resume, &device, workers, false)?;
             let line = acc.iter().map(|(k, v)| format!("{k} {:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ");
             eprintln!("done: probe in {}; held-out accuracy: {line}", crate::probe::model_path(&out).display());
+            Ok(())
+        }
+        Command::Eval { models, probe, prompts, seeds, batch, out, backend } => {
+            let device = open(backend)?;
+            eprintln!("backend: {}", describe(&device));
+            let models = if models.is_empty() {
+                [1, 2, 4, 8, 25].into_iter().map(|steps| crate::eval::ModelSpec { path: PathBuf::from(BUNDLED_MODEL), steps, guidance: None }).collect()
+            } else {
+                models
+            };
+            crate::eval::run(&crate::eval::EvalArgs { models, probe, prompts, seeds, batch, out, device, quiet: false })?;
             Ok(())
         }
         Command::DataPreview { out, count, seed, split } => {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod optim;
 pub mod plot;
 pub mod probe;

@@ -25,6 +25,41 @@ fn glyph(c: char) -> Option<u16> {
         '-' => 0b000_000_111_000_000,
         'e' => 0b000_111_101_110_011,
         'k' => 0b100_101_110_101_101,
+        'A' => 0b010_101_111_101_101,
+        'B' => 0b110_101_110_101_110,
+        'C' => 0b011_100_100_100_011,
+        'D' => 0b110_101_101_101_110,
+        'E' => 0b111_100_110_100_111,
+        'F' => 0b111_100_110_100_100,
+        'G' => 0b011_100_101_101_011,
+        'H' => 0b101_101_111_101_101,
+        'I' => 0b111_010_010_010_111,
+        'J' => 0b001_001_001_101_010,
+        'K' => 0b101_101_110_101_101,
+        'L' => 0b100_100_100_100_111,
+        'M' => 0b101_111_111_101_101,
+        'N' => 0b110_101_101_101_101,
+        'O' => 0b010_101_101_101_010,
+        'P' => 0b110_101_110_100_100,
+        'Q' => 0b010_101_101_110_011,
+        'R' => 0b110_101_110_101_101,
+        'S' => 0b011_100_010_001_110,
+        'T' => 0b111_010_010_010_010,
+        'U' => 0b101_101_101_101_111,
+        'V' => 0b101_101_101_101_010,
+        'W' => 0b101_101_111_111_101,
+        'X' => 0b101_101_010_101_101,
+        'Y' => 0b101_101_010_010_010,
+        'Z' => 0b111_001_010_100_111,
+        '%' => 0b101_001_010_100_101,
+        '@' => 0b010_101_111_100_011,
+        '=' => 0b000_111_000_111_000,
+        '/' => 0b001_001_010_100_100,
+        '_' => 0b000_000_000_000_111,
+        ':' => 0b000_010_000_010_000,
+        '(' => 0b001_010_010_010_001,
+        ')' => 0b100_010_010_010_100,
+        c if c.is_ascii_lowercase() => return glyph(c.to_ascii_uppercase()),
         _ => return None,
     })
 }
@@ -134,4 +169,59 @@ fn format_value(v: f32) -> String {
 
 fn format_step(s: u64) -> String {
     if s >= 10_000 { format!("{}k", s / 1000) } else { s.to_string() }
+}
+
+/// Grouped bar chart of values in [0, 1]: one group per metric, one bar per series, with a
+/// colour legend naming the series.
+pub fn bar_chart(path: &std::path::Path, metrics: &[&str], series: &[(String, Vec<f64>)]) -> anyhow::Result<()> {
+    const PALETTE: [[u8; 3]; 8] = [[90, 90, 90], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194]];
+    let (w, h) = (960u32, 460u32);
+    let legend_h = 14 * series.len() as u32 + 10;
+    let (top, bottom, left) = (legend_h + 10, 40u32, 50u32);
+    let mut img = RgbaImage::from_pixel(w, h + legend_h, Rgba([255, 255, 255, 255]));
+    let dark = Rgba([40, 40, 40, 255]);
+    let grey = Rgba([210, 210, 210, 255]);
+    let plot_h = (h + legend_h - top - bottom) as f32;
+    let y_of = |v: f64| top as f32 + (1.0 - v.clamp(0.0, 1.0) as f32) * plot_h;
+    for i in 0..=4 {
+        let v = i as f64 / 4.0;
+        let y = y_of(v);
+        line(&mut img, (left as f32, y), ((w - 10) as f32, y), grey, false);
+        text(&mut img, 4, (y - 5.0).max(0.0) as u32, &format!("{}%", (v * 100.0) as u32), dark);
+    }
+    for (i, (name, _)) in series.iter().enumerate() {
+        let [r, g, b] = PALETTE[i % PALETTE.len()];
+        let y = 6 + 14 * i as u32;
+        for dy in 0..10 {
+            for dx in 0..18 {
+                img.put_pixel(left + dx, y + dy, Rgba([r, g, b, 255]));
+            }
+        }
+        text(&mut img, left + 26, y, &name.to_uppercase(), dark);
+    }
+    let group_w = (w - left - 10) as f32 / metrics.len().max(1) as f32;
+    let bar_w = (group_w * 0.8 / series.len().max(1) as f32).max(1.0);
+    for (m, metric) in metrics.iter().enumerate() {
+        let x0 = left as f32 + m as f32 * group_w + group_w * 0.1;
+        for (i, (_, values)) in series.iter().enumerate() {
+            let Some(&v) = values.get(m) else { continue };
+            if !v.is_finite() {
+                continue;
+            }
+            let [r, g, b] = PALETTE[i % PALETTE.len()];
+            let (xa, xb) = (x0 + i as f32 * bar_w, x0 + (i + 1) as f32 * bar_w - 1.0);
+            let (ya, yb) = (y_of(v), y_of(0.0));
+            for x in xa.round() as u32..xb.round().max(xa.round() + 1.0) as u32 {
+                for y in ya.round() as u32..yb.round() as u32 {
+                    if x < img.width() && y < img.height() {
+                        img.put_pixel(x, y, Rgba([r, g, b, 255]));
+                    }
+                }
+            }
+        }
+        text(&mut img, x0 as u32, h + legend_h - bottom + 10, &metric.to_uppercase(), dark);
+    }
+    line(&mut img, (left as f32, y_of(0.0)), ((w - 10) as f32, y_of(0.0)), dark, false);
+    img.save(path)?;
+    Ok(())
 }
