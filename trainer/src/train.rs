@@ -297,3 +297,25 @@ fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &VideoDit, device: &Devic
     frame_grid(&videos, 3).save(dir.join(format!("step_{step:06}.png")))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_warms_up_holds_and_cools_down() {
+        let mut cfg = TeacherConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml")).unwrap().train;
+        cfg.lr = 1.0;
+        cfg.warmup_steps = 10;
+        cfg.steps = 100;
+        cfg.cooldown_steps = 0;
+        assert!((learning_rate(&cfg, 0) - 0.1).abs() < 1e-6);
+        assert_eq!(learning_rate(&cfg, 9), 1.0);
+        assert_eq!(learning_rate(&cfg, 99), 1.0);
+        cfg.cooldown_steps = 20;
+        assert_eq!(learning_rate(&cfg, 79), 1.0);
+        assert_eq!(learning_rate(&cfg, 80), 1.0);
+        assert!((learning_rate(&cfg, 90) - 0.55).abs() < 1e-6);
+        assert!((learning_rate(&cfg, 100) - 0.1).abs() < 1e-6);
+    }
+}
