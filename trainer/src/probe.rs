@@ -183,13 +183,7 @@ pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &De
         }
         if step % tc.checkpoint_every == 0 || step == tc.steps {
             save(out, cfg, &model, &optim, step, &last_acc)?;
-            let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-            let points: Vec<(u64, f32)> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()? as f32)))
-                .collect();
-            crate::plot::plot_curve(&out.join("loss.png"), &points)?;
+            crate::train::plot_metrics(out)?;
         }
     }
     bar.finish();
