@@ -59,7 +59,7 @@ impl ProbeTrainConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
         let cfg: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid probe config", path.display()))?;
         anyhow::ensure!(cfg.train.batch_size >= 1 && cfg.train.steps >= 1, "probe config: batch_size and steps must be ≥ 1");
-        anyhow::ensure!(cfg.probe.height % 8 == 0 && cfg.probe.width % 8 == 0 && cfg.probe.frames >= 1, "probe config: frames ≥ 1, height and width multiples of 8");
+        cfg.probe.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
     }
 }

@@ -48,6 +48,17 @@ impl Default for ProbeConfig {
 }
 
 impl ProbeConfig {
+    /// Check the geometry and widths (a config read from a file or a checkpoint).
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        if self.frames == 0 || self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
+            return Err(crate::Error::Config(format!("probe clips must have ≥ 1 frame and height/width multiples of 8, got {}×{}×{}", self.frames, self.height, self.width)));
+        }
+        if self.channels.contains(&0) || self.features == 0 {
+            return Err(crate::Error::Config("probe channels and features must be ≥ 1".into()));
+        }
+        Ok(())
+    }
+
     pub fn init(&self, device: &Device) -> Probe {
         let conv = |i: usize, o: usize, stride: [usize; 3]| Conv3dConfig::new([i, o], [3, 3, 3]).with_stride(stride).with_padding(PaddingConfig3d::Explicit(1, 1, 1)).init(device);
         let [a, b, c, d] = self.channels;
@@ -163,6 +174,7 @@ pub fn load(path: &std::path::Path, device: &Device) -> Result<(Probe, ProbeConf
         return Err(bad(format!("holds a {:?}, not an attribute probe", meta.get("kind").cloned().unwrap_or_default())));
     }
     let config: ProbeConfig = serde_json::from_str(meta.get("config").ok_or_else(|| bad("no probe config in the metadata".into()))?).map_err(|e| bad(format!("probe config unreadable: {e}")))?;
+    config.validate().map_err(|e| bad(e.to_string()))?;
     let probe = crate::checkpoint::load_module(config.init(device), &tensors, "", device).map_err(|e| bad(e.to_string()))?;
     Ok((probe, config, meta))
 }
@@ -205,6 +217,14 @@ mod tests {
         let p = predict(l);
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|r| r.iter().zip(HEADS).all(|(c, h)| *c < h.1)));
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error_not_a_panic() {
+        assert!(ProbeConfig::default().validate().is_ok());
+        assert!(ProbeConfig { height: 30, ..Default::default() }.validate().is_err());
+        assert!(ProbeConfig { frames: 0, ..Default::default() }.validate().is_err());
+        assert!(ProbeConfig { channels: [16, 0, 64, 96], ..Default::default() }.validate().is_err());
     }
 
     #[test]
