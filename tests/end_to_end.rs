@@ -24,7 +24,7 @@ fn train_tiny(out: &Path, steps: u64) {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = steps;
     config.train.log_every = 1;
-    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2 }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None }).unwrap();
 }
 
 #[test]
@@ -93,8 +93,46 @@ fn wgpu_backend_trains() {
     config.train.steps = 3;
     config.train.log_every = 1;
     let out = dir.path().join("run");
-    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1 }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None }).unwrap();
     let l = losses(&out);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
+}
+
+#[test]
+fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train_tiny(&a, 6);
+
+    // Grown: the head's time modulation and the text conv (both zero-initialised branches).
+    let path = common::root().join("configs/teacher-tiny.toml");
+    let mut config = TeacherConfig::load(&path).unwrap();
+    config.model.head_modulation = true;
+    config.model.text.conv_kernel = 5;
+    config.train.steps = 9;
+    config.train.log_every = 1;
+
+    // Before any training the grown model computes what the source computes.
+    let device = Device::flex();
+    let source = Generator::load(&model_path(&a), &device).unwrap();
+    let (tensors, _) = flick::checkpoint::read_safetensors(&model_path(&a)).unwrap();
+    let (grown, fresh) = flick::checkpoint::load_module_partial(config.model.init(&device), &tensors, "", &device).unwrap();
+    assert!(fresh.iter().any(|p| p.starts_with("head_ada")) && fresh.iter().any(|p| p.starts_with("text.conv")), "{fresh:?}");
+    let x = Tensor::<5>::random([2, 3, 4, 16, 16], flick::burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.8], [2]), &device);
+    let prompts = ["a red ball".to_string(), "a cyan cross moving up".to_string()];
+    let v0 = source.model.forward(x.clone(), t.clone(), &source.model.encode_text(&prompts, &device));
+    let v1 = grown.forward(x, t, &grown.encode_text(&prompts, &device));
+    let diff: f32 = (v0 - v1).abs().max().into_scalar();
+    assert!(diff < 1e-5, "warm-started model differs from its source by {diff}");
+
+    // The new run continues at the source's step (schedule, data position) with its curve.
+    train_teacher(TrainArgs { config, config_path: path, out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")) }).unwrap();
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(lb.len(), 9);
+    assert_eq!(lb[..6], la[..]);
+    let g = Generator::load(&model_path(&b), &Device::flex()).unwrap();
+    assert!(g.info.config.head_modulation && g.info.config.text.conv_kernel == 5);
+    assert_eq!(g.info.extra["step"], "9");
 }

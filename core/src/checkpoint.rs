@@ -68,6 +68,35 @@ pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, d
     }
 }
 
+/// Like [`load_module`], for warm starts: parameters found under `prefix` with the same shape
+/// are copied, parameters the file lacks keep their initialisation and are returned by name; a
+/// parameter present with another shape is an error.
+pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<(M, Vec<String>), Error> {
+    let mut problems = Vec::new();
+    let mut fresh = Vec::new();
+    let module = map_params(module, |path, _, _, shape| {
+        let name = format!("{prefix}{path}");
+        match tensors.get(&name) {
+            Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device)),
+            Some((s, _)) => {
+                problems.push(format!("{name}: shape {s:?} in file, model expects {shape:?}"));
+                None
+            }
+            None => {
+                fresh.push(path.to_string());
+                None
+            }
+        }
+    });
+    if problems.is_empty() {
+        Ok((module, fresh))
+    } else {
+        let n = problems.len();
+        problems.truncate(8);
+        Err(Error::Checkpoint(format!("{n} parameter(s) have another shape: {}", problems.join("; "))))
+    }
+}
+
 /// Write named tensors plus metadata atomically (temp file, then rename).
 pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: BTreeMap<String, String>) -> Result<(), Error> {
     let views: Vec<(String, TensorView<'_>)> = tensors
@@ -127,7 +156,7 @@ pub fn info_from_metadata(meta: &BTreeMap<String, String>) -> Result<CheckpointI
     }
     let kind = meta.get("kind").cloned().ok_or("checkpoint metadata lacks \"kind\"")?;
     let config_json = meta.get("config").ok_or("checkpoint metadata lacks the model \"config\"")?;
-    let config: VideoDitConfig = serde_json::from_str(config_json).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
+    let config = serde_json::from_str(config_json).map_err(|e| e.to_string()).and_then(VideoDitConfig::from_value).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
     config.validate().map_err(|e| e.to_string())?;
     let extra = meta.iter().filter(|(k, _)| !["format", "kind", "config"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(CheckpointInfo { kind, config, extra })

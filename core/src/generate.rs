@@ -104,27 +104,58 @@ impl Generator {
         }
         let device = &self.device;
         let x = Tensor::<5>::from_data(TensorData::new(z, shape), device);
-        let guided = guidance != 1.0;
-        let text = if guided {
-            let mut all = prompts.to_vec();
-            all.extend(std::iter::repeat_n(String::new(), b));
-            self.model.encode_text(&all, device)
-        } else {
-            self.model.encode_text(prompts, device)
-        };
+        let text = self.encode(prompts, guidance);
         let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
         let times = flow.sampling_times(steps);
         let out = euler(x, &times, |x, t, i| {
-            let v = if guided {
-                let xx = Tensor::cat(vec![x.clone(), x], 0);
-                let tt = Tensor::<1>::full([2 * b], t, device);
-                let v = self.model.forward(xx, tt, &text);
-                let (vc, vu) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
-                guide(vc, vu, guidance)
-            } else {
-                self.model.forward(x, Tensor::<1>::full([b], t, device), &text)
-            };
+            let v = self.velocity(x, t, &text, guidance);
             on_step(i + 1, steps);
+            v
+        });
+        Ok(out)
+    }
+
+    /// Text context for a batch: the prompts, then (when guided) as many empty prompts.
+    fn encode(&self, prompts: &[String], guidance: f32) -> crate::text::TextContext {
+        if guidance != 1.0 {
+            let mut all = prompts.to_vec();
+            all.extend(std::iter::repeat_n(String::new(), prompts.len()));
+            self.model.encode_text(&all, &self.device)
+        } else {
+            self.model.encode_text(prompts, &self.device)
+        }
+    }
+
+    /// The (guided) velocity at `x` `[B, 3, T, H, W]`, time `t`, for a context from [`Self::encode`].
+    fn velocity(&self, x: Tensor<5>, t: f32, text: &crate::text::TextContext, guidance: f32) -> Tensor<5> {
+        let b = x.dims()[0];
+        let device = &self.device;
+        if guidance != 1.0 {
+            let xx = Tensor::cat(vec![x.clone(), x], 0);
+            let v = self.model.forward(xx, Tensor::<1>::full([2 * b], t, device), text);
+            let (vc, vu) = (v.clone().narrow(0, 0, b), v.narrow(0, b, b));
+            guide(vc, vu, guidance)
+        } else {
+            self.model.forward(x, Tensor::<1>::full([b], t, device), text)
+        }
+    }
+
+    /// What the sampler believes the clean clip is at each step: `x̂0 = x_t − t·v̂` for every
+    /// time of the Euler schedule, with that time. For looking at how a sample forms (where
+    /// an object appears, when it breaks up or fades).
+    pub fn denoised_trajectory(&self, prompt: &str, seed: u64, steps: usize, guidance: f32) -> Result<Vec<(f32, Clip)>, Error> {
+        if steps == 0 {
+            return Err(Error::Config("steps must be ≥ 1".into()));
+        }
+        let c = &self.info.config;
+        let x = Tensor::<5>::from_data(TensorData::new(self.noise(seed), [1, 3, c.frames, c.height, c.width]), &self.device);
+        let text = self.encode(&[prompt.to_string()], guidance);
+        let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
+        let times = flow.sampling_times(steps);
+        let mut out = Vec::with_capacity(steps);
+        euler(x, &times, |x, t, _| {
+            let v = self.velocity(x.clone(), t, &text, guidance);
+            out.push((t, self.to_clips(x - v.clone() * t).remove(0)));
             v
         });
         Ok(out)

@@ -53,7 +53,8 @@ pub fn detokenize(ids: &[u32]) -> String {
 }
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
 use burn::prelude::*;
 
 use crate::model::layers::{Attention, AttentionConfig, Mlp};
@@ -70,6 +71,12 @@ pub struct TextEncoderConfig {
     pub depth: usize,
     #[config(default = 4)]
     pub heads: usize,
+    /// Width (odd) of a 1-D convolution over the byte embeddings, added to them before the
+    /// transformer: every token starts with features of its neighbourhood (a word is ≤ 9 bytes
+    /// here), so words need not be assembled by attention from near-zero learned positions.
+    /// 0 = none (the bundled session-1/2 model).
+    #[config(default = 0)]
+    pub conv_kernel: usize,
 }
 
 /// A small pre-norm transformer over byte tokens, trained jointly with the video model.
@@ -77,6 +84,7 @@ pub struct TextEncoderConfig {
 pub struct TextEncoder {
     pub embed: Embedding,
     pub pos: Param<Tensor<2>>,
+    pub conv: Option<Conv1d>,
     pub layers: Vec<TextLayer>,
     pub norm: LayerNorm,
     #[module(skip)]
@@ -109,6 +117,12 @@ impl TextEncoderConfig {
         TextEncoder {
             embed: EmbeddingConfig::new(VOCAB, self.dim).init(device),
             pos: Param::from_tensor(pos),
+            conv: (self.conv_kernel > 0).then(|| {
+                let k = self.conv_kernel;
+                // Zero-initialised: the branch starts as nothing and grows (an encoder gains it without
+                // changing what it computes, e.g. when warm-starting from one without).
+                Conv1dConfig::new(self.dim, self.dim, k).with_padding(PaddingConfig1d::Explicit(k / 2, k / 2)).with_initializer(Initializer::Zeros).init(device)
+            }),
             layers: (0..self.depth)
                 .map(|_| TextLayer {
                     norm1: LayerNormConfig::new(self.dim).init(device),
@@ -161,7 +175,12 @@ impl TextEncoder {
         }
         let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, l]), device);
         let bias = Tensor::<2>::from_data(TensorData::new(bias, [b, l]), device);
-        let mut x = self.embed.forward(ids) + self.pos.val().unsqueeze_dim::<3>(0); // [B, L, dim]
+        let e = self.embed.forward(ids); // [B, L, dim]
+        let e = match &self.conv {
+            Some(conv) => e.clone() + conv.forward(e.swap_dims(1, 2)).swap_dims(1, 2),
+            None => e,
+        };
+        let mut x = e + self.pos.val().unsqueeze_dim::<3>(0); // [B, L, dim]
         for layer in &self.layers {
             let h = layer.norm1.forward(x.clone());
             x = x + layer.attn.forward(h.clone(), h, Some(bias.clone()));

@@ -46,6 +46,10 @@ enum Command {
         /// `cpu`, 1 on `wgpu`)
         #[arg(long)]
         workers: Option<usize>,
+        /// Start a new run from another run's state.safetensors (continuing at its step) or a
+        /// checkpoint; parameters it lacks (a grown model) keep their initialisation
+        #[arg(long)]
+        init_from: Option<PathBuf>,
     },
     /// Train the attribute probe that `flick eval` judges clips with (resumable).
     TrainProbe {
@@ -113,6 +117,12 @@ enum Command {
         steps: Vec<usize>,
         #[arg(long)]
         guidance: Option<f32>,
+        /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
+        #[arg(long)]
+        shift: Option<f32>,
+        /// Skip the caption-sensitivity table
+        #[arg(long)]
+        no_sensitivity: bool,
         /// Prompts per split
         #[arg(long, default_value_t = 48)]
         prompts: usize,
@@ -136,12 +146,19 @@ enum Command {
         /// Classifier-free guidance scale (1 = off); default: the checkpoint's recommendation
         #[arg(long)]
         guidance: Option<f32>,
+        /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
+        #[arg(long)]
+        shift: Option<f32>,
         /// Output GIF
         #[arg(long, default_value = "clip.gif")]
         out: PathBuf,
         /// Also write each frame as PNG into this folder
         #[arg(long)]
         frames_dir: Option<PathBuf>,
+        /// Also write a PNG of the sampler's clean-clip estimate x̂0 = x_t − t·v̂ at each step (one
+        /// row per step, at most 13 rows): how the clip forms
+        #[arg(long)]
+        trajectory: Option<PathBuf>,
         /// Checkpoint (.safetensors); default: the bundled model
         #[arg(long)]
         checkpoint: Option<PathBuf>,
@@ -167,7 +184,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers } => {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -177,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers })?;
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
             Ok(())
         }
@@ -220,19 +237,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        Command::Score { checkpoint, steps, guidance, prompts, batch, grids, backend } => {
+        Command::Score { checkpoint, steps, guidance, shift, no_sensitivity, prompts, batch, grids, backend } => {
             let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
-            let generator = Generator::load(&path, &device)?;
+            let mut generator = Generator::load(&path, &device)?;
+            if let Some(s) = shift {
+                anyhow::ensure!(s > 0.0 && s.is_finite(), "--shift must be a positive number");
+                generator.shift = s;
+            }
             let guidance = guidance.unwrap_or(generator.defaults().guidance);
             let mut rows = Vec::new();
             for s in steps {
                 anyhow::ensure!(s >= 1, "--steps must be ≥ 1");
                 eprintln!("scoring {} at {s} steps, guidance {guidance}, {prompts} prompts per split…", path.display());
-                rows.push((format!("{} @{s} (w={guidance})", path.file_stem().unwrap_or_default().to_string_lossy()), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
+                rows.push((format!("{} @{s} (w={guidance}, shift {})", path.file_stem().unwrap_or_default().to_string_lossy(), generator.shift), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
             }
             println!("{}", crate::score::table(&rows));
+            if no_sensitivity {
+                return Ok(());
+            }
+            println!("denoising error on 32 real train-like clips with their captions:\n\n| t | loss \\|v̂ − v\\|² | best linear guess | RMS error of x̂0 |\n|---|---|---|---|");
+            for (t, loss, linear, x0) in crate::score::loss_by_time(&generator, 32, &[0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95]) {
+                println!("| {t} | {loss:.4} | {linear:.4} | {x0:.4} |");
+            }
             let sens = crate::score::caption_sensitivity(&generator, 16, &[0.2, 0.5, 0.8, 0.9, 0.95, 0.99]);
             println!("caption sensitivity (|v(c) − v(·)| / |v(c)|, 16 train-like prompts, x_t from their real clips):\n\n| t | vs empty prompt | vs a wrong caption |\n|---|---|---|");
             for (t, u, w) in sens {
@@ -240,9 +268,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Generate { prompt, seed, steps, guidance, out, frames_dir, checkpoint, backend, scale, fps } => {
+        Command::Generate { prompt, seed, steps, guidance, shift, out, frames_dir, trajectory, checkpoint, backend, scale, fps } => {
             let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
-            generate(&prompt, seed, steps, guidance, &out, frames_dir.as_deref(), &path, backend, scale, fps)
+            generate(&prompt, seed, steps, guidance, shift, &out, frames_dir.as_deref(), trajectory.as_deref(), &path, backend, scale, fps)
         }
     }
 }
@@ -256,7 +284,7 @@ fn default_workers(backend: BackendKind) -> usize {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<f32>, out: &Path, frames_dir: Option<&Path>, checkpoint: &Path, backend: BackendKind, scale: usize, fps: u32) -> anyhow::Result<()> {
+pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<f32>, shift: Option<f32>, out: &Path, frames_dir: Option<&Path>, trajectory: Option<&Path>, checkpoint: &Path, backend: BackendKind, scale: usize, fps: u32) -> anyhow::Result<()> {
     anyhow::ensure!(scale >= 1, "--scale must be ≥ 1");
     if !checkpoint.exists() {
         anyhow::bail!("checkpoint {} not found (pass --checkpoint FILE.safetensors)", checkpoint.display());
@@ -264,7 +292,11 @@ pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<
     let device = open(backend)?;
     eprintln!("backend: {}", describe(&device));
     let t0 = Instant::now();
-    let generator = Generator::load(checkpoint, &device)?;
+    let mut generator = Generator::load(checkpoint, &device)?;
+    if let Some(s) = shift {
+        anyhow::ensure!(s > 0.0 && s.is_finite(), "--shift must be a positive number");
+        generator.shift = s;
+    }
     let defaults = generator.defaults();
     let (steps, guidance) = (steps.unwrap_or(defaults.steps), guidance.unwrap_or(defaults.guidance));
     anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
@@ -281,6 +313,14 @@ pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<
     if let Some(dir) = frames_dir {
         video.write_png_frames(dir)?;
         eprintln!("wrote frames to {}", dir.display());
+    }
+    if let Some(path) = trajectory {
+        let all = generator.denoised_trajectory(prompt, seed, steps, guidance)?;
+        let keep: Vec<usize> = if all.len() <= 13 { (0..all.len()).collect() } else { (0..13).map(|i| i * (all.len() - 1) / 12).collect() };
+        let videos: Vec<_> = keep.iter().map(|&i| flick_core::video::Video::from_clip(&all[i].1)).collect();
+        flick_core::video::frame_grid(&videos, scale.max(2)).save(path).with_context(|| format!("writing {}", path.display()))?;
+        let ts: Vec<String> = keep.iter().map(|&i| format!("{:.3}", all[i].0)).collect();
+        eprintln!("wrote the x̂0 trajectory to {} (rows at t = {})", path.display(), ts.join(", "));
     }
     Ok(())
 }

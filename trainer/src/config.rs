@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherConfig {
+    /// Fields left out take their defaults (`VideoDitConfig::from_value`).
+    #[serde(deserialize_with = "flick_core::model::deserialize_config_with_defaults")]
     pub model: VideoDitConfig,
     pub flow: FlowConfig,
     pub data: DataConfig,

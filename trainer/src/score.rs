@@ -98,6 +98,39 @@ pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Ve
         .collect()
 }
 
+/// Denoising error per noise level on real train-like clips with their captions: the mean
+/// flow-matching loss `|v̂ − v|²` per value, the same for the best *linear* guess `c_skip·x_t`
+/// (what the network must beat), and the RMS error of the implied clean clip
+/// `x̂0 = x_t − t·v̂`. Shows where in t a model is still weak (e.g. noise left in at low t).
+pub fn loss_by_time(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, f32, f32, f32)> {
+    use burn::prelude::*;
+    let c = &generator.info.config;
+    let s = ShapesSource::new(ShapesConfig { frames: c.frames, height: c.height, width: c.width, two_object_prob: 0.0 }, 4321).expect("valid geometry");
+    let samples: Vec<_> = (0..n as u64).map(|i| s.sample(Split::Train, i)).collect();
+    let prompts: Vec<String> = samples.iter().map(|x| x.caption.clone()).collect();
+    let clips: Vec<_> = samples.into_iter().map(|x| x.clip).collect();
+    let (x0, shape) = flick_core::data::stack(&clips);
+    let device = &generator.device;
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
+    let eps = flick_core::flow::normal_vec(&mut rng, x0.len());
+    let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), device);
+    let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), device);
+    let text = generator.model.encode_text(&prompts, device);
+    let mean = |v: Tensor<5>| -> f32 { v.mean().into_scalar() };
+    times
+        .iter()
+        .map(|&t| {
+            let (xt, target) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
+            let v = generator.model.forward(xt.clone(), Tensor::<1>::full([n], t, device), &text);
+            let (_, c_skip, _) = flick_core::model::preconditioning(t, c.sigma_data);
+            let loss = mean((v.clone() - target.clone()).powi_scalar(2));
+            let linear = mean((xt.clone() * c_skip - target).powi_scalar(2));
+            let x0_err = mean((xt - v * t - x0.clone()).powi_scalar(2)).sqrt();
+            (t, loss, linear, x0_err)
+        })
+        .collect()
+}
+
 /// A markdown table of scores.
 pub fn table(rows: &[(String, Vec<Scored>)]) -> String {
     let mut s = String::from("| model | prompts | colour | shape | size | motion | background | all five | s/clip |\n|---|---|---|---|---|---|---|---|---|\n");

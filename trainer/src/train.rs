@@ -41,6 +41,8 @@ pub struct TrainArgs {
     /// burn's CPU backend keeps about one core busy per step, so on CPU this is how a step uses
     /// them all; on a GPU use 1.
     pub workers: usize,
+    /// Warm start of a new run (see [`warm_start`]).
+    pub init_from: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -68,7 +70,7 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
-    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers } = args;
+    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from } = args;
     let workers = workers.clamp(1, cfg.train.batch_size);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
     let mc = &cfg.model;
@@ -96,7 +98,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     if resume && state_path(&out).exists() {
         let (tensors, meta) = read_safetensors(&state_path(&out))?;
         let saved_cfg = meta.get("config").context("state file lacks its model config")?;
-        let saved: flick_core::model::VideoDitConfig = serde_json::from_str(saved_cfg)?;
+        let saved = flick_core::model::VideoDitConfig::from_value(serde_json::from_str(saved_cfg)?).map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
         if &saved != mc {
             bail!("{} was written for another model config; start a new run folder or use the same config", state_path(&out).display());
         }
@@ -111,6 +113,20 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         eprintln!("--resume: no state in {}, starting from step 0", out.display());
     } else if state_path(&out).exists() {
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+    }
+    if let Some(src) = init_from.as_deref().filter(|_| step == 0) {
+        let w = warm_start(src, model, ema, &mut optim, &ad, &device)?;
+        (model, ema, step, skipped) = (w.model, w.ema, w.step, w.skipped);
+        eprintln!("initialised from {} at step {step}", src.display());
+        if !w.fresh.is_empty() {
+            eprintln!("new parameters (not in {}, kept at their initialisation): {}", src.display(), w.fresh.join(", "));
+        }
+        // Carry the source run's curve up to the step, so this run's plot shows the whole history.
+        let src_metrics = src.parent().unwrap_or(Path::new(".")).join("metrics.jsonl");
+        if src_metrics.exists() && std::fs::canonicalize(&src_metrics).ok() != std::fs::canonicalize(&metrics_path).ok() {
+            std::fs::copy(&src_metrics, &metrics_path)?;
+            truncate_metrics(&metrics_path, step)?;
+        }
     }
     if step == 0 {
         let _ = std::fs::remove_file(&metrics_path);
@@ -195,6 +211,39 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     }
     bar.finish();
     Ok(ema)
+}
+
+/// A model started from another run's weights.
+struct WarmStart {
+    model: VideoDit,
+    ema: VideoDit,
+    step: u64,
+    skipped: u64,
+    /// Parameters the source lacks (kept at their initialisation).
+    fresh: Vec<String>,
+}
+
+/// Start a new run from `src`: a training state (`state.safetensors`: weights, EMA, AdamW
+/// moments, step — the run continues at that step, its schedule and data position) or a model
+/// checkpoint (weights for both the model and the EMA, step 0). Parameters with the same name
+/// and shape are copied; parameters the source lacks keep their initialisation (zero-initialised
+/// branches such as `head_modulation` or the text encoder's conv leave the function unchanged,
+/// so a grown model starts exactly where the source stood).
+fn warm_start(src: &Path, model: VideoDit, ema: VideoDit, optim: &mut AdamW, ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
+    let (tensors, meta) = read_safetensors(src).with_context(|| format!("--init-from {}", src.display()))?;
+    if meta.get("format").map(String::as_str) == Some("flick-train-state/1") {
+        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad)?;
+        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "ema.", device)?;
+        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, device);
+        let step = meta.get("step").context("state lacks step")?.parse()?;
+        let skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(WarmStart { model, ema, step, skipped, fresh })
+    } else {
+        flick_core::checkpoint::info_from_metadata(&meta).map_err(|e| anyhow::anyhow!("--init-from {}: {e}", src.display()))?;
+        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "", ad)?;
+        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "", device)?;
+        Ok(WarmStart { model, ema, step: 0, skipped: 0, fresh })
+    }
 }
 
 /// Mean-squared flow-matching loss of one batch and its gradients by parameter path, the batch

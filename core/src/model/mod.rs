@@ -64,6 +64,12 @@ pub struct VideoDitConfig {
     pub stem_channels: usize,
     #[config(default = "AttentionMode::Full")]
     pub attention: AttentionMode,
+    /// Time-and-prompt modulation (scale, shift; zero-initialised) of the conv head's hidden
+    /// channels. At low t the velocity is mostly the noise, which the head reads off the stem's
+    /// full-resolution features with a gain of order 1/t; without modulation the head has one
+    /// gain for every t and leaves grain in the samples. Needs `stem_channels > 0`.
+    #[config(default = false)]
+    pub head_modulation: bool,
     /// Root-mean-square of the data (clips in [-1, 1]) for the input/skip/output
     /// preconditioning; see [`VideoDit::forward_taps`].
     #[config(default = 0.8)]
@@ -72,6 +78,15 @@ pub struct VideoDitConfig {
 }
 
 impl VideoDitConfig {
+    /// Read a config from JSON-like data (checkpoint metadata, a TOML table), filling the
+    /// fields it lacks with their defaults — checkpoints and config files written before a field
+    /// existed keep loading and mean what they meant — and rejecting fields that do not exist.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
+        let mut full = serde_json::to_value(VideoDitConfig::new(TextEncoderConfig::new())).map_err(|e| e.to_string())?;
+        merge_config(&mut full, value, "")?;
+        serde_json::from_value(full).map_err(|e| e.to_string())
+    }
+
     /// Check the geometry before building anything.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: String| Err(crate::Error::Config(m));
@@ -90,6 +105,12 @@ impl VideoDitConfig {
         }
         if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
             return bad(format!("text encoder: dim {} must divide by heads {}, max_len ≥ 2", self.text.dim, self.text.heads));
+        }
+        if self.text.conv_kernel % 2 == 0 && self.text.conv_kernel != 0 {
+            return bad(format!("text encoder: conv_kernel must be odd (or 0 for none), got {}", self.text.conv_kernel));
+        }
+        if self.head_modulation && self.stem_channels == 0 {
+            return bad("head_modulation needs a conv head (stem_channels > 0)".into());
         }
         Ok(())
     }
@@ -140,11 +161,41 @@ impl VideoDitConfig {
             final_proj: proj.init(device),
             head1: (cs > 0).then(|| conv(2 * cs, cs, false)),
             head2: (cs > 0).then(|| conv(cs, 3, true)),
+            head_ada: (cs > 0 && self.head_modulation).then(|| LinearConfig::new(d, 2 * cs).with_initializer(Initializer::Zeros).init(device)),
             patch: self.patch,
             dim: d,
             sigma_data: self.sigma_data,
         }
     }
+}
+
+/// Overwrite `base` with `over` key by key (recursively for tables); a key `base` lacks is an
+/// error naming it.
+fn merge_config(base: &mut serde_json::Value, over: serde_json::Value, path: &str) -> Result<(), String> {
+    use serde_json::Value;
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match b.get_mut(&k) {
+                    Some(slot) => merge_config(slot, v, &p)?,
+                    None => return Err(format!("unknown model config field `{p}`")),
+                }
+            }
+            Ok(())
+        }
+        (slot, v) => {
+            *slot = v;
+            Ok(())
+        }
+    }
+}
+
+/// `serde(deserialize_with)` for a [`VideoDitConfig`] with defaults for missing fields (see
+/// [`VideoDitConfig::from_value`]).
+pub fn deserialize_config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<VideoDitConfig, D::Error> {
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+    VideoDitConfig::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// Which tokens a block's self-attention spans.
@@ -211,6 +262,8 @@ pub struct VideoDit {
     pub final_proj: Linear,
     pub head1: Option<Conv3d>,
     pub head2: Option<Conv3d>,
+    /// Conditioning → shift, scale of the head's hidden channels (see `head_modulation`).
+    pub head_ada: Option<Linear>,
     #[module(skip)]
     pub patch: [usize; 3],
     #[module(skip)]
@@ -285,7 +338,7 @@ impl VideoDit {
                 tapped.push(tokens.clone());
             }
         }
-        let m = self.final_ada.forward(c).chunk(2, 1);
+        let m = self.final_ada.forward(c.clone()).chunk(2, 1);
         let out = self.final_proj.forward(modulate(layer_norm(tokens), m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
         let co = out.dims()[2] / (pt * ph * pw);
         let out = out
@@ -293,7 +346,18 @@ impl VideoDit {
             .permute([0, 7, 1, 4, 2, 5, 3, 6])
             .reshape([b, co, frames, height, width]); // [B, co, T, H, W]
         let f = match (skip, &self.head1, &self.head2) {
-            (Some(skip), Some(h1), Some(h2)) => h2.forward(silu(h1.forward(Tensor::cat(vec![out, skip], 1)))),
+            (Some(skip), Some(h1), Some(h2)) => {
+                let hidden = h1.forward(Tensor::cat(vec![out, skip], 1)); // [B, cs, T, H, W]
+                let hidden = match &self.head_ada {
+                    Some(ada) => {
+                        let cs = hidden.dims()[1];
+                        let m = ada.forward(c).chunk(2, 1); // shift, scale: [B, cs]
+                        hidden * (m[1].clone().reshape([b, cs, 1, 1, 1]) + 1.0) + m[0].clone().reshape([b, cs, 1, 1, 1])
+                    }
+                    None => hidden,
+                };
+                h2.forward(silu(hidden))
+            }
             _ => out,
         };
         (x * c_skip + f * c_out, tapped)
@@ -347,7 +411,8 @@ mod tests {
         let device = Device::flex();
         for mode in [AttentionMode::Full, AttentionMode::Factorised] {
             for stem in [0, 8] {
-                let cfg = tiny().with_attention(mode).with_stem_channels(stem).with_patch([2, 4, 4]);
+                let mut cfg = tiny().with_attention(mode).with_stem_channels(stem).with_patch([2, 4, 4]).with_head_modulation(stem > 0);
+                cfg.text.conv_kernel = if stem > 0 { 5 } else { 0 };
                 cfg.validate().unwrap();
                 let model = cfg.init(&device);
                 let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
@@ -359,6 +424,34 @@ mod tests {
                 assert_eq!(taps[0].dims(), [2, 2 * 4 * 4, 32]);
             }
         }
+    }
+
+    #[test]
+    fn head_modulation_starts_as_the_identity_and_bad_options_are_rejected() {
+        let device = Device::flex();
+        let cfg = tiny().with_head_modulation(true);
+        cfg.validate().unwrap();
+        let model = cfg.init(&device);
+        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_data(TensorData::new(vec![0.05f32, 0.7], [2]), &device);
+        let text = model.encode_text(&["a red ball".into(), "".into()], &device);
+        let with = model.forward(x.clone(), t.clone(), &text);
+        let mut plain = model.clone();
+        plain.head_ada = None;
+        let without = plain.forward(x, t, &text);
+        let diff: f32 = (with - without).abs().max().into_scalar();
+        assert!(diff < 1e-6, "zero-initialised head modulation changed the output by {diff}");
+
+        assert!(tiny().with_head_modulation(true).with_stem_channels(0).validate().is_err());
+        // Configs written before a field existed load with its default; unknown fields are errors.
+        let old = serde_json::json!({"dim": 64, "text": {"dim": 32, "depth": 1, "heads": 2, "max_len": 32}});
+        let cfg = VideoDitConfig::from_value(old).unwrap();
+        assert_eq!((cfg.dim, cfg.head_modulation, cfg.text.conv_kernel, cfg.text.dim, cfg.frames), (64, false, 0, 32, 8));
+        let err = VideoDitConfig::from_value(serde_json::json!({"text": {"dimm": 3}})).unwrap_err();
+        assert!(err.contains("text.dimm"), "{err}");
+        let mut even = tiny();
+        even.text.conv_kernel = 4;
+        assert!(even.validate().is_err());
     }
 
     #[test]
