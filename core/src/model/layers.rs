@@ -160,6 +160,32 @@ mod tests {
         }
     }
 
+    /// softmax(q·kᵀ/√d + bias)·v written out, to check the fused kernel against.
+    fn textbook_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+        let d = q.dims()[3] as f32;
+        let scores = q.matmul(k.swap_dims(2, 3)) / d.sqrt() + bias;
+        burn::tensor::activation::softmax(scores, 3).matmul(v)
+    }
+
+    #[test]
+    fn attention_matches_the_textbook_formula_on_long_sequences() {
+        // Token counts around and beyond the CPU kernel's block sizes (a clip has 256 tokens):
+        // a kernel that did not combine its blocks' softmaxes would split a clip in time.
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            for n in [7, 64, 129, 256, 300] {
+                let r = |s: [usize; 4]| Tensor::<4>::random(s, burn::tensor::Distribution::Normal(0.0, 2.0), &device);
+                let (q, k, v) = (r([2, 3, n, 16]), r([2, 3, n, 16]), r([2, 3, n, 16]));
+                let mut b = vec![0f32; 2 * n];
+                b[n + n / 2..].fill(-1e4); // second item: last half of the keys masked
+                let bias = Tensor::<2>::from_data(TensorData::new(b, [2, n]), &device).reshape([2, 1, 1, n]).expand([2, 3, n, n]);
+                let fused = attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), AttentionModuleOptions::default());
+                let plain = textbook_attention(q, k, v, bias);
+                let diff: f32 = (fused - plain).abs().max().into_scalar();
+                assert!(diff < 1e-3, "n = {n}: fused attention differs from the formula by {diff}");
+            }
+        }
+    }
+
     #[test]
     fn layer_norm_normalises_rows() {
         let device = Device::flex();

@@ -490,3 +490,97 @@ mod tests {
         assert_eq!(back, clip);
     }
 }
+
+#[cfg(test)]
+mod conv_tests {
+    use super::*;
+
+    /// Direct 3-D convolution (cross-correlation) with zero padding, for checking the backend.
+    fn naive_conv3d(x: &[f32], xs: [usize; 5], w: &[f32], ws: [usize; 5], bias: &[f32], stride: [usize; 3], pad: [usize; 3]) -> (Vec<f32>, [usize; 5]) {
+        let [b, ci, t, h, wd] = xs;
+        let [co, _, kt, kh, kw] = ws;
+        let o = |n: usize, k: usize, s: usize, p: usize| (n + 2 * p - k) / s + 1;
+        let (ot, oh, ow) = (o(t, kt, stride[0], pad[0]), o(h, kh, stride[1], pad[1]), o(wd, kw, stride[2], pad[2]));
+        let mut out = vec![0f32; b * co * ot * oh * ow];
+        for bi in 0..b {
+            for c in 0..co {
+                for z in 0..ot {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let mut acc = bias[c];
+                            for i in 0..ci {
+                                for dz in 0..kt {
+                                    for dy in 0..kh {
+                                        for dx in 0..kw {
+                                            let (zz, yy, xi) = ((z * stride[0] + dz) as isize - pad[0] as isize, (y * stride[1] + dy) as isize - pad[1] as isize, (xx * stride[2] + dx) as isize - pad[2] as isize);
+                                            if zz < 0 || yy < 0 || xi < 0 || zz >= t as isize || yy >= h as isize || xi >= wd as isize {
+                                                continue;
+                                            }
+                                            let xv = x[(((bi * ci + i) * t + zz as usize) * h + yy as usize) * wd + xi as usize];
+                                            acc += xv * w[(((c * ci + i) * kt + dz) * kh + dy) * kw + dx];
+                                        }
+                                    }
+                                }
+                            }
+                            out[(((bi * co + c) * ot + z) * oh + y) * ow + xx] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        (out, [b, co, ot, oh, ow])
+    }
+
+    #[test]
+    fn conv3d_matches_a_direct_convolution() {
+        // The stem (3×3×3, padding 1), the patch embedding (kernel = stride = 2×4×4) and the
+        // head (1×3×3) at clip-like sizes, on the plain and the autodiff CPU backend.
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            for (ci, co, k, stride, pad) in [(3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]), (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]), (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1])] {
+                let conv = Conv3dConfig::new([ci, co], k).with_stride(stride).with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2])).init(&device);
+                let xs = [2, ci, 8, 16, 12];
+                let x = Tensor::<5>::random(xs, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+                let y = conv.forward(x.clone());
+                let w: Vec<f32> = conv.weight.val().into_data().try_to_vec().unwrap();
+                let bias: Vec<f32> = conv.bias.as_ref().unwrap().val().into_data().try_to_vec().unwrap();
+                let xv: Vec<f32> = x.into_data().try_to_vec().unwrap();
+                let (expect, shape) = naive_conv3d(&xv, xs, &w, [co, ci, k[0], k[1], k[2]], &bias, stride, pad);
+                assert_eq!(y.dims(), shape);
+                let got: Vec<f32> = y.into_data().try_to_vec().unwrap();
+                let diff = got.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-4, "conv {ci}→{co} kernel {k:?} stride {stride:?}: differs by {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn conv3d_gradients_match_directional_differences() {
+        // L(x, W) = Σ conv(x; W)·g is linear in x and in W, so for any direction e
+        // L(x + e) − L(x) = ⟨∂L/∂x, e⟩ exactly (up to rounding): checks the backward kernels.
+        let ad = Device::flex().autodiff();
+        for (ci, co, k, stride, pad) in [(3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]), (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]), (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1])] {
+            let conv = Conv3dConfig::new([ci, co], k).with_stride(stride).with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2])).init(&ad);
+            let xs = [2, ci, 8, 16, 12];
+            let rnd = |s: [usize; 5]| Tensor::<5>::random(s, burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+            let x = Tensor::<5>::from_data(Tensor::<5>::random(xs, burn::tensor::Distribution::Normal(0.0, 1.0), &Device::flex()).into_data(), &ad).require_grad();
+            let y = conv.forward(x.clone());
+            let g = rnd(y.dims());
+            let loss = (y * g.clone()).sum();
+            let grads = loss.backward();
+            let gx = x.grad(&grads).unwrap();
+            let gw = conv.weight.val().grad(&grads).unwrap();
+            for _ in 0..3 {
+                let e = rnd(xs).detach();
+                let lhs: f32 = ((conv.forward(x.clone().detach() + e.clone()) - conv.forward(x.clone().detach())) * g.clone()).sum().into_scalar();
+                let rhs: f32 = (gx.clone() * e.inner()).sum().into_scalar();
+                assert!((lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()), "∂/∂x for kernel {k:?}: {lhs} vs {rhs}");
+                let ew = Tensor::<5>::random(conv.weight.dims(), burn::tensor::Distribution::Normal(0.0, 1.0), &Device::flex());
+                let mut shifted = conv.clone();
+                shifted.weight = burn::module::Param::from_tensor(Tensor::from_data((conv.weight.val().inner() + ew.clone()).into_data(), &ad));
+                let lhs: f32 = ((shifted.forward(x.clone().detach()) - conv.forward(x.clone().detach())) * g.clone()).sum().into_scalar();
+                let rhs: f32 = (gw.clone() * ew).sum().into_scalar();
+                assert!((lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()), "∂/∂W for kernel {k:?}: {lhs} vs {rhs}");
+            }
+        }
+    }
+}
