@@ -44,34 +44,17 @@ pub fn module_tensors<M: Module>(module: &M, prefix: &str, out: &mut NamedTensor
 /// Load the tensors under `prefix` into `module` (built with the right config). Every parameter
 /// must be present with the right shape; the error lists what is missing or mismatched.
 pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<M, Error> {
-    let mut problems = Vec::new();
-    let module = map_params(module, |path, _, _, shape| {
-        let name = format!("{prefix}{path}");
-        match tensors.get(&name) {
-            Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device)),
-            Some((s, _)) => {
-                problems.push(format!("{name}: shape {s:?} in file, model expects {shape:?}"));
-                None
-            }
-            None => {
-                problems.push(format!("{name}: missing"));
-                None
-            }
-        }
-    });
-    if problems.is_empty() {
-        Ok(module)
-    } else {
-        let n = problems.len();
-        problems.truncate(8);
-        Err(Error::Checkpoint(format!("{n} parameter(s) do not match: {}", problems.join("; "))))
-    }
+    load_params(module, tensors, prefix, device, false).map(|(m, _)| m)
 }
 
 /// Like [`load_module`], for warm starts: parameters found under `prefix` with the same shape
 /// are copied, parameters the file lacks keep their initialisation and are returned by name; a
 /// parameter present with another shape is an error.
 pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<(M, Vec<String>), Error> {
+    load_params(module, tensors, prefix, device, true)
+}
+
+fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, allow_missing: bool) -> Result<(M, Vec<String>), Error> {
     let mut problems = Vec::new();
     let mut fresh = Vec::new();
     let module = map_params(module, |path, _, _, shape| {
@@ -82,8 +65,12 @@ pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix:
                 problems.push(format!("{name}: shape {s:?} in file, model expects {shape:?}"));
                 None
             }
-            None => {
+            None if allow_missing => {
                 fresh.push(path.to_string());
+                None
+            }
+            None => {
+                problems.push(format!("{name}: missing"));
                 None
             }
         }
@@ -93,7 +80,7 @@ pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix:
     } else {
         let n = problems.len();
         problems.truncate(8);
-        Err(Error::Checkpoint(format!("{n} parameter(s) have another shape: {}", problems.join("; "))))
+        Err(Error::Checkpoint(format!("{n} parameter(s) do not match: {}", problems.join("; "))))
     }
 }
 

@@ -60,6 +60,20 @@ pub fn score(generator: &Generator, n: usize, steps: usize, guidance: f32, batch
     Ok(out)
 }
 
+/// `n` real single-object train-like clips of the model's size (their attributes, the clips
+/// `[n, 3, T, H, W]`) with their sampled captions, and a fixed noise draw of the same shape.
+fn real_batch(generator: &Generator, n: usize, data_seed: u64, noise_seed: u64) -> (Vec<(Attributes, String)>, burn::prelude::Tensor<5>, burn::prelude::Tensor<5>) {
+    use burn::prelude::*;
+    let c = &generator.info.config;
+    let s = ShapesSource::new(ShapesConfig { frames: c.frames, height: c.height, width: c.width, two_object_prob: 0.0 }, data_seed).expect("valid geometry");
+    let (attributes, clips): (Vec<_>, Vec<_>) = (0..n as u64).map(|i| s.sample(Split::Train, i)).map(|x| ((x.attributes, x.caption), x.clip)).unzip();
+    let (x0, shape) = flick_core::data::stack(&clips);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(noise_seed);
+    let eps = flick_core::flow::normal_vec(&mut rng, x0.len());
+    let device = &generator.device;
+    (attributes, Tensor::<5>::from_data(TensorData::new(x0, shape), device), Tensor::<5>::from_data(TensorData::new(eps, shape), device))
+}
+
 /// How much the model listens to the caption, per noise level: the mean over `n` train-like
 /// prompts of `|v(x_t, c) − v(x_t, ∅)| / |v(x_t, c)|` (the effect of the prompt against the empty
 /// prompt), and of the same with a *wrong* caption (a different prompt of the set) in place of
@@ -67,18 +81,10 @@ pub fn score(generator: &Generator, n: usize, steps: usize, guidance: f32, batch
 /// ≈ 0 at every t; text matters most at high t, where the clip can no longer be read off `x_t`.
 pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, f32, f32)> {
     use burn::prelude::*;
-    let c = &generator.info.config;
     let n = n.max(2);
-    let s = ShapesSource::new(ShapesConfig { frames: c.frames, height: c.height, width: c.width, two_object_prob: 0.0 }, 1234).expect("valid geometry");
-    let samples: Vec<_> = (0..n as u64).map(|i| s.sample(Split::Train, i)).collect();
-    let captions: Vec<String> = samples.iter().map(|x| canonical_caption(x.attributes.main(), x.attributes.background)).collect();
-    let clips: Vec<_> = samples.into_iter().map(|x| x.clip).collect();
-    let (x0, shape) = flick_core::data::stack(&clips);
+    let (samples, x0, eps) = real_batch(generator, n, 1234, 99);
+    let captions: Vec<String> = samples.iter().map(|(a, _)| canonical_caption(a.main(), a.background)).collect();
     let device = &generator.device;
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(99);
-    let eps = flick_core::flow::normal_vec(&mut rng, x0.len());
-    let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), device);
-    let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), device);
     // Prompts: the right caption, the empty prompt, the next clip's caption.
     let mut prompts = captions.clone();
     prompts.extend(std::iter::repeat_n(String::new(), n));
@@ -105,16 +111,9 @@ pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Ve
 pub fn loss_by_time(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, f32, f32, f32)> {
     use burn::prelude::*;
     let c = &generator.info.config;
-    let s = ShapesSource::new(ShapesConfig { frames: c.frames, height: c.height, width: c.width, two_object_prob: 0.0 }, 4321).expect("valid geometry");
-    let samples: Vec<_> = (0..n as u64).map(|i| s.sample(Split::Train, i)).collect();
-    let prompts: Vec<String> = samples.iter().map(|x| x.caption.clone()).collect();
-    let clips: Vec<_> = samples.into_iter().map(|x| x.clip).collect();
-    let (x0, shape) = flick_core::data::stack(&clips);
+    let (samples, x0, eps) = real_batch(generator, n, 4321, 7);
+    let prompts: Vec<String> = samples.into_iter().map(|(_, caption)| caption).collect();
     let device = &generator.device;
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
-    let eps = flick_core::flow::normal_vec(&mut rng, x0.len());
-    let x0 = Tensor::<5>::from_data(TensorData::new(x0, shape), device);
-    let eps = Tensor::<5>::from_data(TensorData::new(eps, shape), device);
     let text = generator.model.encode_text(&prompts, device);
     let mean = |v: Tensor<5>| -> f32 { v.mean().into_scalar() };
     times
