@@ -24,7 +24,7 @@ fn train_tiny(out: &Path, steps: u64) {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = steps;
     config.train.log_every = 1;
-    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![] }).unwrap();
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn wgpu_backend_trains() {
     config.train.steps = 3;
     config.train.log_every = 1;
     let out = dir.path().join("run");
-    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![] }).unwrap();
     let l = losses(&out);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
@@ -117,7 +117,7 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     let device = Device::flex();
     let source = Generator::load(&model_path(&a), &device).unwrap();
     let (tensors, _) = flick::checkpoint::read_safetensors(&model_path(&a)).unwrap();
-    let (grown, fresh) = flick::checkpoint::load_module_partial(config.model.init(&device), &tensors, "", &device).unwrap();
+    let (grown, fresh) = flick::checkpoint::load_module_partial(config.model.init(&device), &tensors, "", &device, &[]).unwrap();
     assert!(fresh.iter().any(|p| p.starts_with("head_ada")) && fresh.iter().any(|p| p.starts_with("text.conv")), "{fresh:?}");
     let x = Tensor::<5>::random([2, 3, 4, 16, 16], flick::burn::tensor::Distribution::Normal(0.0, 1.0), &device);
     let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.8], [2]), &device);
@@ -128,11 +128,22 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     assert!(diff < 1e-5, "warm-started model differs from its source by {diff}");
 
     // The new run continues at the source's step (schedule, data position) with its curve.
-    train_teacher(TrainArgs { config, config_path: path, out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")) }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path.clone(), out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec![] }).unwrap();
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(lb.len(), 9);
     assert_eq!(lb[..6], la[..]);
     let g = Generator::load(&model_path(&b), &Device::flex()).unwrap();
     assert!(g.info.config.head_modulation && g.info.config.text.conv_kernel == 5);
     assert_eq!(g.info.extra["step"], "9");
+
+    // Changing what the network predicts: the output layer is re-initialised (not copied), its
+    // AdamW moments dropped, and the EMA warm-up restarts at the warm-start step.
+    let c = dir.path().join("c");
+    let mut config = TeacherConfig::load(&path).unwrap();
+    config.model.prediction = flick::model::Prediction::Clean;
+    config.train.steps = 8;
+    train_teacher(TrainArgs { config, config_path: path, out: c.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec!["head2".into()] }).unwrap();
+    let (_, meta) = flick::checkpoint::read_safetensors(&c.join("state.safetensors")).unwrap();
+    assert_eq!((meta["step"].as_str(), meta["ema_from_step"].as_str()), ("8", "6"));
+    assert!(losses(&c).iter().all(|l| l.is_finite()));
 }

@@ -44,21 +44,26 @@ pub fn module_tensors<M: Module>(module: &M, prefix: &str, out: &mut NamedTensor
 /// Load the tensors under `prefix` into `module` (built with the right config). Every parameter
 /// must be present with the right shape; the error lists what is missing or mismatched.
 pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<M, Error> {
-    load_params(module, tensors, prefix, device, false).map(|(m, _)| m)
+    load_params(module, tensors, prefix, device, false, &[]).map(|(m, _)| m)
 }
 
 /// Like [`load_module`], for warm starts: parameters found under `prefix` with the same shape
-/// are copied, parameters the file lacks keep their initialisation and are returned by name; a
-/// parameter present with another shape is an error.
-pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<(M, Vec<String>), Error> {
-    load_params(module, tensors, prefix, device, true)
+/// are copied, parameters the file lacks — and those whose path starts with one of `reset` —
+/// keep their initialisation and are returned by path; a parameter present with another shape
+/// is an error.
+pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, reset: &[String]) -> Result<(M, Vec<String>), Error> {
+    load_params(module, tensors, prefix, device, true, reset)
 }
 
-fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, allow_missing: bool) -> Result<(M, Vec<String>), Error> {
+fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, allow_missing: bool, reset: &[String]) -> Result<(M, Vec<String>), Error> {
     let mut problems = Vec::new();
     let mut fresh = Vec::new();
     let module = map_params(module, |path, _, _, shape| {
         let name = format!("{prefix}{path}");
+        if reset.iter().any(|r| path.starts_with(r.as_str())) {
+            fresh.push(path.to_string());
+            return None;
+        }
         match tensors.get(&name) {
             Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device)),
             Some((s, _)) => {

@@ -115,6 +115,23 @@ impl Generator {
         Ok(out)
     }
 
+    /// SDEdit-style re-generation: noise clean clips `x0` `[B, 3, T, H, W]` with `eps` to
+    /// `t_start` and run the sampler from there (the schedule's times below `t_start`). Shows
+    /// which noise levels a model handles: from low `t_start` a good model returns the clip;
+    /// from high `t_start` it must redraw it from the prompt.
+    pub fn resample(&self, prompts: &[String], x0: Tensor<5>, eps: Tensor<5>, t_start: f32, steps: usize, guidance: f32) -> Result<Tensor<5>, Error> {
+        if !(0.0..=1.0).contains(&t_start) || steps == 0 {
+            return Err(Error::Config(format!("resample needs t_start in [0, 1] and steps ≥ 1 (got {t_start}, {steps})")));
+        }
+        let b = prompts.len();
+        let (x, _) = crate::flow::noise(x0, eps, Tensor::<1>::full([b], t_start, &self.device));
+        let text = self.encode(prompts, guidance);
+        let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
+        let mut times = vec![t_start];
+        times.extend(flow.sampling_times(steps).into_iter().filter(|&t| t < t_start));
+        Ok(euler(x, &times, |x, t, _| self.velocity(x, t, &text, guidance)))
+    }
+
     /// Text context for a batch: the prompts, then (when guided) as many empty prompts.
     fn encode(&self, prompts: &[String], guidance: f32) -> crate::text::TextContext {
         if guidance != 1.0 {

@@ -50,6 +50,10 @@ enum Command {
         /// checkpoint; parameters it lacks (a grown model) keep their initialisation
         #[arg(long)]
         init_from: Option<PathBuf>,
+        /// With --init-from: parameter-path prefixes to re-initialise instead of copying
+        /// (comma-separated, e.g. final_proj,head1,head2,head_ada when `prediction` changes)
+        #[arg(long, value_delimiter = ',')]
+        init_reset: Vec<String>,
     },
     /// Train the attribute probe that `flick eval` judges clips with (resumable).
     TrainProbe {
@@ -120,10 +124,14 @@ enum Command {
         /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
         #[arg(long)]
         shift: Option<f32>,
-        /// Skip the caption-sensitivity table
+        /// Skip the caption-sensitivity and per-t error tables
         #[arg(long)]
         no_sensitivity: bool,
-        /// Prompts per split
+        /// Also re-generate real clips noised to these times (comma-separated, e.g.
+        /// 0.5,0.8,0.95) and write grids of real vs re-made into --grids (default: renoise/)
+        #[arg(long, value_delimiter = ',')]
+        renoise: Vec<f32>,
+        /// Prompts per split (0: skip the attribute table)
         #[arg(long, default_value_t = 48)]
         prompts: usize,
         #[arg(long, default_value_t = 8)]
@@ -184,7 +192,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from } => {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -194,7 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from })?;
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
             Ok(())
         }
@@ -237,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        Command::Score { checkpoint, steps, guidance, shift, no_sensitivity, prompts, batch, grids, backend } => {
+        Command::Score { checkpoint, steps, guidance, shift, no_sensitivity, renoise, prompts, batch, grids, backend } => {
             let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
@@ -248,12 +256,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let guidance = guidance.unwrap_or(generator.defaults().guidance);
             let mut rows = Vec::new();
-            for s in steps {
+            // `--prompts 0`: no attribute table, only the diagnostics below.
+            for s in steps.into_iter().filter(|_| prompts > 0) {
                 anyhow::ensure!(s >= 1, "--steps must be ≥ 1");
                 eprintln!("scoring {} at {s} steps, guidance {guidance}, {prompts} prompts per split…", path.display());
                 rows.push((format!("{} @{s} (w={guidance}, shift {})", path.file_stem().unwrap_or_default().to_string_lossy(), generator.shift), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
             }
-            println!("{}", crate::score::table(&rows));
+            if !rows.is_empty() {
+                println!("{}", crate::score::table(&rows));
+            }
+            if !renoise.is_empty() {
+                let dir = grids.clone().unwrap_or_else(|| PathBuf::from("renoise"));
+                crate::score::renoise_grids(&generator, &renoise, 25, guidance, &dir)?;
+            }
             if no_sensitivity {
                 return Ok(());
             }

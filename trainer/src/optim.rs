@@ -82,6 +82,14 @@ impl AdamW {
         }
     }
 
+    /// Drop the moments of these parameters (re-initialised ones start afresh).
+    pub fn forget(&mut self, paths: &[String]) {
+        for p in paths {
+            self.m.remove(p);
+            self.v.remove(p);
+        }
+    }
+
     /// Restore moments saved by [`Self::state_tensors`].
     pub fn load_state(&mut self, tensors: &NamedTensors, t: u64, device: &Device) {
         self.t = t;

@@ -74,6 +74,24 @@ fn real_batch(generator: &Generator, n: usize, data_seed: u64, noise_seed: u64) 
     (attributes, Tensor::<5>::from_data(TensorData::new(x0, shape), device), Tensor::<5>::from_data(TensorData::new(eps, shape), device))
 }
 
+/// For each start time, 8 real train-like clips noised to it and re-generated with their
+/// captions (see [`Generator::resample`]): a grid per time, rows alternating real and re-made.
+pub fn renoise_grids(generator: &Generator, starts: &[f32], steps: usize, guidance: f32, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let n = 8;
+    let (samples, x0, eps) = real_batch(generator, n, 555, 5);
+    let prompts: Vec<String> = samples.into_iter().map(|(_, caption)| caption).collect();
+    let real = generator.to_clips(x0.clone());
+    for &t in starts {
+        let made = generator.to_clips(generator.resample(&prompts, x0.clone(), eps.clone(), t, steps, guidance)?);
+        let videos: Vec<Video> = real.iter().zip(&made).flat_map(|(r, m)| [Video::from_clip(r), Video::from_clip(m)]).collect();
+        let path = dir.join(format!("renoise-t{t}.png"));
+        frame_grid(&videos, 3).save(&path)?;
+        eprintln!("wrote {} (odd rows real, even rows re-made from t = {t})", path.display());
+    }
+    Ok(())
+}
+
 /// How much the model listens to the caption, per noise level: the mean over `n` train-like
 /// prompts of `|v(x_t, c) − v(x_t, ∅)| / |v(x_t, c)|` (the effect of the prompt against the empty
 /// prompt), and of the same with a *wrong* caption (a different prompt of the set) in place of

@@ -43,6 +43,9 @@ pub struct TrainArgs {
     pub workers: usize,
     /// Warm start of a new run (see [`warm_start`]).
     pub init_from: Option<PathBuf>,
+    /// With `init_from`: parameter-path prefixes to re-initialise instead of copying (e.g. the
+    /// output layers when what the network predicts changes).
+    pub init_reset: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -70,7 +73,7 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
-    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from } = args;
+    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset } = args;
     let workers = workers.clamp(1, cfg.train.batch_size);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
     let mc = &cfg.model;
@@ -93,6 +96,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     let mut optim = AdamW::new(cfg.train.beta1, cfg.train.beta2, 1e-8, cfg.train.weight_decay);
     let mut step: u64 = 0;
     let mut skipped: u64 = 0;
+    // The step the EMA's warm-up counts from (a warm start with new parameters restarts it, so
+    // the average does not cling to their initialisation).
+    let mut ema_from: u64 = 0;
     let metrics_path = out.join("metrics.jsonl");
 
     if resume && state_path(&out).exists() {
@@ -104,6 +110,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         }
         step = meta.get("step").context("state lacks step")?.parse()?;
         skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+        ema_from = meta.get("ema_from_step").and_then(|s| s.parse().ok()).unwrap_or(0);
         model = load_module(model, &tensors, "model.", &ad)?;
         ema = load_module(ema, &tensors, "ema.", &device)?;
         optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, &device);
@@ -115,11 +122,12 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
     }
     if let Some(src) = init_from.as_deref().filter(|_| step == 0) {
-        let w = warm_start(src, model, ema, &mut optim, &ad, &device)?;
+        let w = warm_start(src, model, ema, &mut optim, &init_reset, &ad, &device)?;
         (model, ema, step, skipped) = (w.model, w.ema, w.step, w.skipped);
         eprintln!("initialised from {} at step {step}", src.display());
         if !w.fresh.is_empty() {
-            eprintln!("new parameters (not in {}, kept at their initialisation): {}", src.display(), w.fresh.join(", "));
+            eprintln!("new or reset parameters (kept at their initialisation; the EMA warm-up restarts): {}", w.fresh.join(", "));
+            ema_from = step;
         }
         // Carry the source run's curve up to the step, so this run's plot shows the whole history.
         let src_metrics = src.parent().unwrap_or(Path::new(".")).join("metrics.jsonl");
@@ -175,14 +183,15 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             consecutive_bad = 0;
             // EMA warm-up (as in timm/diffusers): early on the average must not cling to the
             // random initialisation.
-            let decay = cfg.train.ema_decay.min((1.0 + step as f32) / (10.0 + step as f32));
+            let k = (step - ema_from) as f32;
+            let decay = cfg.train.ema_decay.min((1.0 + k) / (10.0 + k));
             ema = ema_update(ema, &model, decay);
         } else {
             skipped += 1;
             consecutive_bad += 1;
             bar.println(format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
             if consecutive_bad >= cfg.train.max_bad_steps {
-                save_state(&out, &cfg, &model, &ema, &optim, step, skipped)?;
+                save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
                 bail!("{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}", out.display());
             }
         }
@@ -202,7 +211,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             window = (Instant::now(), 0);
         }
         if step % cfg.train.checkpoint_every == 0 || step == last {
-            save_state(&out, &cfg, &model, &ema, &optim, step, skipped)?;
+            save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
             plot_metrics(&out)?;
         }
         if cfg.train.sample_every > 0 && (step % cfg.train.sample_every == 0 || step == last) {
@@ -229,19 +238,20 @@ struct WarmStart {
 /// and shape are copied; parameters the source lacks keep their initialisation (zero-initialised
 /// branches such as `head_modulation` or the text encoder's conv leave the function unchanged,
 /// so a grown model starts exactly where the source stood).
-fn warm_start(src: &Path, model: VideoDit, ema: VideoDit, optim: &mut AdamW, ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
+fn warm_start(src: &Path, model: VideoDit, ema: VideoDit, optim: &mut AdamW, reset: &[String], ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
     let (tensors, meta) = read_safetensors(src).with_context(|| format!("--init-from {}", src.display()))?;
     if meta.get("format").map(String::as_str) == Some("flick-train-state/1") {
-        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad)?;
-        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "ema.", device)?;
+        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad, reset)?;
+        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "ema.", device, reset)?;
         optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, device);
+        optim.forget(&fresh);
         let step = meta.get("step").context("state lacks step")?.parse()?;
         let skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
         Ok(WarmStart { model, ema, step, skipped, fresh })
     } else {
         flick_core::checkpoint::info_from_metadata(&meta).map_err(|e| anyhow::anyhow!("--init-from {}: {e}", src.display()))?;
-        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "", ad)?;
-        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "", device)?;
+        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "", ad, reset)?;
+        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "", device, reset)?;
         Ok(WarmStart { model, ema, step: 0, skipped: 0, fresh })
     }
 }
@@ -292,7 +302,8 @@ fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_state(out: &Path, cfg: &TeacherConfig, model: &VideoDit, ema: &VideoDit, optim: &AdamW, step: u64, skipped: u64) -> anyhow::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn save_state(out: &Path, cfg: &TeacherConfig, model: &VideoDit, ema: &VideoDit, optim: &AdamW, step: u64, skipped: u64, ema_from: u64) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "model.", &mut tensors);
     module_tensors(ema, "ema.", &mut tensors);
@@ -303,6 +314,7 @@ fn save_state(out: &Path, cfg: &TeacherConfig, model: &VideoDit, ema: &VideoDit,
     meta.insert("step".into(), step.to_string());
     meta.insert("adam_t".into(), optim.t.to_string());
     meta.insert("skipped_steps".into(), skipped.to_string());
+    meta.insert("ema_from_step".into(), ema_from.to_string());
     write_safetensors(&state_path(out), &tensors, meta)?;
     // The model people use: EMA weights + sampling defaults.
     let mut tensors = NamedTensors::new();

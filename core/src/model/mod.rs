@@ -37,6 +37,22 @@ pub enum AttentionMode {
     Factorised,
 }
 
+/// What the network's output stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    /// The velocity, preconditioned (see [`preconditioning`]): `v̂ = c_skip·x_t + c_out·F`. To
+    /// leave no noise in `x̂0` the network must reproduce the noise of `x_t` pixel by pixel.
+    Velocity,
+    /// The clean clip (Li & He 2025, "Back to Basics: Let Denoising Generative Models
+    /// Denoise"): `x̂0 = F`, `v̂ = (x_t − x̂0) / max(t, 0.05)`. The network outputs a point of the
+    /// data manifold (flat shapes here), never the noise; the loss stays the velocity loss.
+    Clean,
+}
+
+/// The smallest `t` the clean-clip parametrisation divides by (JiT's clip of the denominator).
+pub const CLEAN_T_MIN: f32 = 0.05;
+
 /// Configuration of the [`VideoDit`] backbone (and its text encoder).
 #[derive(Config, Debug, PartialEq)]
 pub struct VideoDitConfig {
@@ -70,6 +86,9 @@ pub struct VideoDitConfig {
     /// gain for every t and leaves grain in the samples. Needs `stem_channels > 0`.
     #[config(default = false)]
     pub head_modulation: bool,
+    /// What the network predicts (the forward pass returns the velocity either way).
+    #[config(default = "Prediction::Velocity")]
+    pub prediction: Prediction,
     /// Root-mean-square of the data (clips in [-1, 1]) for the input/skip/output
     /// preconditioning; see [`VideoDit::forward_taps`].
     #[config(default = 0.8)]
@@ -165,6 +184,7 @@ impl VideoDitConfig {
             patch: self.patch,
             dim: d,
             sigma_data: self.sigma_data,
+            prediction: self.prediction,
         }
     }
 }
@@ -270,6 +290,8 @@ pub struct VideoDit {
     pub dim: usize,
     #[module(skip)]
     pub sigma_data: f32,
+    #[module(skip)]
+    pub prediction: Prediction,
 }
 
 /// EDM-style preconditioning (Karras et al. 2022) carried over to rectified flow, for data of
@@ -312,6 +334,7 @@ impl VideoDit {
         // Per-sample preconditioning factors (see [`preconditioning`]), on the device.
         let s2 = self.sigma_data * self.sigma_data;
         let tt = t.clone().reshape([b, 1, 1, 1, 1]);
+        let t_col = tt.clone();
         let one_minus = tt.clone().neg() + 1.0;
         let var_x = one_minus.clone().powi_scalar(2) * s2 + tt.clone().powi_scalar(2);
         let cov = tt - one_minus * s2;
@@ -360,7 +383,11 @@ impl VideoDit {
             }
             _ => out,
         };
-        (x * c_skip + f * c_out, tapped)
+        let v = match self.prediction {
+            Prediction::Velocity => x * c_skip + f * c_out,
+            Prediction::Clean => (x - f) / t_col.clamp_min(CLEAN_T_MIN),
+        };
+        (v, tapped)
     }
 }
 
@@ -443,10 +470,19 @@ mod tests {
         assert!(diff < 1e-6, "zero-initialised head modulation changed the output by {diff}");
 
         assert!(tiny().with_head_modulation(true).with_stem_channels(0).validate().is_err());
+        // Clean-clip parametrisation: a fresh model (zero head) predicts x̂0 = 0, so v̂ = x_t / t.
+        let clean = tiny().with_prediction(Prediction::Clean).init(&device);
+        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_data(TensorData::new(vec![0.01f32, 0.5], [2]), &device);
+        let v = clean.forward(x.clone(), t, &clean.encode_text(&["a".into(), "b".into()], &device));
+        let expect = Tensor::cat(vec![x.clone().narrow(0, 0, 1) / CLEAN_T_MIN, x.narrow(0, 1, 1) / 0.5], 0);
+        let diff: f32 = (v - expect).abs().max().into_scalar();
+        assert!(diff < 1e-4, "clean prediction: v̂ ≠ (x_t − 0)/max(t, {CLEAN_T_MIN}) by {diff}");
         // Configs written before a field existed load with its default; unknown fields are errors.
         let old = serde_json::json!({"dim": 64, "text": {"dim": 32, "depth": 1, "heads": 2, "max_len": 32}});
         let cfg = VideoDitConfig::from_value(old).unwrap();
         assert_eq!((cfg.dim, cfg.head_modulation, cfg.text.conv_kernel, cfg.text.dim, cfg.frames), (64, false, 0, 32, 8));
+        assert_eq!(cfg.prediction, Prediction::Velocity);
         let err = VideoDitConfig::from_value(serde_json::json!({"text": {"dimm": 3}})).unwrap_err();
         assert!(err.contains("text.dimm"), "{err}");
         let mut even = tiny();
