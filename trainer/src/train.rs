@@ -157,17 +157,23 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     let mut consecutive_bad = 0;
     let b = cfg.train.batch_size;
 
+    // Batches are made ahead, on other threads, while the current step computes (a GPU step is
+    // faster than making its clips on one core). Their contents depend only on (seed, step), so
+    // the stream is the same as making them inline.
+    let first = step;
+    let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let producer_source = source;
+    let producer_cfg = cfg.clone();
+    let producer = std::thread::spawn(move || {
+        for s in first..last {
+            if batch_tx.send(make_batch(producer_source.as_ref(), &producer_cfg, s)).is_err() {
+                break;
+            }
+        }
+    });
+
     while step < last {
-        let mut rng = step_rng(cfg.train.seed, step);
-        let samples: Vec<_> = (0..b as u64).map(|i| source.get(step * b as u64 + i)).collect();
-        let prompts: Vec<String> = samples
-            .iter()
-            .map(|s| if rng.random::<f32>() < cfg.train.caption_dropout { String::new() } else { s.caption.clone() })
-            .collect();
-        let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
-        let (x0, shape) = stack(&clips);
-        let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
-        let eps = normal_vec(&mut rng, x0.len());
+        let Batch { x0, shape, eps, times, prompts } = batch_rx.recv().context("the batch producer thread stopped")?;
 
         let lr = learning_rate(&cfg.train, step);
         let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
@@ -219,7 +225,46 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         }
     }
     bar.finish();
+    drop(batch_rx);
+    let _ = producer.join();
     Ok(ema)
+}
+
+/// One step's inputs.
+struct Batch {
+    x0: Vec<f32>,
+    shape: [usize; 5],
+    eps: Vec<f32>,
+    times: Vec<f32>,
+    prompts: Vec<String>,
+}
+
+/// The inputs of step `step`: clips `step·b .. (step+1)·b` of the source (made on several
+/// threads), then caption dropout, times and noise from the step's own random stream.
+fn make_batch(source: &dyn ClipSource, cfg: &TeacherConfig, step: u64) -> Batch {
+    let b = cfg.train.batch_size;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16).min(b);
+    let per = b.div_ceil(threads);
+    let samples: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..b)
+            .step_by(per)
+            .map(|lo| {
+                let hi = (lo + per).min(b);
+                scope.spawn(move || (lo..hi).map(|i| source.get(step * b as u64 + i as u64)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("clip maker panicked")).collect()
+    });
+    let mut rng = step_rng(cfg.train.seed, step);
+    let prompts: Vec<String> = samples
+        .iter()
+        .map(|s| if rng.random::<f32>() < cfg.train.caption_dropout { String::new() } else { s.caption.clone() })
+        .collect();
+    let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
+    let (x0, shape) = stack(&clips);
+    let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
+    let eps = normal_vec(&mut rng, x0.len());
+    Batch { x0, shape, eps, times, prompts }
 }
 
 /// A model started from another run's weights.
