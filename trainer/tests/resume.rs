@@ -69,7 +69,10 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
             worst = worst.max((x - y).abs() / (1e-3 + x.abs()));
         }
     }
-    assert!(worst < 1e-3, "resumed run diverged from the uninterrupted one (worst relative difference {worst})");
+    // Not bit-exact: burn's CPU backend reduces on several threads, so even two uninterrupted
+    // runs differ (measured: worst 3e-4 to 1.05e-3 over 40–60 tiny-config steps), while a run
+    // off by one step differs by 1.7 (weights) to 5.9 (moments). 1e-2 separates the two.
+    assert!(worst < 1e-2, "resumed run diverged from the uninterrupted one (worst relative difference {worst})");
 
     // The metrics log has each step once.
     let steps: Vec<u64> = std::fs::read_to_string(b.join("metrics.jsonl"))
