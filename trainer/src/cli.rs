@@ -281,6 +281,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (t, u, w) in sens {
                 println!("| {t} | {u:.3} | {w:.3} |");
             }
+            let attr = crate::score::attribute_sensitivity(&generator, 16, &[0.5, 0.8, 0.9, 0.95]);
+            println!("\none word changed (|v(c) − v(c')| / |v(c)|, c' = the caption with one attribute changed):\n\n| t | shape | colour | size | motion |\n|---|---|---|---|---|");
+            for (t, [sh, co, si, mo]) in attr {
+                println!("| {t} | {sh:.3} | {co:.3} | {si:.3} | {mo:.3} |");
+            }
             Ok(())
         }
         Command::Generate { prompt, seed, steps, guidance, shift, out, frames_dir, trajectory, checkpoint, backend, scale, fps } => {

@@ -122,6 +122,52 @@ pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Ve
         .collect()
 }
 
+/// Which words the model listens to: per noise level, `|v(x_t, c) − v(x_t, c')| / |v(x_t, c)|`
+/// where `c'` is the prompt's caption with one attribute changed to the next value of its kind
+/// (shape, colour, size, motion), `x_t` noised from the real clip of the prompt. Returns, per
+/// `t`, the four means in that order.
+pub fn attribute_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, [f32; 4])> {
+    use burn::prelude::*;
+    use flick_core::data::shapes::{Color, Motion, Shape, Size};
+    fn next<T: Copy + PartialEq>(all: &[T], x: T) -> T {
+        let i = all.iter().position(|&y| y == x).unwrap_or(0);
+        all[(i + 1) % all.len()]
+    }
+    let n = n.max(2);
+    let (samples, x0, eps) = real_batch(generator, n, 1234, 99);
+    let device = &generator.device;
+    let mut prompts: Vec<String> = samples.iter().map(|(a, _)| canonical_caption(a.main(), a.background)).collect();
+    for k in 0..4 {
+        for (a, _) in &samples {
+            let mut o = *a.main();
+            match k {
+                0 => o.shape = next(Shape::ALL, o.shape),
+                1 => o.color = next(Color::ALL, o.color),
+                2 => o.size = next(Size::ALL, o.size),
+                _ => o.motion = next(Motion::ALL, o.motion),
+            }
+            prompts.push(canonical_caption(&o, a.background));
+        }
+    }
+    let text = generator.model.encode_text(&prompts, device);
+    let norms = |v: Tensor<5>| -> Vec<f32> { v.powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).sqrt().into_data().try_to_vec::<f32>().expect("f32") };
+    times
+        .iter()
+        .map(|&t| {
+            let (xt, _) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
+            let v = generator.model.forward(Tensor::cat(vec![xt; 5], 0), Tensor::<1>::full([5 * n], t, device), &text);
+            let vc = v.clone().narrow(0, 0, n);
+            let nc = norms(vc.clone());
+            let mut out = [0f32; 4];
+            for (k, o) in out.iter_mut().enumerate() {
+                let d = norms(vc.clone() - v.clone().narrow(0, (k + 1) * n, n));
+                *o = d.iter().zip(&nc).map(|(d, c)| d / c.max(1e-8)).sum::<f32>() / n as f32;
+            }
+            (t, out)
+        })
+        .collect()
+}
+
 /// Denoising error per noise level on real train-like clips with their captions: the mean
 /// flow-matching loss `|v̂ − v|²` per value, the same for the best *linear* guess `c_skip·x_t`
 /// (what the network must beat), and the RMS error of the implied clean clip
