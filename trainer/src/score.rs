@@ -98,7 +98,6 @@ pub fn renoise_grids(generator: &Generator, starts: &[f32], steps: usize, guidan
 /// `∅`, with `x_t` noised from the real clip of the prompt. A model that ignores its text scores
 /// ≈ 0 at every t; text matters most at high t, where the clip can no longer be read off `x_t`.
 pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, f32, f32)> {
-    use burn::prelude::*;
     let n = n.max(2);
     let (samples, x0, eps) = real_batch(generator, n, 1234, 99);
     let captions: Vec<String> = samples.iter().map(|(a, _)| canonical_caption(a.main(), a.background)).collect();
@@ -108,16 +107,11 @@ pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Ve
     prompts.extend(std::iter::repeat_n(String::new(), n));
     prompts.extend((0..n).map(|i| captions[(i + 1) % n].clone()));
     let text = generator.model.encode_text(&prompts, device);
-    let norms = |v: Tensor<5>| -> Vec<f32> { v.powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).sqrt().into_data().try_to_vec::<f32>().expect("f32") };
     times
         .iter()
         .map(|&t| {
-            let (xt, _) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
-            let v = generator.model.forward(Tensor::cat(vec![xt.clone(), xt.clone(), xt], 0), Tensor::<1>::full([3 * n], t, device), &text);
-            let (vc, vu, vw) = (v.clone().narrow(0, 0, n), v.clone().narrow(0, n, n), v.narrow(0, 2 * n, n));
-            let (nc, du, dw) = (norms(vc.clone()), norms(vc.clone() - vu), norms(vc - vw));
-            let mean = |d: &[f32]| d.iter().zip(&nc).map(|(d, c)| d / c.max(1e-8)).sum::<f32>() / n as f32;
-            (t, mean(&du), mean(&dw))
+            let r = relative_changes(generator, &x0, &eps, &text, n, 2, t);
+            (t, r[0], r[1])
         })
         .collect()
 }
@@ -127,7 +121,6 @@ pub fn caption_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Ve
 /// (shape, colour, size, motion), `x_t` noised from the real clip of the prompt. Returns, per
 /// `t`, the four means in that order.
 pub fn attribute_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> Vec<(f32, [f32; 4])> {
-    use burn::prelude::*;
     use flick_core::data::shapes::{Color, Motion, Shape, Size};
     fn next<T: Copy + PartialEq>(all: &[T], x: T) -> T {
         let i = all.iter().position(|&y| y == x).unwrap_or(0);
@@ -150,20 +143,29 @@ pub fn attribute_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> 
         }
     }
     let text = generator.model.encode_text(&prompts, device);
-    let norms = |v: Tensor<5>| -> Vec<f32> { v.powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).sqrt().into_data().try_to_vec::<f32>().expect("f32") };
     times
         .iter()
         .map(|&t| {
-            let (xt, _) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
-            let v = generator.model.forward(Tensor::cat(vec![xt; 5], 0), Tensor::<1>::full([5 * n], t, device), &text);
-            let vc = v.clone().narrow(0, 0, n);
-            let nc = norms(vc.clone());
-            let mut out = [0f32; 4];
-            for (k, o) in out.iter_mut().enumerate() {
-                let d = norms(vc.clone() - v.clone().narrow(0, (k + 1) * n, n));
-                *o = d.iter().zip(&nc).map(|(d, c)| d / c.max(1e-8)).sum::<f32>() / n as f32;
-            }
-            (t, out)
+            let r = relative_changes(generator, &x0, &eps, &text, n, 4, t);
+            (t, [r[0], r[1], r[2], r[3]])
+        })
+        .collect()
+}
+
+/// For `x_t` noised from `x0` at `t` and text laid out as `n` right captions followed by `k`
+/// groups of `n` alternatives: per group, the mean over clips of `|v(c) − v(c')| / |v(c)|`.
+fn relative_changes(generator: &Generator, x0: &burn::prelude::Tensor<5>, eps: &burn::prelude::Tensor<5>, text: &flick_core::text::TextContext, n: usize, k: usize, t: f32) -> Vec<f32> {
+    use burn::prelude::*;
+    let device = &generator.device;
+    let norms = |v: Tensor<5>| -> Vec<f32> { v.powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).sqrt().into_data().try_to_vec::<f32>().expect("f32") };
+    let (xt, _) = flick_core::flow::noise(x0.clone(), eps.clone(), Tensor::<1>::full([n], t, device));
+    let v = generator.model.forward(Tensor::cat(vec![xt; k + 1], 0), Tensor::<1>::full([(k + 1) * n], t, device), text);
+    let vc = v.clone().narrow(0, 0, n);
+    let nc = norms(vc.clone());
+    (1..=k)
+        .map(|g| {
+            let d = norms(vc.clone() - v.clone().narrow(0, g * n, n));
+            d.iter().zip(&nc).map(|(d, c)| d / c.max(1e-8)).sum::<f32>() / n as f32
         })
         .collect()
 }
