@@ -32,6 +32,25 @@ pub struct DataConfig {
     /// Probability of a second object in a procedural clip.
     #[serde(default = "default_two_object_prob")]
     pub two_object_prob: f32,
+    /// Short-clip steps (image-and-video joint training, as APT trains on images before clips):
+    /// a share `short_share` of the steps, evenly spaced, trains on clips of `short_frames`
+    /// frames (a multiple of the model's temporal patch, below `model.frames`) in batches of
+    /// `short_batch_size`. A step costs about the same for 4× the clips at a quarter of the
+    /// frames (attention is quadratic in tokens), so the spatial content — what an object looks
+    /// like — gets more updates per CPU-minute. 0 = off.
+    #[serde(default)]
+    pub short_frames: usize,
+    #[serde(default)]
+    pub short_share: f32,
+    #[serde(default)]
+    pub short_batch_size: usize,
+}
+
+impl DataConfig {
+    /// Whether step `step` trains on short clips (evenly spaced: `⌊(s+1)·p⌋ > ⌊s·p⌋`).
+    pub fn is_short_step(&self, step: u64) -> bool {
+        self.short_frames > 0 && ((step + 1) as f64 * self.short_share as f64).floor() > (step as f64 * self.short_share as f64).floor()
+    }
 }
 
 fn default_two_object_prob() -> f32 {
@@ -91,6 +110,34 @@ impl TeacherConfig {
         anyhow::ensure!(cfg.train.steps > 0, "train.steps must be ≥ 1");
         anyhow::ensure!((0.0..1.0).contains(&cfg.train.ema_decay), "train.ema_decay must be in [0, 1)");
         anyhow::ensure!(cfg.train.checkpoint_every > 0 && cfg.train.log_every > 0, "train.checkpoint_every and train.log_every must be ≥ 1");
+        let d = &cfg.data;
+        if d.short_frames > 0 {
+            let pt = cfg.model.patch[0];
+            anyhow::ensure!(
+                d.short_frames % pt == 0 && d.short_frames < cfg.model.frames,
+                "data.short_frames = {} must be a multiple of the temporal patch {pt} and below model.frames = {}",
+                d.short_frames,
+                cfg.model.frames
+            );
+            anyhow::ensure!((0.0..=1.0).contains(&d.short_share) && d.short_share > 0.0, "data.short_share must be in (0, 1] when data.short_frames is set");
+            anyhow::ensure!(d.short_batch_size > 0, "data.short_batch_size must be ≥ 1 when data.short_frames is set");
+        }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_steps_are_evenly_spaced_at_the_share() {
+        let mut d = DataConfig { seed: 1, folder: None, two_object_prob: 0.25, short_frames: 2, short_share: 0.25, short_batch_size: 8 };
+        let short: Vec<u64> = (0..12).filter(|&s| d.is_short_step(s)).collect();
+        assert_eq!(short, vec![3, 7, 11]);
+        d.short_share = 0.5;
+        assert_eq!((0..100).filter(|&s| d.is_short_step(s)).count(), 50);
+        d.short_frames = 0;
+        assert!((0..100).all(|s| !d.is_short_step(s)));
     }
 }

@@ -57,6 +57,10 @@ struct Metrics {
     clips_per_s: f32,
     elapsed_s: f32,
     skipped_steps: u64,
+    /// With short-clip steps: `loss` is the last full-length step's loss (comparable with runs
+    /// without them) and this the last short step's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    short_loss: Option<f32>,
 }
 
 fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
@@ -88,6 +92,23 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             cfg.data.seed,
         )?),
     };
+    // The same data at `short_frames` frames, for short-clip steps.
+    let short_source: Option<Box<dyn ClipSource>> = match (cfg.data.short_frames, &cfg.data.folder) {
+        (0, _) => None,
+        (f, Some(dir)) => Some(Box::new(FolderDataset::open(dir, f, mc.height, mc.width)?)),
+        (f, None) => Some(Box::new(ShapesSource::new(
+            ShapesConfig { frames: f, height: mc.height, width: mc.width, two_object_prob: cfg.data.two_object_prob },
+            cfg.data.seed.wrapping_add(0x5107),
+        )?)),
+    };
+    if cfg.data.short_frames > 0 {
+        eprintln!(
+            "short-clip steps: {:.0}% of steps train on {}-frame clips, {} per batch",
+            100.0 * cfg.data.short_share,
+            cfg.data.short_frames,
+            cfg.data.short_batch_size
+        );
+    }
 
     let ad = device.clone().autodiff();
     device.seed(cfg.train.seed);
@@ -155,7 +176,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
     let mut consecutive_bad = 0;
-    let b = cfg.train.batch_size;
+    let (mut last_full_loss, mut last_short_loss) = (f32::NAN, None::<f32>);
 
     // Batches are made ahead, on other threads, while the current step computes (a GPU step is
     // faster than making its clips on one core). Their contents depend only on (seed, step), so
@@ -166,7 +187,11 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     let producer_cfg = cfg.clone();
     let producer = std::thread::spawn(move || {
         for s in first..last {
-            if batch_tx.send(make_batch(producer_source.as_ref(), &producer_cfg, s)).is_err() {
+            let src = match &short_source {
+                Some(short) if producer_cfg.data.is_short_step(s) => short.as_ref(),
+                _ => producer_source.as_ref(),
+            };
+            if batch_tx.send(make_batch(src, &producer_cfg, s)).is_err() {
                 break;
             }
         }
@@ -176,7 +201,13 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         let Batch { x0, shape, eps, times, prompts } = batch_rx.recv().context("the batch producer thread stopped")?;
 
         let lr = learning_rate(&cfg.train, step);
+        let short = shape[2] < mc.frames;
         let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
+        if short {
+            last_short_loss = Some(loss_value);
+        } else {
+            last_full_loss = loss_value;
+        }
         let mut grad_norm = f32::NAN;
         let updated = if loss_value.is_finite() {
             let (m, stats) = optim.step_with(model, &grads, lr, cfg.train.grad_clip);
@@ -202,17 +233,19 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             }
         }
         step += 1;
-        window.1 += b;
+        window.1 += shape[0];
         bar.set_position(step);
 
         if step % cfg.train.log_every == 0 || step == last {
             let secs = window.0.elapsed().as_secs_f32();
-            let m = Metrics { step, loss: loss_value, lr, grad_norm, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), skipped_steps: skipped };
+            let loss = if last_short_loss.is_some() && last_full_loss.is_finite() { last_full_loss } else { loss_value };
+            let m = Metrics { step, loss, lr, grad_norm, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), skipped_steps: skipped, short_loss: last_short_loss };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
-            bar.set_message(format!("loss {loss_value:.4} · {:.1} clips/s", m.clips_per_s));
+            let short_msg = last_short_loss.map(|l| format!(" (short clips {l:.4})")).unwrap_or_default();
+            bar.set_message(format!("loss {loss:.4}{short_msg} · {:.1} clips/s", m.clips_per_s));
             if !quiet && !std::io::stderr().is_terminal() {
                 // No progress bar without a terminal (logs, nohup): a plain line instead.
-                eprintln!("step {step}/{} loss {loss_value:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s", cfg.train.steps, m.clips_per_s);
+                eprintln!("step {step}/{} loss {loss:.4}{short_msg} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s", cfg.train.steps, m.clips_per_s);
             }
             window = (Instant::now(), 0);
         }
@@ -242,7 +275,7 @@ struct Batch {
 /// The inputs of step `step`: clips `step·b .. (step+1)·b` of the source (made on several
 /// threads), then caption dropout, times and noise from the step's own random stream.
 fn make_batch(source: &dyn ClipSource, cfg: &TeacherConfig, step: u64) -> Batch {
-    let b = cfg.train.batch_size;
+    let b = if cfg.data.is_short_step(step) { cfg.data.short_batch_size } else { cfg.train.batch_size };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16).min(b);
     let per = b.div_ceil(threads);
     let samples: Vec<_> = std::thread::scope(|scope| {

@@ -103,3 +103,33 @@ fn bad_input_gets_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not a valid teacher config"), "{err}");
 }
+
+#[test]
+fn short_clip_steps_train_and_log_both_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(config()).unwrap();
+    let with = |extra: &str| {
+        let text = base.replacen("two_object_prob = 0.25\n", &format!("two_object_prob = 0.25\n{extra}"), 1).replacen("steps = 60\n", "steps = 10\n", 1).replacen("log_every = 10\n", "log_every = 2\n", 1);
+        assert!(text.contains(extra));
+        text
+    };
+    let cfg = dir.path().join("short.toml");
+    std::fs::write(&cfg, with("short_frames = 1\nshort_share = 0.5\nshort_batch_size = 16\n")).unwrap();
+    let run = dir.path().join("run");
+    let out = flick(&["train-teacher", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "--workers", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("short-clip steps: 50% of steps train on 1-frame clips, 16 per batch"), "{err}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 5);
+    for r in &rows {
+        assert!(r["loss"].as_f64().is_some_and(f64::is_finite) && r["short_loss"].as_f64().is_some_and(f64::is_finite), "{r}");
+    }
+    assert!(run.join("teacher.safetensors").exists());
+
+    std::fs::write(&cfg, with("short_frames = 4\nshort_share = 0.5\nshort_batch_size = 16\n")).unwrap();
+    let out = flick(&["train-teacher", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("bad").to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("below model.frames"), "{err}");
+}
