@@ -25,7 +25,7 @@ use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::text::{TextContext, TextEncoder, TextEncoderConfig};
-use layers::{Attention, AttentionConfig, Mlp, factorised_positions, layer_norm, modulate, timestep_embedding};
+use layers::{Attention, AttentionConfig, ConvBlock, Mlp, factorised_positions, layer_norm, modulate, timestep_embedding};
 
 /// How a block's self-attention spans the token grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,11 @@ pub struct VideoDitConfig {
     /// gain for every t and leaves grain in the samples. Needs `stem_channels > 0`.
     #[config(default = false)]
     pub head_modulation: bool,
+    /// Residual, modulated 1×3×3 convolution blocks at pixel resolution ([`ConvBlock`]), this
+    /// many after the stem and as many in the head (zero-initialised: a model grown with them
+    /// starts as the same function). Needs `stem_channels > 0`.
+    #[config(default = 0)]
+    pub conv_blocks: usize,
     /// What the network predicts (the forward pass returns the velocity either way).
     #[config(default = "Prediction::Velocity")]
     pub prediction: Prediction,
@@ -130,6 +135,9 @@ impl VideoDitConfig {
         }
         if self.head_modulation && self.stem_channels == 0 {
             return bad("head_modulation needs a conv head (stem_channels > 0)".into());
+        }
+        if self.conv_blocks > 0 && self.stem_channels == 0 {
+            return bad("conv_blocks needs a conv stem and head (stem_channels > 0)".into());
         }
         Ok(())
     }
@@ -181,6 +189,8 @@ impl VideoDitConfig {
             head1: (cs > 0).then(|| conv(2 * cs, cs, false)),
             head2: (cs > 0).then(|| conv(cs, 3, true)),
             head_ada: (cs > 0 && self.head_modulation).then(|| LinearConfig::new(d, 2 * cs).with_initializer(Initializer::Zeros).init(device)),
+            stem_blocks: (0..if cs > 0 { self.conv_blocks } else { 0 }).map(|_| ConvBlock::new(cs, d, device)).collect(),
+            head_blocks: (0..if cs > 0 { self.conv_blocks } else { 0 }).map(|_| ConvBlock::new(cs, d, device)).collect(),
             patch: self.patch,
             dim: d,
             sigma_data: self.sigma_data,
@@ -284,6 +294,9 @@ pub struct VideoDit {
     pub head2: Option<Conv3d>,
     /// Conditioning → shift, scale of the head's hidden channels (see `head_modulation`).
     pub head_ada: Option<Linear>,
+    /// Pixel-resolution residual conv blocks after the stem and in the head (`conv_blocks`).
+    pub stem_blocks: Vec<ConvBlock>,
+    pub head_blocks: Vec<ConvBlock>,
     #[module(skip)]
     pub patch: [usize; 3],
     #[module(skip)]
@@ -346,13 +359,19 @@ impl VideoDit {
         let n = grid[0] * grid[1] * grid[2];
         let d = self.dim;
 
-        let skip = self.stem.as_ref().map(|s| silu(s.forward(x_in.clone()))); // [B, cs, T, H, W]
+        let temb = self.t_fc2.forward(silu(self.t_fc1.forward(timestep_embedding(t, 256)))); // [B, d]
+        let c = silu(temb + self.text_pool.forward(text.pooled.clone())); // [B, d]
+
+        let skip = self.stem.as_ref().map(|s| {
+            let mut f = silu(s.forward(x_in.clone())); // [B, cs, T, H, W]
+            for blk in &self.stem_blocks {
+                f = blk.forward(f, c.clone());
+            }
+            f
+        });
         let h = self.patch_embed.forward(skip.clone().unwrap_or(x_in)); // [B, d, t, h, w]
         let pos = Tensor::<2>::from_data(TensorData::new(factorised_positions(grid[0], grid[1], grid[2], d), [n, d]), &device);
         let mut tokens = h.reshape([b, d, n]).swap_dims(1, 2) + pos.unsqueeze_dim::<3>(0); // [B, N, d]
-
-        let temb = self.t_fc2.forward(silu(self.t_fc1.forward(timestep_embedding(t, 256)))); // [B, d]
-        let c = silu(temb + self.text_pool.forward(text.pooled.clone())); // [B, d]
 
         let mut tapped = Vec::with_capacity(taps.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -371,14 +390,17 @@ impl VideoDit {
         let f = match (skip, &self.head1, &self.head2) {
             (Some(skip), Some(h1), Some(h2)) => {
                 let hidden = h1.forward(Tensor::cat(vec![out, skip], 1)); // [B, cs, T, H, W]
-                let hidden = match &self.head_ada {
+                let mut hidden = match &self.head_ada {
                     Some(ada) => {
                         let cs = hidden.dims()[1];
-                        let m = ada.forward(c).chunk(2, 1); // shift, scale: [B, cs]
+                        let m = ada.forward(c.clone()).chunk(2, 1); // shift, scale: [B, cs]
                         hidden * (m[1].clone().reshape([b, cs, 1, 1, 1]) + 1.0) + m[0].clone().reshape([b, cs, 1, 1, 1])
                     }
                     None => hidden,
                 };
+                for blk in &self.head_blocks {
+                    hidden = blk.forward(hidden, c.clone());
+                }
                 h2.forward(silu(hidden))
             }
             _ => out,
@@ -488,6 +510,38 @@ mod tests {
         let mut even = tiny();
         even.text.conv_kernel = 4;
         assert!(even.validate().is_err());
+    }
+
+    #[test]
+    fn conv_blocks_start_as_the_identity_and_learn() {
+        let device = Device::flex();
+        let cfg = tiny().with_head_modulation(true).with_conv_blocks(2);
+        cfg.validate().unwrap();
+        assert!(tiny().with_stem_channels(0).with_conv_blocks(1).validate().is_err());
+        let model = cfg.init(&device);
+        assert_eq!((model.stem_blocks.len(), model.head_blocks.len()), (2, 2));
+        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.9], [2]), &device);
+        let text = model.encode_text(&["a red ball".into(), "".into()], &device);
+        let with = model.forward(x.clone(), t.clone(), &text);
+        let mut plain = model.clone();
+        plain.stem_blocks.clear();
+        plain.head_blocks.clear();
+        let diff: f32 = (with - plain.forward(x.clone(), t.clone(), &text)).abs().max().into_scalar();
+        assert!(diff < 1e-6, "zero-initialised conv blocks changed the output by {diff}");
+        // The zero-initialised output convolution gets a gradient (so the block can learn).
+        let ad = device.clone().autodiff();
+        let mut m = cfg.init(&ad);
+        // The head's zero-initialised output convolution blocks every gradient upstream at
+        // step 0 (adaLN-Zero style); give it weights as after the first update.
+        m.head2 = Some(Conv3dConfig::new([cfg.stem_channels, 3], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(&ad));
+        let text = m.encode_text(&["a red ball".into(), "".into()], &ad);
+        let loss = m.forward(Tensor::from_data(x.into_data(), &ad), Tensor::from_data(t.into_data(), &ad), &text).powi_scalar(2).mean();
+        let grads = loss.backward();
+        for (name, blk) in [("stem", &m.stem_blocks[0]), ("head", &m.head_blocks[1])] {
+            let g: f32 = blk.conv2.weight.val().grad(&grads).expect("gradient").abs().sum().into_scalar();
+            assert!(g > 0.0, "no gradient reaches the {name} conv block's output convolution");
+        }
     }
 
     #[test]
