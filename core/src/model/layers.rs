@@ -143,6 +143,58 @@ pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32
     out
 }
 
+/// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
+/// of `C / groups` channels, over the group's channels and all positions).
+pub fn group_norm(x: Tensor<5>, groups: usize) -> Tensor<5> {
+    let [b, c, t, h, w] = x.dims();
+    let g = x.reshape([b, groups, (c / groups) * t * h * w]);
+    let mean = g.clone().mean_dim(2);
+    let centred = g - mean;
+    let var = centred.clone().powi_scalar(2).mean_dim(2);
+    (centred / (var + 1e-6).sqrt()).reshape([b, c, t, h, w])
+}
+
+/// A residual convolution block at pixel resolution, modulated by the conditioning
+/// (timestep + pooled prompt), its output convolution zero-initialised so a new block is the
+/// identity: `x + conv2(silu(conv1(silu(gn(x)·(1 + scale) + shift))))`, convolutions 1×3×3
+/// (within a frame). Gives the network the locality a U-Net has: edges and corners drawn from
+/// a pixel's neighbours, not from a patch token's linear read-out.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    /// conditioning → shift, scale `[B, 2·C]` (zero-initialised)
+    pub ada: Linear,
+    pub conv1: burn::nn::conv::Conv3d,
+    pub conv2: burn::nn::conv::Conv3d,
+    #[module(skip)]
+    pub groups: usize,
+}
+
+impl ConvBlock {
+    pub fn new(channels: usize, cond_dim: usize, device: &Device) -> Self {
+        use burn::nn::PaddingConfig3d;
+        use burn::nn::conv::Conv3dConfig;
+        let conv = |zero: bool| {
+            let mut c = Conv3dConfig::new([channels, channels], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1));
+            if zero {
+                c = c.with_initializer(Initializer::Zeros);
+            }
+            c.init(device)
+        };
+        let groups = [8, 4, 2, 1].into_iter().find(|g| channels % g == 0).unwrap_or(1);
+        Self { ada: LinearConfig::new(cond_dim, 2 * channels).with_initializer(Initializer::Zeros).init(device), conv1: conv(false), conv2: conv(true), groups }
+    }
+
+    /// `x: [B, C, T, H, W]`, `c: [B, cond_dim]` (after SiLU) → `[B, C, T, H, W]`
+    pub fn forward(&self, x: Tensor<5>, c: Tensor<2>) -> Tensor<5> {
+        let [b, ch, _, _, _] = x.dims();
+        let m = self.ada.forward(c).chunk(2, 1);
+        let (shift, scale) = (m[0].clone().reshape([b, ch, 1, 1, 1]), m[1].clone().reshape([b, ch, 1, 1, 1]));
+        let h = group_norm(x.clone(), self.groups) * (scale + 1.0) + shift;
+        let h = self.conv1.forward(burn::tensor::activation::silu(h));
+        x + self.conv2.forward(burn::tensor::activation::silu(h))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,57 +249,5 @@ mod tests {
             let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
             assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3, "{row:?}");
         }
-    }
-}
-
-/// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
-/// of `C / groups` channels, over the group's channels and all positions).
-pub fn group_norm(x: Tensor<5>, groups: usize) -> Tensor<5> {
-    let [b, c, t, h, w] = x.dims();
-    let g = x.reshape([b, groups, (c / groups) * t * h * w]);
-    let mean = g.clone().mean_dim(2);
-    let centred = g - mean;
-    let var = centred.clone().powi_scalar(2).mean_dim(2);
-    (centred / (var + 1e-6).sqrt()).reshape([b, c, t, h, w])
-}
-
-/// A residual convolution block at pixel resolution, modulated by the conditioning
-/// (timestep + pooled prompt), its output convolution zero-initialised so a new block is the
-/// identity: `x + conv2(silu(conv1(silu(gn(x)·(1 + scale) + shift))))`, convolutions 1×3×3
-/// (within a frame). Gives the network the locality a U-Net has: edges and corners drawn from
-/// a pixel's neighbours, not from a patch token's linear read-out.
-#[derive(Module, Debug)]
-pub struct ConvBlock {
-    /// conditioning → shift, scale `[B, 2·C]` (zero-initialised)
-    pub ada: Linear,
-    pub conv1: burn::nn::conv::Conv3d,
-    pub conv2: burn::nn::conv::Conv3d,
-    #[module(skip)]
-    pub groups: usize,
-}
-
-impl ConvBlock {
-    pub fn new(channels: usize, cond_dim: usize, device: &Device) -> Self {
-        use burn::nn::PaddingConfig3d;
-        use burn::nn::conv::Conv3dConfig;
-        let conv = |zero: bool| {
-            let mut c = Conv3dConfig::new([channels, channels], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1));
-            if zero {
-                c = c.with_initializer(Initializer::Zeros);
-            }
-            c.init(device)
-        };
-        let groups = [8, 4, 2, 1].into_iter().find(|g| channels % g == 0).unwrap_or(1);
-        Self { ada: LinearConfig::new(cond_dim, 2 * channels).with_initializer(Initializer::Zeros).init(device), conv1: conv(false), conv2: conv(true), groups }
-    }
-
-    /// `x: [B, C, T, H, W]`, `c: [B, cond_dim]` (after SiLU) → `[B, C, T, H, W]`
-    pub fn forward(&self, x: Tensor<5>, c: Tensor<2>) -> Tensor<5> {
-        let [b, ch, _, _, _] = x.dims();
-        let m = self.ada.forward(c).chunk(2, 1);
-        let (shift, scale) = (m[0].clone().reshape([b, ch, 1, 1, 1]), m[1].clone().reshape([b, ch, 1, 1, 1]));
-        let h = group_norm(x.clone(), self.groups) * (scale + 1.0) + shift;
-        let h = self.conv1.forward(burn::tensor::activation::silu(h));
-        x + self.conv2.forward(burn::tensor::activation::silu(h))
     }
 }

@@ -156,6 +156,7 @@ impl VideoDitConfig {
             }
             c.init(device)
         };
+        let n_conv = if cs > 0 { self.conv_blocks } else { 0 };
         let in_ch = if cs > 0 { cs } else { 3 };
         let out_ch = if cs > 0 { cs } else { 3 };
         let mut proj = LinearConfig::new(d, pt * ph * pw * out_ch);
@@ -189,8 +190,8 @@ impl VideoDitConfig {
             head1: (cs > 0).then(|| conv(2 * cs, cs, false)),
             head2: (cs > 0).then(|| conv(cs, 3, true)),
             head_ada: (cs > 0 && self.head_modulation).then(|| LinearConfig::new(d, 2 * cs).with_initializer(Initializer::Zeros).init(device)),
-            stem_blocks: (0..if cs > 0 { self.conv_blocks } else { 0 }).map(|_| ConvBlock::new(cs, d, device)).collect(),
-            head_blocks: (0..if cs > 0 { self.conv_blocks } else { 0 }).map(|_| ConvBlock::new(cs, d, device)).collect(),
+            stem_blocks: (0..n_conv).map(|_| ConvBlock::new(cs, d, device)).collect(),
+            head_blocks: (0..n_conv).map(|_| ConvBlock::new(cs, d, device)).collect(),
             patch: self.patch,
             dim: d,
             sigma_data: self.sigma_data,
