@@ -152,6 +152,60 @@ pub fn attribute_sensitivity(generator: &Generator, n: usize, times: &[f32]) -> 
         .collect()
 }
 
+/// Does the model tie each word to what it looks like? The model as a classifier (Li et al.
+/// 2023, "Your diffusion model is secretly a zero-shot classifier"): `n` real train-like clips,
+/// each noised at every `t` of `times` with one fixed noise draw; for each attribute kind (shape,
+/// colour, size, motion) the canonical caption is written with every value of that kind, and the
+/// value whose caption gives the lowest flow-matching error is the model's guess. Returns one row
+/// per `t` and a last row for the error summed over all `times`, each with the four accuracies
+/// (chance 1/4, 1/7, 1/2, 1/6). A model that has tied a word to its look scores ≈ 1 where `x_t`
+/// still shows it; at high `t` the score says whether the word can steer a sample.
+pub fn word_classification(generator: &Generator, n: usize, times: &[f32]) -> Vec<[f32; 4]> {
+    use burn::prelude::*;
+    use flick_core::data::shapes::{Color, Motion, Shape, Size};
+    let n = n.max(1);
+    let (samples, x0, eps) = real_batch(generator, n, 2468, 13);
+    let device = &generator.device;
+    let mut hits = vec![[0usize; 4]; times.len() + 1];
+    for k in 0..4 {
+        let values = [Shape::ALL.len(), Color::ALL.len(), Size::ALL.len(), Motion::ALL.len()][k];
+        for (i, (a, _)) in samples.iter().enumerate() {
+            // One caption per value of this kind; the clip's own value is `truth`.
+            let mut prompts = Vec::with_capacity(values);
+            let mut truth = 0;
+            for j in 0..values {
+                let mut o = *a.main();
+                match k {
+                    0 => o.shape = Shape::ALL[j],
+                    1 => o.color = Color::ALL[j],
+                    2 => o.size = Size::ALL[j],
+                    _ => o.motion = Motion::ALL[j],
+                }
+                if o == *a.main() {
+                    truth = j;
+                }
+                prompts.push(canonical_caption(&o, a.background));
+            }
+            let text = generator.model.encode_text(&prompts, device);
+            let x0_i = x0.clone().narrow(0, i, 1);
+            let eps_i = eps.clone().narrow(0, i, 1);
+            let argmin = |e: &[f32]| e.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(j, _)| j);
+            let mut total = vec![0f32; values];
+            for (ti, &t) in times.iter().enumerate() {
+                let (xt, target) = flick_core::flow::noise(x0_i.clone(), eps_i.clone(), Tensor::<1>::full([1], t, device));
+                let v = generator.model.forward(Tensor::cat(vec![xt; values], 0), Tensor::<1>::full([values], t, device), &text);
+                let e: Vec<f32> = (v - target).powi_scalar(2).sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(1).into_data().try_to_vec::<f32>().expect("f32");
+                hits[ti][k] += usize::from(argmin(&e) == truth);
+                for (acc, e) in total.iter_mut().zip(e) {
+                    *acc += e;
+                }
+            }
+            hits[times.len()][k] += usize::from(argmin(&total) == truth);
+        }
+    }
+    hits.iter().map(|h| h.map(|c| c as f32 / n as f32)).collect()
+}
+
 /// For `x_t` noised from `x0` at `t` and text laid out as `n` right captions followed by `k`
 /// groups of `n` alternatives: per group, the mean over clips of `|v(c) − v(c')| / |v(c)|`.
 fn relative_changes(generator: &Generator, x0: &burn::prelude::Tensor<5>, eps: &burn::prelude::Tensor<5>, text: &flick_core::text::TextContext, n: usize, k: usize, t: f32) -> Vec<f32> {
