@@ -124,7 +124,8 @@ enum Command {
         /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
         #[arg(long)]
         shift: Option<f32>,
-        /// Skip the caption-sensitivity and per-t error tables
+        /// Skip the diagnostics: per-t error, caption sensitivity, one-word sensitivity and the
+        /// model-as-classifier tables
         #[arg(long)]
         no_sensitivity: bool,
         /// Also re-generate real clips noised to these times (comma-separated, e.g.
