@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod distill;
 pub mod eval;
 pub mod flow;
 pub mod generate;

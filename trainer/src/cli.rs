@@ -73,6 +73,12 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Distil the teacher into a one-step generator: teacher pairs, the deterministic init,
+    /// adversarial post-training (APT).
+    Distill {
+        #[command(subcommand)]
+        stage: DistillStage,
+    },
     /// Quality table on held-out prompts, judged by the attribute probe (eval.md, eval.json,
     /// grids, bar chart).
     Eval {
@@ -183,6 +189,96 @@ enum Command {
     },
 }
 
+/// Options every `flick distill` stage shares.
+#[derive(clap::Args)]
+struct DistillCommon {
+    /// TOML config, e.g. configs/distill-small.toml
+    #[arg(long, default_value = "configs/distill-small.toml")]
+    config: PathBuf,
+    /// The multi-step teacher; default: the bundled model
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Output folder (pairs cache or run folder)
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from the last checkpoint in --out (pairs: completes the cache)
+    #[arg(long)]
+    resume: bool,
+    /// `cpu` (burn flex) or `wgpu`
+    #[arg(long, default_value = "cpu")]
+    backend: BackendKind,
+    /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Stop after this step (the schedule still follows the config)
+    #[arg(long)]
+    stop_at: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum DistillStage {
+    /// Teacher ODE pairs (z, caption, x_teacher), cached in shards (resumable)
+    Pairs {
+        #[command(flatten)]
+        common: DistillCommon,
+    },
+    /// Deterministic distillation init: MSE of G(z, c) = z − v̂(z, c, 1) to the teacher's clip
+    Consistency {
+        #[command(flatten)]
+        common: DistillCommon,
+        /// The pairs cache (`flick distill pairs --out`)
+        #[arg(long)]
+        pairs: PathBuf,
+    },
+    /// Adversarial post-training from the deterministic init
+    Apt {
+        #[command(flatten)]
+        common: DistillCommon,
+        /// The deterministic init (`flick distill consistency`'s generator.safetensors)
+        #[arg(long)]
+        init: PathBuf,
+    },
+}
+
+fn distill(stage: DistillStage) -> anyhow::Result<()> {
+    let common = match &stage {
+        DistillStage::Pairs { common } | DistillStage::Consistency { common, .. } | DistillStage::Apt { common, .. } => common,
+    };
+    let cfg = crate::distill::DistillConfig::load(&common.config)?;
+    let teacher = common.teacher.clone().unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    let device = open(common.backend)?;
+    eprintln!("backend: {}", describe(&device));
+    let workers = common.workers.unwrap_or_else(|| default_workers(common.backend));
+    match &stage {
+        DistillStage::Pairs { common } => {
+            if !common.resume && common.out.exists() && std::fs::read_dir(&common.out)?.next().is_some() {
+                anyhow::bail!("{} is not empty; pass --resume to complete that cache or choose another --out", common.out.display());
+            }
+            let n = crate::distill::make_pairs(&cfg.pairs, &teacher, &common.out, &device, false)?;
+            eprintln!("done: {n} pairs in {}", common.out.display());
+        }
+        DistillStage::Consistency { common, pairs } => {
+            crate::distill::train_consistency(&cfg, &teacher, pairs, &common.out, common.resume, &device, workers, common.stop_at, false)?;
+            eprintln!("done: generator in {}", common.out.join("generator.safetensors").display());
+        }
+        DistillStage::Apt { common, init } => {
+            crate::distill::train_apt(crate::distill::AptArgs {
+                cfg: &cfg,
+                teacher: &teacher,
+                init,
+                out: &common.out,
+                resume: common.resume,
+                device,
+                workers,
+                stop_at: common.stop_at,
+                quiet: false,
+            })?;
+            eprintln!("done: generator (EMA) in {}", common.out.join("generator.safetensors").display());
+        }
+    }
+    Ok(())
+}
+
 /// Parse the process arguments and run; errors are printed and exit with status 1.
 pub fn main() {
     if let Err(e) = run(Cli::parse()) {
@@ -217,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("done: probe in {}; held-out accuracy: {line}", crate::probe::model_path(&out).display());
             Ok(())
         }
+        Command::Distill { stage } => distill(stage),
         Command::Eval { models, probe, prompts, seeds, batch, out, backend } => {
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod distill;
 pub mod eval;
 pub mod optim;
 pub mod plot;

@@ -106,6 +106,65 @@ impl AdamW {
     }
 }
 
+/// RMSProp (`v ← α·v + (1 − α)·g²`, `p ← p − lr·g / (√v + ε)`), APT's optimiser for both
+/// networks (α = 0.9, no weight decay; ≈ Adam with β1 = 0, β2 = 0.9 without bias correction).
+/// State saved by path under a prefix, so a generator's and a discriminator's live in one file.
+pub struct RmsProp {
+    pub alpha: f32,
+    pub eps: f32,
+    v: HashMap<String, Tensor<1>>,
+}
+
+impl RmsProp {
+    pub fn new(alpha: f32, eps: f32) -> Self {
+        Self { alpha, eps, v: HashMap::new() }
+    }
+
+    /// One update from gradients by parameter path, the global norm clipped to `clip` if > 0.
+    /// `None` (no update) if the gradient norm is not finite.
+    pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
+        let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
+        if sq.is_empty() {
+            return (model, None);
+        }
+        let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
+        if !norm.is_finite() {
+            return (model, None);
+        }
+        let scale = if clip > 0.0 && norm > clip { clip / norm } else { 1.0 };
+        let a = self.alpha;
+        let model = map_params(model, |path, _, p, _| {
+            let g = grads.get(path)?.clone() * scale;
+            let v = match self.v.remove(path) {
+                Some(v) => v * a + g.clone().powi_scalar(2) * (1.0 - a),
+                None => g.clone().powi_scalar(2) * (1.0 - a),
+            };
+            let p = p - g / (v.clone().sqrt() + self.eps) * lr;
+            self.v.insert(path.to_string(), v);
+            Some(p)
+        });
+        (model, Some(StepStats { grad_norm: norm }))
+    }
+
+    /// Second moments as named tensors `<prefix>rms_v.<path>`.
+    pub fn state_tensors(&self, prefix: &str, out: &mut NamedTensors) {
+        for (path, t) in &self.v {
+            let data: Vec<f32> = t.to_data().try_to_vec::<f32>().expect("f32");
+            out.insert(format!("{prefix}rms_v.{path}"), (vec![data.len()], data));
+        }
+    }
+
+    /// Restore what [`Self::state_tensors`] saved under `prefix`.
+    pub fn load_state(&mut self, prefix: &str, tensors: &NamedTensors, device: &Device) {
+        let key = format!("{prefix}rms_v.");
+        for (name, (_, data)) in tensors {
+            if let Some(path) = name.strip_prefix(&key) {
+                self.v.insert(path.to_string(), Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device));
+            }
+        }
+    }
+}
+
 /// Loss and gradients (by parameter path) of one batch of `batch` items split over `workers`
 /// threads. `loss_of(local, lo, hi)` returns the mean loss of items `lo..hi` computed with
 /// `local`, a copy of `model` whose parameters are fresh autodiff leaves (no data is copied);

@@ -16,6 +16,7 @@
 //! Depth is addressable: [`VideoDit::forward_taps`] returns the token features after any blocks
 //! (the APT discriminator taps 1/2, 3/4 and the end of depth).
 
+pub mod disc;
 pub mod layers;
 
 use burn::nn::conv::{Conv3d, Conv3dConfig};
@@ -342,6 +343,18 @@ impl VideoDit {
     /// Velocity prediction (preconditioned, see [`preconditioning`]) plus the token features `[B, N, d]` after each block index in `taps`
     /// (1-based: `taps = [depth]` is the last block's output).
     pub fn forward_taps(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> (Tensor<5>, Vec<Tensor<3>>) {
+        let (v, tapped) = self.run(x, t, text, taps, true);
+        (v.expect("run with the head returns the velocity"), tapped)
+    }
+
+    /// Only the token features `[B, N, d]` after each block index in `taps` (1-based): the
+    /// blocks after the last tap and the output head are not run (the APT discriminator's
+    /// backbone).
+    pub fn features(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> Vec<Tensor<3>> {
+        self.run(x, t, text, taps, false).1
+    }
+
+    fn run(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize], head: bool) -> (Option<Tensor<5>>, Vec<Tensor<3>>) {
         let [b, _, frames, height, width] = x.dims();
         let [pt, ph, pw] = self.patch;
         let device = x.device();
@@ -375,11 +388,15 @@ impl VideoDit {
         let mut tokens = h.reshape([b, d, n]).swap_dims(1, 2) + pos.unsqueeze_dim::<3>(0); // [B, N, d]
 
         let mut tapped = Vec::with_capacity(taps.len());
-        for (i, block) in self.blocks.iter().enumerate() {
+        let last = if head { self.blocks.len() } else { taps.iter().copied().max().unwrap_or(0).min(self.blocks.len()) };
+        for (i, block) in self.blocks.iter().enumerate().take(last) {
             tokens = block.forward(tokens, c.clone(), text, grid);
             if taps.contains(&(i + 1)) {
                 tapped.push(tokens.clone());
             }
+        }
+        if !head {
+            return (None, tapped);
         }
         let m = self.final_ada.forward(c.clone()).chunk(2, 1);
         let out = self.final_proj.forward(modulate(layer_norm(tokens), m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
@@ -410,7 +427,7 @@ impl VideoDit {
             Prediction::Velocity => x * c_skip + f * c_out,
             Prediction::Clean => (x - f) / t_col.clamp_min(CLEAN_T_MIN),
         };
-        (v, tapped)
+        (Some(v), tapped)
     }
 }
 
