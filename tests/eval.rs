@@ -38,7 +38,7 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
     // Eval: two rows plus the real clips.
     let out = dir.path().join("eval");
     let teacher = model_path(&teacher_run);
-    let models = vec![ModelSpec { path: teacher.clone(), steps: 1, guidance: None }, ModelSpec { path: teacher, steps: 2, guidance: Some(1.0) }];
+    let models = vec![ModelSpec { path: teacher.clone(), steps: 1, guidance: None, label: None }, ModelSpec { path: teacher, steps: 2, guidance: Some(1.0), label: None }];
     let rows = run(&EvalArgs { models, probe: probe_path(&probe_run), prompts: 4, seeds: 3, batch: 4, out: out.clone(), device, quiet: true }).unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].name, "real clips");

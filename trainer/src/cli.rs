@@ -82,8 +82,8 @@ enum Command {
     /// Quality table on held-out prompts, judged by the attribute probe (eval.md, eval.json,
     /// grids, bar chart).
     Eval {
-        /// CHECKPOINT@STEPS or CHECKPOINT@STEPS:GUIDANCE, repeatable; default: the bundled
-        /// teacher at 1, 2, 4, 8 and 25 steps
+        /// [LABEL=]CHECKPOINT@STEPS[:GUIDANCE], repeatable; default: the bundled teacher at 1,
+        /// 2, 4, 8 and 25 steps
         #[arg(long = "model")]
         models: Vec<crate::eval::ModelSpec>,
         /// The attribute probe (`flick train-probe`)
@@ -318,7 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let models = if models.is_empty() {
-                [1, 2, 4, 8, 25].into_iter().map(|steps| crate::eval::ModelSpec { path: PathBuf::from(BUNDLED_MODEL), steps, guidance: None }).collect()
+                [1, 2, 4, 8, 25].into_iter().map(|steps| crate::eval::ModelSpec { path: PathBuf::from(BUNDLED_MODEL), steps, guidance: None, label: Some("teacher".into()) }).collect()
             } else {
                 models
             };

@@ -32,18 +32,24 @@ use serde::Serialize;
 /// Probe accuracy every attribute must reach before adherence is reported.
 pub const PROBE_BAR: f64 = 0.98;
 
-/// `path@steps` or `path@steps:guidance`.
+/// `[label=]path@steps[:guidance]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     pub path: PathBuf,
     pub steps: usize,
     pub guidance: Option<f32>,
+    /// Row name; default: a generator's `method` metadata, else the file name.
+    pub label: Option<String>,
 }
 
 impl FromStr for ModelSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (path, rest) = s.rsplit_once('@').ok_or_else(|| format!("{s:?}: expected CHECKPOINT@STEPS or CHECKPOINT@STEPS:GUIDANCE"))?;
+        let (label, spec) = match s.split_once('=') {
+            Some((l, rest)) if !l.is_empty() && !l.contains(['/', '@', '\\']) => (Some(l.to_string()), rest),
+            _ => (None, s),
+        };
+        let (path, rest) = spec.rsplit_once('@').ok_or_else(|| format!("{s:?}: expected [LABEL=]CHECKPOINT@STEPS[:GUIDANCE]"))?;
         let (steps, guidance) = match rest.split_once(':') {
             Some((a, b)) => (a, Some(b.parse::<f32>().map_err(|_| format!("{s:?}: guidance {b:?} is not a number"))?)),
             None => (rest, None),
@@ -52,7 +58,7 @@ impl FromStr for ModelSpec {
         if steps == 0 || path.is_empty() {
             return Err(format!("{s:?}: needs a checkpoint path and steps ≥ 1"));
         }
-        Ok(Self { path: PathBuf::from(path), steps, guidance })
+        Ok(Self { path: PathBuf::from(path), steps, guidance, label })
     }
 }
 
@@ -209,7 +215,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
         }
         let g = &loaded[&spec.path];
         let guidance = spec.guidance.unwrap_or(g.defaults().guidance);
-        let name = format!("{} @{} (w={guidance})", spec.path.file_stem().unwrap_or_default().to_string_lossy(), spec.steps);
+        let base = match (&spec.label, g.info.kind.as_str()) {
+            (Some(l), _) => l.clone(),
+            (None, "generator") => g.info.extra.get("method").cloned().unwrap_or_else(|| "generator".into()),
+            (None, _) => spec.path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+        };
+        let name = format!("{base} @{} (w={guidance})", spec.steps);
         bar.set_message(name.clone());
         let pairs: Vec<(String, u64)> = prompts.iter().flat_map(|(p, _)| (0..args.seeds as u64).map(move |s| (p.clone(), s))).collect();
         let t0 = Instant::now();
@@ -295,8 +306,10 @@ mod tests {
 
     #[test]
     fn model_specs_parse() {
-        assert_eq!("a/b.safetensors@25".parse::<ModelSpec>().unwrap(), ModelSpec { path: "a/b.safetensors".into(), steps: 25, guidance: None });
-        assert_eq!("x@y@1:2.5".parse::<ModelSpec>().unwrap(), ModelSpec { path: "x@y".into(), steps: 1, guidance: Some(2.5) });
+        assert_eq!("a/b.safetensors@25".parse::<ModelSpec>().unwrap(), ModelSpec { path: "a/b.safetensors".into(), steps: 25, guidance: None, label: None });
+        assert_eq!("x@y@1:2.5".parse::<ModelSpec>().unwrap(), ModelSpec { path: "x@y".into(), steps: 1, guidance: Some(2.5), label: None });
+        assert_eq!("apt-no-r1=runs/a=b/g.safetensors@1".parse::<ModelSpec>().unwrap(), ModelSpec { path: "runs/a=b/g.safetensors".into(), steps: 1, guidance: None, label: Some("apt-no-r1".into()) });
+        assert_eq!("runs/a=b/g.safetensors@1".parse::<ModelSpec>().unwrap().label, None);
         for bad in ["model.safetensors", "m@0", "m@two", "@3", "m@3:w"] {
             assert!(bad.parse::<ModelSpec>().is_err(), "{bad}");
         }
