@@ -12,6 +12,9 @@ use crate::{config, train};
 
 /// The model `flick generate` uses when no `--checkpoint` is given.
 pub const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/teacher-small.safetensors");
+/// The one-step generator `flick generate --steps 1` uses when no `--checkpoint` is given (if
+/// bundled; otherwise the teacher at one step).
+pub const BUNDLED_GENERATOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/generator-small.safetensors");
 
 #[derive(Parser)]
 #[command(name = "flick", version, about = "One-step text-to-video generation that runs anywhere WebGPU does")]
@@ -155,7 +158,9 @@ enum Command {
         prompt: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Denoising steps (1 = one step); default: the checkpoint's recommendation
+        /// Denoising steps; default: the checkpoint's recommendation. `--steps 1` without
+        /// `--checkpoint` uses the bundled one-step generator (models/generator-small.safetensors)
+        /// when there is one
         #[arg(long)]
         steps: Option<usize>,
         /// Classifier-free guidance scale (1 = off); default: the checkpoint's recommendation
@@ -393,7 +398,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Generate { prompt, seed, steps, guidance, shift, out, frames_dir, trajectory, checkpoint, backend, scale, fps } => {
-            let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+            let path = checkpoint.unwrap_or_else(|| {
+                if steps == Some(1) && Path::new(BUNDLED_GENERATOR).exists() {
+                    eprintln!("one step: the bundled one-step generator (pass --checkpoint {BUNDLED_MODEL} for the teacher at one step)");
+                    PathBuf::from(BUNDLED_GENERATOR)
+                } else {
+                    PathBuf::from(BUNDLED_MODEL)
+                }
+            });
             generate(&prompt, seed, steps, guidance, shift, &out, frames_dir.as_deref(), trajectory.as_deref(), &path, backend, scale, fps)
         }
     }

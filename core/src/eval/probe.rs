@@ -4,8 +4,9 @@
 //! (Fréchet distance, precision/recall, diversity).
 //!
 //! Data flow: `[B, 3, T, H, W]` clip → four 3×3×3 convolutions with SiLU (the last three
-//! stride 2 in space, the third also in time) → mean over the remaining (t, y, x) cells →
-//! linear + SiLU = features `[B, F]` → one linear layer giving the logits of all five heads
+//! stride 2 in space, the third also in time, each followed by a group norm) → mean and max
+//! over the remaining (t, y, x) cells, side by side (the max keeps a small object's shape
+//! response from being averaged into the background) → linear + SiLU = features `[B, F]` → one linear layer giving the logits of all five heads
 //! side by side (`[B, 23]`, split by [`HEADS`]). Temporal 3×3×3 kernels see local motion
 //! direction at every layer, so the pooled features keep it even though positions are averaged
 //! away.
@@ -67,13 +68,20 @@ impl ProbeConfig {
             c2: conv(a, b, [1, 2, 2]),
             c3: conv(b, c, [2, 2, 2]),
             c4: conv(c, d, [1, 2, 2]),
-            fc: LinearConfig::new(d, self.features).init(device),
+            fc: LinearConfig::new(2 * d, self.features).init(device),
             heads: LinearConfig::new(self.features, total_classes()).init(device),
         }
     }
 }
 
 /// See the module docs.
+/// Group norm (4 channels per group where possible, no affine) after the strided convolutions.
+fn norm(x: Tensor<5>) -> Tensor<5> {
+    let c = x.dims()[1];
+    let groups = if c % 4 == 0 { c / 4 } else { 1 };
+    crate::model::layers::group_norm(x, groups)
+}
+
 #[derive(Module, Debug)]
 pub struct Probe {
     pub c1: Conv3d,
@@ -88,11 +96,12 @@ impl Probe {
     /// `x: [B, 3, T, H, W]` in [-1, 1] → (features `[B, F]`, logits `[B, 23]`).
     pub fn forward(&self, x: Tensor<5>) -> (Tensor<2>, Tensor<2>) {
         let h = silu(self.c1.forward(x));
-        let h = silu(self.c2.forward(h));
-        let h = silu(self.c3.forward(h));
-        let h = silu(self.c4.forward(h));
+        let h = silu(norm(self.c2.forward(h)));
+        let h = silu(norm(self.c3.forward(h)));
+        let h = silu(norm(self.c4.forward(h)));
         let [b, c, t, y, w] = h.dims();
-        let pooled = h.reshape([b, c, t * y * w]).mean_dim(2).reshape([b, c]);
+        let cells = h.reshape([b, c, t * y * w]);
+        let pooled = Tensor::cat(vec![cells.clone().mean_dim(2).reshape([b, c]), cells.max_dim(2).reshape([b, c])], 1);
         let features = silu(self.fc.forward(pooled));
         let logits = self.heads.forward(features.clone());
         (features, logits)
