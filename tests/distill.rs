@@ -73,11 +73,15 @@ fn pairs_consistency_and_apt_run_on_tiny() {
     let run = dir.path().join("apt");
     apt(&cfg, &teacher, &init, &run, false, Some(1));
     apt(&cfg, &teacher, &init, &run, true, None);
-    for field in ["d_loss", "g_loss", "penalty", "logit_real", "logit_fake"] {
+    for field in ["d_loss", "penalty", "logit_real", "logit_fake"] {
         let v = metric(&run, field);
         assert_eq!(v.len(), 4, "{field}: one line per step");
         assert!(v.iter().all(|x| x.is_finite()), "{field}: {v:?}");
     }
+    // The clip stage's first step only trains the discriminator (d_warmup_steps = 1).
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let g: Vec<Option<f64>> = lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["g_loss"].as_f64()).collect();
+    assert!(g[0].is_some() && g[1].is_some() && g[2].is_none() && g[3].is_some_and(f64::is_finite), "{g:?}");
     assert!(metric(&run, "penalty").iter().any(|&p| p > 0.0), "approximate R1 never contributed");
     for name in ["generator.safetensors", "generator-image.safetensors", "generator-clip.safetensors", "d_loss.png", "p_fake.png"] {
         assert!(run.join(name).exists(), "{name} missing");

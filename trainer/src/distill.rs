@@ -40,6 +40,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{RmsProp, data_parallel_grads};
+use crate::train::{step_rng, truncate_metrics};
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -176,6 +177,11 @@ pub struct AptStage {
     pub d_shift: f32,
     /// σ of approximate R1 (APT: 0.01 images, 0.1 clips).
     pub r1_sigma: f32,
+    /// Discriminator-only updates at the start of the stage (the generator waits; 0 = APT).
+    /// A discriminator freshly initialised from the teacher sits at chance for its first ~100
+    /// updates at this scale, and a generator trained against it follows noise.
+    #[serde(default)]
+    pub d_warmup_steps: u64,
 }
 
 impl DistillConfig {
@@ -195,13 +201,10 @@ impl DistillConfig {
         for s in &a.stages {
             anyhow::ensure!(s.steps > 0 && s.batch_size > 0 && s.frames > 0, "apt stage {:?}: steps, batch_size and frames must be ≥ 1", s.name);
             anyhow::ensure!(s.d_shift > 0.0 && s.r1_sigma >= 0.0, "apt stage {:?}: d_shift must be > 0 and r1_sigma ≥ 0", s.name);
+            anyhow::ensure!(s.d_warmup_steps < s.steps, "apt stage {:?}: d_warmup_steps must be below steps", s.name);
         }
         Ok(cfg)
     }
-}
-
-fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 fn progress(quiet: bool, len: u64, pos: u64) -> ProgressBar {
@@ -438,17 +441,6 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
     Ok(ema)
 }
 
-fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept)?;
-    Ok(())
-}
-
 /// Plot one field of a metrics file (log scale: its absolute value).
 fn plot_series(metrics: &Path, field: &str, png: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(metrics).unwrap_or_default();
@@ -468,7 +460,9 @@ struct AptMetrics {
     step: u64,
     stage: String,
     d_loss: f32,
-    g_loss: f32,
+    /// None while the discriminator warms up (no generator step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    g_loss: Option<f32>,
     /// The real-input penalty (aR1 / R1 / gradient penalty), as added to the D loss.
     penalty: f32,
     /// Mean discriminator logits on real and generated clips (D step), and σ of them.
@@ -667,9 +661,13 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
         d = d_new;
         anyhow::ensure!(d_loss.is_finite() && d_stats.is_some(), "non-finite discriminator loss or gradient at step {step} ({d_loss}); lower the stage's lr_d");
 
-        // ---- Generator step
+        // ---- Generator step (none while the stage's discriminator warms up)
+        let warming = step - stage_start < stage.d_warmup_steps;
         let d_frozen = d.clone().no_grad();
-        let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
+        let (g_loss, g_stats) = if warming {
+            (None, None)
+        } else {
+            let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
             let n = hi - lo;
             let sh = [n, shape[1], shape[2], shape[3], shape[4]];
             let ten = |v: &[f32]| Tensor::<5>::from_data(TensorData::new(v[lo * per..hi * per].to_vec(), sh), &ad);
@@ -681,12 +679,14 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
             let l_fake = d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
             let l_real = (ac.loss == GanLoss::Relativistic).then(|| d_frozen.forward(noise(ten(&real), eps, t.clone()).0, t, &text).detach());
             ac.loss.g_loss(l_fake, l_real)
-        });
-        let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
-        g = g_new;
-        anyhow::ensure!(g_loss.is_finite() && g_stats.is_some(), "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g");
-        let k = (step - stage_start) as f32;
-        g_ema = ema_update(g_ema, &g, ac.ema_decay.min((1.0 + k) / (10.0 + k)));
+            });
+            let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
+            g = g_new;
+            anyhow::ensure!(g_loss.is_finite() && g_stats.is_some(), "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g");
+            let k = (step - stage_start - stage.d_warmup_steps) as f32;
+            g_ema = ema_update(g_ema, &g, ac.ema_decay.min((1.0 + k) / (10.0 + k)));
+            (Some(g_loss), g_stats)
+        };
         step += 1;
         window.1 += b;
         bar.set_position(step);
@@ -709,7 +709,8 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
                 elapsed_s: started.elapsed().as_secs_f32(),
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
-            let msg = format!("{} D {d_loss:.3} G {g_loss:.3} pen {penalty:.3} logits {logit_real:+.2}/{logit_fake:+.2} · {:.1} clips/s", stage.name, m.clips_per_s);
+            let g_msg = g_loss.map_or("(D warm-up)".to_string(), |l| format!("{l:.3}"));
+            let msg = format!("{} D {d_loss:.3} G {g_msg} pen {penalty:.3} logits {logit_real:+.2}/{logit_fake:+.2} · {:.1} clips/s", stage.name, m.clips_per_s);
             bar.set_message(msg.clone());
             log_line(quiet, &format!("step {step}/{total} {msg}"));
             window = (Instant::now(), 0);
@@ -751,7 +752,7 @@ mod tests {
 
     #[test]
     fn stages_follow_each_other() {
-        let st = |steps| AptStage { name: "s".into(), frames: 2, steps, batch_size: 1, lr_g: 0.0, lr_d: 0.0, d_shift: 1.0, r1_sigma: 0.01 };
+        let st = |steps| AptStage { name: "s".into(), frames: 2, steps, batch_size: 1, lr_g: 0.0, lr_d: 0.0, d_shift: 1.0, r1_sigma: 0.01, d_warmup_steps: 0 };
         let stages = vec![st(3), st(2)];
         assert_eq!(stage_of(&stages, 0), (0, 0));
         assert_eq!(stage_of(&stages, 2), (0, 0));

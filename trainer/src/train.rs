@@ -63,7 +63,7 @@ struct Metrics {
     short_loss: Option<f32>,
 }
 
-fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
+pub(crate) fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
@@ -369,7 +369,7 @@ pub fn learning_rate(t: &crate::config::TrainConfig, step: u64) -> f32 {
     t.lr * warm * cool
 }
 
-fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
+pub(crate) fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
     // Lines logged after the checkpoint we resume from would be repeated: drop them.
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: Vec<&str> = text
