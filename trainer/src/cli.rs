@@ -256,7 +256,7 @@ fn distill(stage: DistillStage) -> anyhow::Result<()> {
     let workers = common.workers.unwrap_or_else(|| default_workers(common.backend));
     match &stage {
         DistillStage::Pairs { common } => {
-            if !common.resume && common.out.exists() && std::fs::read_dir(&common.out)?.next().is_some() {
+            if !common.resume && common.out.exists() && std::fs::read_dir(&common.out).with_context(|| format!("--out {}", common.out.display()))?.next().is_some() {
                 anyhow::bail!("{} is not empty; pass --resume to complete that cache or choose another --out", common.out.display());
             }
             let n = crate::distill::make_pairs(&cfg.pairs, &teacher, &common.out, &device, false)?;

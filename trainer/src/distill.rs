@@ -106,7 +106,8 @@ pub struct AptConfig {
     /// `non_saturating` (APT), `relativistic` (APT2) or `wgan` (the review's baseline).
     pub loss: GanLoss,
     /// Penalty on real inputs: `approx` (APT's approximate R1), `fd` (exact R1, estimated by a
-    /// finite-difference directional derivative) or `none` (the ablation).
+    /// finite-difference directional derivative) or `none` (the ablation). Not used with
+    /// `loss = "wgan"`, which has its gradient penalty (`gp_lambda`) instead.
     pub r1: R1Kind,
     /// λ of approximate R1 (APT: 100); γ of exact R1 (`r1 = "fd"`).
     pub r1_lambda: f32,
@@ -255,6 +256,17 @@ fn write_samples(dir: &Path, name: &str, model: &VideoDit, teacher: &Generator, 
     Ok(())
 }
 
+/// Items `lo..hi` of a batch held as flat data, `[hi − lo, shape[1..]]`, on `device`.
+fn rows(v: &[f32], lo: usize, hi: usize, shape: [usize; 5], device: &Device) -> Tensor<5> {
+    let per: usize = shape[1..].iter().product();
+    Tensor::<5>::from_data(TensorData::new(v[lo * per..hi * per].to_vec(), [hi - lo, shape[1], shape[2], shape[3], shape[4]]), device)
+}
+
+/// Entries `lo..hi` of per-item scalars (times, mixing weights) as `[hi − lo]`.
+fn entries(v: &[f32], lo: usize, hi: usize, device: &Device) -> Tensor<1> {
+    Tensor::<1>::from_data(TensorData::new(v[lo..hi].to_vec(), [hi - lo]), device)
+}
+
 fn sample_noise(seed: u64, n: usize) -> Vec<f32> {
     normal_vec(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed), n)
 }
@@ -375,6 +387,7 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
     };
     eprintln!("consistency distillation: {} pairs from {}, student initialised from {}", data.len(), pairs_dir.display(), teacher_path.display());
     let n = data.len();
+    anyhow::ensure!(n > 0, "{} holds no pairs (its shards are empty); make them with `flick distill pairs`", pairs_dir.display());
     let per = data.clip_len();
     let last = stop_at.map_or(cc.steps, |s| s.min(cc.steps));
     let bar = progress(quiet, cc.steps, step);
@@ -399,11 +412,8 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
         let shape = [b, data.shape[1], data.shape[2], data.shape[3], data.shape[4]];
         let lr = cc.lr * ((step + 1) as f32 / cc.warmup_steps.max(1) as f32).min(1.0);
         let (loss, grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
-            let sh = [hi - lo, shape[1], shape[2], shape[3], shape[4]];
-            let z = Tensor::<5>::from_data(TensorData::new(z[lo * per..hi * per].to_vec(), sh), &ad);
-            let x = Tensor::<5>::from_data(TensorData::new(x[lo * per..hi * per].to_vec(), sh), &ad);
             let text = local.encode_text(&prompts[lo..hi], &ad);
-            (one_step(local, z, &text) - x).powi_scalar(2).mean()
+            (one_step(local, rows(&z, lo, hi, shape, &ad), &text) - rows(&x, lo, hi, shape, &ad)).powi_scalar(2).mean()
         });
         anyhow::ensure!(loss.is_finite(), "non-finite consistency loss at step {step}; lower consistency.lr");
         let (m, stats) = optim.step_with(model, &grads, lr, cc.grad_clip);
@@ -621,9 +631,8 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
         let logs = std::sync::Mutex::new((0f32, 0f32, 0f32));
         let (d_loss, d_grads) = data_parallel_grads(&d, b, workers, |local, lo, hi| {
             let n = hi - lo;
-            let sh = [n, shape[1], shape[2], shape[3], shape[4]];
-            let ten = |v: &[f32]| Tensor::<5>::from_data(TensorData::new(v[lo * per..hi * per].to_vec(), sh), &ad);
-            let t = Tensor::<1>::from_data(TensorData::new(t_d[lo..hi].to_vec(), [n]), &ad);
+            let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
+            let t = entries(&t_d, lo, hi, &ad);
             let g_text = g_frozen.encode_text(&prompts[lo..hi], &ad);
             let fake = one_step(&g_frozen, ten(&z_d), &g_text).detach();
             let real = ten(&real);
@@ -635,7 +644,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
             let mut loss = ac.loss.d_loss(l_real.clone(), l_fake.clone());
             let penalty = match (ac.loss, ac.r1) {
                 (GanLoss::Wgan, _) => {
-                    let a = Tensor::<1>::from_data(TensorData::new(mix[lo..hi].to_vec(), [n]), &ad).reshape([n, 1, 1, 1, 1]);
+                    let a = entries(&mix, lo, hi, &ad).reshape([n, 1, 1, 1, 1]);
                     let xhat = real.clone() * a.clone() + fake.clone() * (a.neg() + 1.0);
                     fd_gradient_penalty(disc(xhat.clone()), disc(xhat + ten(&pert) * ac.fd_h), ac.fd_h, ac.gp_lambda)
                 }
@@ -668,17 +677,15 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
             (None, None)
         } else {
             let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
-            let n = hi - lo;
-            let sh = [n, shape[1], shape[2], shape[3], shape[4]];
-            let ten = |v: &[f32]| Tensor::<5>::from_data(TensorData::new(v[lo * per..hi * per].to_vec(), sh), &ad);
-            let t = Tensor::<1>::from_data(TensorData::new(t_g[lo..hi].to_vec(), [n]), &ad);
-            let g_text = local.encode_text(&prompts[lo..hi], &ad);
-            let fake = one_step(local, ten(&z_g), &g_text);
-            let eps = ten(&eps_g);
-            let text = d_frozen.encode_text(&prompts[lo..hi], &ad);
-            let l_fake = d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
-            let l_real = (ac.loss == GanLoss::Relativistic).then(|| d_frozen.forward(noise(ten(&real), eps, t.clone()).0, t, &text).detach());
-            ac.loss.g_loss(l_fake, l_real)
+                let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
+                let t = entries(&t_g, lo, hi, &ad);
+                let g_text = local.encode_text(&prompts[lo..hi], &ad);
+                let fake = one_step(local, ten(&z_g), &g_text);
+                let eps = ten(&eps_g);
+                let text = d_frozen.encode_text(&prompts[lo..hi], &ad);
+                let l_fake = d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
+                let l_real = (ac.loss == GanLoss::Relativistic).then(|| d_frozen.forward(noise(ten(&real), eps, t.clone()).0, t, &text).detach());
+                ac.loss.g_loss(l_fake, l_real)
             });
             let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
             g = g_new;

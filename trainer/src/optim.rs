@@ -10,6 +10,17 @@ use burn::prelude::*;
 use flick_core::checkpoint::NamedTensors;
 use flick_core::params::{grads_by_path, map_params};
 
+/// Global gradient norm and the factor that clips it to `clip` (if > 0); `None` if there are no
+/// gradients or the norm is not finite (the update is skipped).
+fn clipped_norm(grads: &HashMap<String, Tensor<1>>, clip: f32) -> Option<(f32, f32)> {
+    let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
+    if sq.is_empty() {
+        return None;
+    }
+    let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
+    norm.is_finite().then(|| (norm, if clip > 0.0 && norm > clip { clip / norm } else { 1.0 }))
+}
+
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
 pub struct AdamW {
     pub beta1: f32,
@@ -43,12 +54,7 @@ impl AdamW {
     /// [`Self::step`] from gradients already gathered by parameter path (e.g. summed over
     /// data-parallel workers).
     pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
-        let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
-        let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
-        if !norm.is_finite() {
-            return (model, None);
-        }
-        let scale = if clip > 0.0 && norm > clip { clip / norm } else { 1.0 };
+        let Some((norm, scale)) = clipped_norm(grads, clip) else { return (model, None) };
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
@@ -123,15 +129,7 @@ impl RmsProp {
     /// One update from gradients by parameter path, the global norm clipped to `clip` if > 0.
     /// `None` (no update) if the gradient norm is not finite.
     pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
-        let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
-        if sq.is_empty() {
-            return (model, None);
-        }
-        let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
-        if !norm.is_finite() {
-            return (model, None);
-        }
-        let scale = if clip > 0.0 && norm > clip { clip / norm } else { 1.0 };
+        let Some((norm, scale)) = clipped_norm(grads, clip) else { return (model, None) };
         let a = self.alpha;
         let model = map_params(model, |path, _, p, _| {
             let g = grads.get(path)?.clone() * scale;

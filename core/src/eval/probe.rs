@@ -6,10 +6,10 @@
 //! Data flow: `[B, 3, T, H, W]` clip → four 3×3×3 convolutions with SiLU (the last three
 //! stride 2 in space, the third also in time, each followed by a group norm) → mean and max
 //! over the remaining (t, y, x) cells, side by side (the max keeps a small object's shape
-//! response from being averaged into the background) → linear + SiLU = features `[B, F]` → one linear layer giving the logits of all five heads
-//! side by side (`[B, 23]`, split by [`HEADS`]). Temporal 3×3×3 kernels see local motion
-//! direction at every layer, so the pooled features keep it even though positions are averaged
-//! away.
+//! response from being averaged into the background) → linear + SiLU = features `[B, F]` →
+//! one linear layer giving the logits of all five heads side by side (`[B, 23]`, split by
+//! [`HEADS`]). Temporal 3×3×3 kernels see local motion direction at every layer, so the pooled
+//! features keep it even though positions are averaged away.
 
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig3d};
@@ -74,7 +74,6 @@ impl ProbeConfig {
     }
 }
 
-/// See the module docs.
 /// Group norm (4 channels per group where possible, no affine) after the strided convolutions.
 fn norm(x: Tensor<5>) -> Tensor<5> {
     let c = x.dims()[1];
@@ -82,6 +81,7 @@ fn norm(x: Tensor<5>) -> Tensor<5> {
     crate::model::layers::group_norm(x, groups)
 }
 
+/// See the module docs.
 #[derive(Module, Debug)]
 pub struct Probe {
     pub c1: Conv3d,
