@@ -57,6 +57,12 @@ enum Command {
         /// (comma-separated, e.g. final_proj,head1,head2,head_ada when `prediction` changes)
         #[arg(long, value_delimiter = ',')]
         init_reset: Vec<String>,
+        /// Wall-clock budget in seconds for this invocation (shader compilation included): after
+        /// a few steps at full speed the run measures its throughput and sets the total number of
+        /// steps (the config's `steps` is the upper bound) so that it ends, cool-down included,
+        /// inside the budget; the chosen total is written to config.resolved.toml
+        #[arg(long)]
+        time_budget: Option<f64>,
     },
     /// Train the attribute probe that `flick eval` judges clips with (resumable).
     TrainProbe {
@@ -294,7 +300,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset } => {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -304,7 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset })?;
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset, time_budget })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
             Ok(())
         }

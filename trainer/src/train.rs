@@ -46,6 +46,8 @@ pub struct TrainArgs {
     /// With `init_from`: parameter-path prefixes to re-initialise instead of copying (e.g. the
     /// output layers when what the network predicts changes).
     pub init_reset: Vec<String>,
+    /// Wall-clock budget of this invocation in seconds (see [`budgeted_steps`]).
+    pub time_budget: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -77,7 +79,12 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
-    let TrainArgs { config: cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset } = args;
+    let TrainArgs { config: mut cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset, time_budget } = args;
+    if let Some(b) = time_budget {
+        if !(b.is_finite() && b > 0.0) {
+            bail!("--time-budget must be a positive number of seconds, got {b}");
+        }
+    }
     let workers = workers.clamp(1, cfg.train.batch_size);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
     let mc = &cfg.model;
@@ -168,7 +175,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         config_path.display()
     );
 
-    let last = stop_at.map_or(cfg.train.steps, |s| s.min(cfg.train.steps));
+    let mut last = stop_at.map_or(cfg.train.steps, |s| s.min(cfg.train.steps));
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.train.steps) };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
     bar.set_position(step);
@@ -177,16 +184,18 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     let mut window = (Instant::now(), 0usize);
     let mut consecutive_bad = 0;
     let (mut last_full_loss, mut last_short_loss) = (f32::NAN, None::<f32>);
+    let mut budget_window: Option<Instant> = None;
 
     // Batches are made ahead, on other threads, while the current step computes (a GPU step is
     // faster than making its clips on one core). Their contents depend only on (seed, step), so
     // the stream is the same as making them inline.
     let first = step;
+    let produce_until = last;
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(2);
     let producer_source = source;
     let producer_cfg = cfg.clone();
     let producer = std::thread::spawn(move || {
-        for s in first..last {
+        for s in first..produce_until {
             let src = match &short_source {
                 Some(short) if producer_cfg.data.is_short_step(s) => short.as_ref(),
                 _ => producer_source.as_ref(),
@@ -235,6 +244,25 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         step += 1;
         window.1 += shape[0];
         bar.set_position(step);
+
+        if let Some(budget) = time_budget {
+            // Measure at full speed: the first steps pay for shader compilation and autotuning.
+            if step == first + BUDGET_SKIP_STEPS {
+                budget_window = Some(Instant::now());
+            } else if step == first + BUDGET_SKIP_STEPS + BUDGET_MEASURE_STEPS {
+                let per_step = budget_window.map_or(f64::NAN, |w| w.elapsed().as_secs_f64()) / BUDGET_MEASURE_STEPS as f64;
+                let (steps, cooldown) = budgeted_steps(&cfg.train, first, step, budget - started.elapsed().as_secs_f64(), per_step);
+                cfg.train.steps = steps;
+                cfg.train.cooldown_steps = cooldown;
+                last = stop_at.map_or(steps, |s| s.min(steps));
+                std::fs::write(out.join("config.resolved.toml"), toml::to_string_pretty(&cfg)?)?;
+                bar.set_length(steps);
+                bar.println(format!(
+                    "time budget {budget:.0} s: {per_step:.3} s/step at full speed, so {steps} steps in all (cool-down {cooldown}); written to {} (resume with that config)",
+                    out.join("config.resolved.toml").display()
+                ));
+            }
+        }
 
         if step % cfg.train.log_every == 0 || step == last {
             let secs = window.0.elapsed().as_secs_f32();
@@ -361,6 +389,24 @@ fn parallel_grads(
     })
 }
 
+/// Steps a `--time-budget` run skips before it times its steps (compilation, autotuning), and the
+/// steps it times.
+const BUDGET_SKIP_STEPS: u64 = 5;
+const BUDGET_MEASURE_STEPS: u64 = 15;
+
+/// The total number of steps, and the cool-down, of a run that started at step `first`, stands at
+/// step `now` with `seconds_left` of its budget and takes `per_step` seconds a step: the steps
+/// that fit (with a 5% margin for checkpoints), never more than the config's `steps` nor fewer
+/// than `now`; the config's cool-down is scaled with the run's length (the same fraction of the
+/// steps this invocation trains), and never begins before `now`.
+pub fn budgeted_steps(t: &crate::config::TrainConfig, first: u64, now: u64, seconds_left: f64, per_step: f64) -> (u64, u64) {
+    let more = if per_step.is_finite() && per_step > 0.0 { (seconds_left.max(0.0) * 0.95 / per_step) as u64 } else { 0 };
+    let steps = (now + more).min(t.steps).max(now);
+    let planned = t.steps.saturating_sub(first).max(1) as f64;
+    let cooldown = ((t.cooldown_steps as f64 * (steps - first) as f64 / planned).round() as u64).min(steps - now);
+    (steps, cooldown)
+}
+
 /// Warm-up, constant, then the optional linear cool-down to 10% (see `TrainConfig`).
 pub fn learning_rate(t: &crate::config::TrainConfig, step: u64) -> f32 {
     let warm = ((step + 1) as f32 / t.warmup_steps.max(1) as f32).min(1.0);
@@ -440,6 +486,24 @@ fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &VideoDit, device: &Devic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_budget_sets_the_steps_that_fit_and_scales_the_cooldown() {
+        let mut cfg = TeacherConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml")).unwrap().train;
+        cfg.steps = 1000;
+        cfg.cooldown_steps = 200;
+        // 100 s left at 0.5 s/step from step 20 of a fresh run: 190 more steps (5% margin).
+        assert_eq!(budgeted_steps(&cfg, 0, 20, 100.0, 0.5), (210, 42));
+        // Resumed at step 400: the cool-down is the same fraction of the steps this run trains.
+        assert_eq!(budgeted_steps(&cfg, 400, 420, 100.0, 0.5), (610, 70));
+        // Never past the config's total, never before the current step.
+        assert_eq!(budgeted_steps(&cfg, 0, 20, 1e9, 0.5), (1000, 200));
+        assert_eq!(budgeted_steps(&cfg, 0, 20, -5.0, 0.5), (20, 0));
+        assert_eq!(budgeted_steps(&cfg, 0, 20, 100.0, f64::NAN), (20, 0));
+        // The cool-down never starts before the current step.
+        cfg.cooldown_steps = 1000;
+        assert_eq!(budgeted_steps(&cfg, 0, 20, 10.0, 0.5), (39, 19));
+    }
 
     #[test]
     fn learning_rate_warms_up_holds_and_cools_down() {
