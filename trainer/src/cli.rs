@@ -248,6 +248,13 @@ enum DistillStage {
         /// The deterministic init (`flick distill consistency`'s generator.safetensors)
         #[arg(long)]
         init: PathBuf,
+        /// Override the config's `apt.loss` (`non_saturating`, `relativistic`, `wgan`): the
+        /// ablations run the same config with another objective
+        #[arg(long)]
+        loss: Option<String>,
+        /// Override the config's `apt.r1` (`approx`, `fd`, `none`)
+        #[arg(long)]
+        r1: Option<String>,
     },
 }
 
@@ -255,7 +262,15 @@ fn distill(stage: DistillStage) -> anyhow::Result<()> {
     let common = match &stage {
         DistillStage::Pairs { common } | DistillStage::Consistency { common, .. } | DistillStage::Apt { common, .. } => common,
     };
-    let cfg = crate::distill::DistillConfig::load(&common.config)?;
+    let mut cfg = crate::distill::DistillConfig::load(&common.config)?;
+    if let DistillStage::Apt { loss, r1, .. } = &stage {
+        if let Some(l) = loss {
+            cfg.apt.loss = serde_json::from_value(serde_json::Value::String(l.clone())).with_context(|| format!("--loss {l}"))?;
+        }
+        if let Some(r) = r1 {
+            cfg.apt.r1 = serde_json::from_value(serde_json::Value::String(r.clone())).with_context(|| format!("--r1 {r}"))?;
+        }
+    }
     let teacher = common.teacher.clone().unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
     let device = open(common.backend)?;
     eprintln!("backend: {}", describe(&device));
@@ -272,7 +287,7 @@ fn distill(stage: DistillStage) -> anyhow::Result<()> {
             crate::distill::train_consistency(&cfg, &teacher, pairs, &common.out, common.resume, &device, workers, common.stop_at, false)?;
             eprintln!("done: generator in {}", common.out.join("generator.safetensors").display());
         }
-        DistillStage::Apt { common, init } => {
+        DistillStage::Apt { common, init, .. } => {
             crate::distill::train_apt(crate::distill::AptArgs {
                 cfg: &cfg,
                 teacher: &teacher,

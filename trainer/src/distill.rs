@@ -544,6 +544,10 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
         opt_g.load_state("opt_g.", &tensors, &device);
         opt_d.load_state("opt_d.", &tensors, &device);
         let step: u64 = meta.get("step").context("state lacks step")?.parse()?;
+        let objective = objective_tag(ac.loss, ac.r1);
+        if let Some(saved) = meta.get("objective").filter(|s| **s != objective) {
+            bail!("{} was trained with {saved}, this invocation asks for {objective}: resume with the same config and --loss/--r1", state.display());
+        }
         truncate_metrics(&metrics_path, step)?;
         eprintln!("resumed from {} at step {step}", state.display());
         (g, g_ema, d, step)
@@ -586,7 +590,11 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
         module_tensors(d, "d.", &mut tensors);
         opt_g.state_tensors("opt_g.", &mut tensors);
         opt_d.state_tensors("opt_d.", &mut tensors);
-        let meta = BTreeMap::from([("format".to_string(), "flick-apt-state/1".to_string()), ("step".to_string(), step.to_string())]);
+        let meta = BTreeMap::from([
+            ("format".to_string(), "flick-apt-state/1".to_string()),
+            ("step".to_string(), step.to_string()),
+            ("objective".to_string(), objective_tag(ac.loss, ac.r1)),
+        ]);
         write_safetensors(&state, &tensors, meta)?;
         save_generator(&out.join("generator.safetensors"), g_ema, &teacher, &format!("apt-{:?}", ac.loss).to_lowercase(), step)?;
         Ok(())
@@ -739,6 +747,11 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
         write_samples(&out.join("samples"), &format!("{}_end", lastst.name), &g_ema, &teacher, &cfg.sample_prompts, mc.frames, &device)?;
     }
     Ok(g_ema)
+}
+
+/// The adversarial objective a run was trained with, recorded in its state.
+fn objective_tag(loss: GanLoss, r1: R1Kind) -> String {
+    format!("loss {loss:?}, r1 {r1:?}")
 }
 
 trait TrainSample {

@@ -14,6 +14,7 @@
 //! held-out real clips with ≥ 98% accuracy on every attribute; otherwise the eval says why.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
@@ -232,6 +233,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
             bar.inc(chunk.len() as u64);
         }
         let secs = t0.elapsed().as_secs_f64() / clips.len() as f64;
+        if !args.quiet && !std::io::stderr().is_terminal() {
+            // No progress bar without a terminal (logs, nohup): a line per row instead.
+            eprintln!("{name}: {} clips, {secs:.3} s/clip ({}/{} clips, {:.0} s so far)", clips.len(), bar.position(), total, started.elapsed().as_secs_f64());
+        }
         let grid = grid_of(&clips, &format!("grid-{}.png", m + 1))?;
         rows.push(score(name, Some(spec.steps), Some(guidance), &clips, Some(secs), grid));
     }
