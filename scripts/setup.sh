@@ -3,6 +3,8 @@
 #  - Rust (rustup, stable ≥ 1.95) if cargo is missing
 #  - Mesa's lavapipe Vulkan driver (the GPU path's tests run on it when there is no GPU)
 #  - Python with Pillow + safetensors in .venv (the tests check our files open in them)
+#  - the viewer's X11 libraries and Xvfb (its screenshot test opens the real window on a virtual
+#    display)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+for p in xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo_ apt-get update -qq

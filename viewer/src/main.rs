@@ -1,0 +1,51 @@
+//! The native viewer: `cargo run --release -p flick-viewer [-- --backend auto|cpu|wgpu]
+//! [--model FILE.safetensors] [--screenshot OUT.png]`.
+
+use flick_viewer::app::Automation;
+use flick_viewer::engine::{ModelSource, ThreadEngine};
+use flick_viewer::state::Settings;
+use flick_viewer::{BUNDLED, ViewerApp, choose_device};
+
+fn main() -> eframe::Result {
+    let mut backend = "auto".to_string();
+    let mut screenshot = None;
+    let mut extra = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--backend", Some(v)) => backend = v,
+            ("--screenshot", Some(v)) => screenshot = Some(std::path::PathBuf::from(v)),
+            ("--model", Some(v)) => extra.push(std::path::PathBuf::from(v)),
+            _ => {
+                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--model FILE.safetensors] [--screenshot OUT.png]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let (device, described) = match choose_device(&backend) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("flick-viewer: {e}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!("flick-viewer: generating on {described}");
+    let mut models: Vec<ModelSource> = BUNDLED.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).map(ModelSource::Path).collect();
+    models.extend(extra.into_iter().map(ModelSource::Path));
+    let options = eframe::NativeOptions { viewport: egui::ViewportBuilder::default().with_inner_size([1180.0, 760.0]).with_title("Flick"), ..Default::default() };
+    eframe::run_native(
+        "Flick",
+        options,
+        Box::new(move |cc| {
+            // A scripted run starts from the defaults, not from what a user saved.
+            let settings: Settings = if screenshot.is_some() { Settings::default() } else { cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default() };
+            let ctx = cc.egui_ctx.clone();
+            let engine = ThreadEngine::spawn(device, move || ctx.request_repaint());
+            let mut app = ViewerApp::new(settings, Box::new(engine), format!("generating on {described}"), models);
+            if let Some(path) = screenshot {
+                app.automation = Automation::screenshot_to(path);
+            }
+            Ok(Box::new(app))
+        }),
+    )
+}

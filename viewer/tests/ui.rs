@@ -1,0 +1,142 @@
+//! The viewer driven headlessly: the real app UI (egui_kittest, no window) over an engine that
+//! generates inline with the bundled models on the CPU.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::prelude::Device;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use flick_viewer::ViewerApp;
+use flick_viewer::engine::{InlineEngine, ModelSource};
+use flick_viewer::state::Settings;
+
+fn bundled(name: &str) -> ModelSource {
+    ModelSource::Path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{name}.safetensors")))
+}
+
+/// The app with the bundled one-step generator (and the teacher when `teacher`).
+fn app(teacher: bool) -> ViewerApp {
+    let mut models = vec![bundled("generator-small")];
+    if teacher {
+        models.push(bundled("teacher-small"));
+    }
+    let settings = Settings { batch: 3, steps: 2, ..Settings::default() };
+    ViewerApp::new(settings, Box::new(InlineEngine::new(Device::flex())), "cpu".into(), models)
+}
+
+fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
+    let mut h = Harness::builder().with_size([1180.0, 760.0]).build_ui_state(|ui, app: &mut ViewerApp| app.show(ui), app);
+    h.run_steps(2);
+    h
+}
+
+#[test]
+fn generating_fills_the_history_and_draws_every_clip() {
+    let mut h = harness(app(false));
+    assert_eq!(h.state().state.models.len(), 1, "{:?}", h.state().state.error);
+    h.get_by_label("Generate").click();
+    h.run_steps(3);
+    let s = &h.state().state;
+    assert_eq!(s.history.len(), 1);
+    let g = &s.history[0];
+    assert_eq!(g.seeds, vec![7, 8, 9]);
+    assert_eq!(g.rows.len(), 1);
+    assert_eq!(g.rows[0].clips.len(), 3);
+    assert_eq!(g.rows[0].steps, 1, "a one-step generator runs one step");
+    assert!(g.rows[0].secs_per_clip.is_some() && g.rows[0].latency.is_some());
+    assert_eq!(h.state().drawn, vec![(0, 0, 0), (0, 1, 0), (0, 2, 0)]);
+    // A second prompt: the history grows, the first one can be restored.
+    h.state_mut().state.settings.prompt = "a small blue cross moving up on gray".into();
+    h.state_mut().state.settings.seed = 100;
+    h.get_by_label("Generate").click();
+    h.run_steps(3);
+    assert_eq!(h.state().state.history.len(), 2);
+    h.state_mut().state.restore(0);
+    h.run_steps(2);
+    let s = &h.state().state;
+    assert_eq!(s.settings.prompt, "a large red circle moving left on black");
+    assert_eq!(s.settings.seed, 7);
+    assert_eq!(s.shown, Some(0));
+}
+
+#[test]
+fn scrubbing_moves_every_clip_of_the_grid_together() {
+    let mut h = harness(app(true));
+    assert_eq!(h.state().state.models.len(), 2);
+    h.state_mut().state.settings.compare = true;
+    h.get_by_label("Generate").click();
+    h.run_steps(3);
+    let g = h.state().state.history[0].clone();
+    assert_eq!(g.rows.len(), 2, "compare: the one-step generator and the teacher");
+    assert_eq!((g.rows[0].steps, g.rows[1].steps), (1, 2));
+    assert!(g.rows.iter().all(|r| r.clips.len() == 3));
+    let frames = g.frames();
+    assert_eq!(frames, 8);
+    // → steps one frame on every clip of both rows; ← twice wraps to the last frame.
+    h.key_press(egui::Key::ArrowRight);
+    h.run_steps(2);
+    let drawn = h.state().drawn.clone();
+    assert_eq!(drawn.len(), 6);
+    assert!(drawn.iter().all(|d| d.2 == 1), "{drawn:?}");
+    h.key_press(egui::Key::ArrowLeft);
+    h.run_steps(1);
+    h.key_press(egui::Key::ArrowLeft);
+    h.run_steps(2);
+    assert!(h.state().drawn.iter().all(|d| d.2 == frames - 1), "{:?}", h.state().drawn);
+    // The timeline slider's value is what playback shows.
+    h.state_mut().state.playback.scrub(4, frames);
+    h.run_steps(2);
+    assert!(h.state().drawn.iter().all(|d| d.2 == 4));
+    // Space plays: frames advance by themselves.
+    h.key_press(egui::Key::Space);
+    h.run_steps(2);
+    assert!(h.state().state.playback.playing);
+}
+
+#[test]
+fn a_bad_checkpoint_shows_an_error_and_the_previous_model_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-model.safetensors");
+    std::fs::write(&bad, b"this is not a checkpoint").unwrap();
+    let mut h = harness(app(false));
+    let before = h.state().state.models.clone();
+    h.state_mut().open_path(bad);
+    h.run_steps(2);
+    let s = &h.state().state;
+    let err = s.error.clone().expect("an error for the bad file");
+    assert!(err.contains("not-a-model.safetensors") && err.contains("not a usable Flick checkpoint"), "{err}");
+    assert_eq!(s.models, before, "the model list is unchanged");
+    assert!(s.loading.is_empty());
+    assert_eq!(s.current_model().map(|m| m.label.as_str()), Some("generator-small"));
+    assert!(s.settings.opened.is_empty(), "a file that failed is not offered again");
+    h.get_by_label("Generate").click();
+    h.run_steps(3);
+    let s = &h.state().state;
+    assert_eq!(s.history.len(), 1);
+    assert_eq!(s.history[0].rows[0].clips.len(), 3);
+    assert!(s.error.is_none(), "{:?}", s.error);
+}
+
+/// Settings go through eframe's storage and come back.
+#[test]
+fn settings_persist() {
+    #[derive(Default)]
+    struct Mem(HashMap<String, String>);
+    impl eframe::Storage for Mem {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.into(), value);
+        }
+        fn flush(&mut self) {}
+    }
+    let mut app = app(false);
+    app.state.settings.prompt = "a big green ball".into();
+    app.state.settings.fps = 12.0;
+    let mut store = Mem::default();
+    eframe::App::save(&mut app, &mut store);
+    let back: Settings = eframe::get_value(&store, eframe::APP_KEY).unwrap();
+    assert_eq!(back, app.state.settings);
+}
