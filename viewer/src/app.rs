@@ -141,7 +141,7 @@ impl ViewerApp {
     fn controls(&mut self, ui: &mut egui::Ui) {
         ui.add_space(4.0);
         ui.horizontal(|ui| {
-            let prompt = ui.add(egui::TextEdit::singleline(&mut self.state.settings.prompt).hint_text("describe a clip…").desired_width(ui.available_width() - 110.0));
+            let prompt = ui.add(egui::TextEdit::singleline(&mut self.state.settings.prompt).hint_text("describe a clip...").desired_width(ui.available_width() - 110.0));
             let enter = prompt.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             let busy = self.state.busy();
             let clicked = ui.add_enabled(!busy && !self.state.models.is_empty(), egui::Button::new(RichText::new("Generate").strong())).clicked();
@@ -151,23 +151,25 @@ impl ViewerApp {
         });
         ui.horizontal_wrapped(|ui| {
             let s = &mut self.state.settings;
-            ui.label("seed");
-            ui.add(egui::DragValue::new(&mut s.seed).speed(1.0));
-            if ui.button("🎲").on_hover_text("random seed").clicked() {
+            let l = ui.label("seed");
+            ui.add(egui::DragValue::new(&mut s.seed).speed(1.0)).labelled_by(l.id);
+            if ui.button("random").on_hover_text("a random seed").clicked() {
                 let entropy = (ui.input(|i| i.time) * 1e6) as u64 ^ self.state.history.len() as u64;
                 self.state.roll_seed(entropy);
             }
             ui.separator();
             let s = &mut self.state.settings;
-            ui.label("model");
+            let model_label = ui.label("model");
             let current = self.state.models.iter().find(|m| m.label == s.model).or(self.state.models.first()).map(|m| format!("{} ({})", m.label, if m.one_step() { "one step" } else { "teacher" }));
-            egui::ComboBox::from_id_salt("model").selected_text(current.unwrap_or_else(|| "loading…".into())).show_ui(ui, |ui| {
+            egui::ComboBox::from_id_salt("model").selected_text(current.unwrap_or_else(|| "loading...".into())).show_ui(ui, |ui| {
                 for m in &self.state.models {
                     let text = format!("{} — {}, {}×{}×{}", m.label, if m.one_step() { "one-step generator" } else { "teacher" }, m.shape[0], m.shape[1], m.shape[2]);
                     ui.selectable_value(&mut s.model, m.label.clone(), text).on_hover_text(&m.origin);
                 }
-            });
-            if ui.button("Open…").on_hover_text("open a Flick .safetensors checkpoint").clicked() {
+            })
+            .response
+            .labelled_by(model_label.id);
+            if ui.button("Open...").on_hover_text("open a Flick .safetensors checkpoint").clicked() {
                 if let Some(source) = platform::pick_checkpoint() {
                     self.open(source);
                 }
@@ -194,7 +196,7 @@ impl ViewerApp {
                 ui.add(egui::ProgressBar::new(step as f32 / steps.max(1) as f32).text(format!("step {step}/{steps}")).desired_width(200.0));
             } else if self.state.busy() {
                 ui.spinner();
-                ui.label("generating…");
+                ui.label("generating...");
             }
             if !self.state.loading.is_empty() {
                 ui.spinner();
@@ -272,29 +274,34 @@ impl ViewerApp {
         let frames = self.state.frames();
         ui.horizontal(|ui| {
             let playing = self.state.playback.playing;
-            if ui.button(if playing { "⏸" } else { "▶" }).on_hover_text("play / pause (space)").clicked() {
+            if ui.button(if playing { "Pause" } else { "Play" }).on_hover_text("play / pause (space)").clicked() {
                 self.state.playback.toggle();
             }
-            if ui.button("◀").on_hover_text("previous frame (←)").clicked() {
+            if ui.button("<").on_hover_text("previous frame (left arrow)").clicked() {
                 self.state.playback.step(-1, frames);
             }
-            if ui.button("▶|").on_hover_text("next frame (→)").clicked() {
+            if ui.button(">").on_hover_text("next frame (right arrow)").clicked() {
                 self.state.playback.step(1, frames);
             }
             let mut frame = self.state.playback.frame;
             let last = frames.saturating_sub(1);
-            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).text("frame").show_value(false));
+            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).show_value(false));
             if slider.changed() {
                 self.state.playback.scrub(frame, frames);
             }
             ui.label(format!("frame {}/{}", if frames == 0 { 0 } else { self.state.playback.frame + 1 }, frames));
             ui.separator();
             let s = &mut self.state.settings;
-            egui::ComboBox::from_id_salt("loop").selected_text(s.loop_mode.label()).show_ui(ui, |ui| {
-                for m in LoopMode::ALL {
-                    ui.selectable_value(&mut s.loop_mode, m, m.label());
-                }
-            });
+            let loop_label = ui.label("at the end");
+            egui::ComboBox::from_id_salt("loop")
+                .selected_text(s.loop_mode.label())
+                .show_ui(ui, |ui| {
+                    for m in LoopMode::ALL {
+                        ui.selectable_value(&mut s.loop_mode, m, m.label());
+                    }
+                })
+                .response
+                .labelled_by(loop_label.id);
             ui.add(egui::Slider::new(&mut s.fps, 1.0..=30.0).text("fps"));
             ui.checkbox(&mut s.nearest, "nearest").on_hover_text("nearest-neighbour magnification (off: linear)");
             ui.add(egui::Slider::new(&mut s.clip_size, 64.0..=512.0).text("size"));
