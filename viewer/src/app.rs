@@ -285,11 +285,11 @@ impl ViewerApp {
             }
             let mut frame = self.state.playback.frame;
             let last = frames.saturating_sub(1);
-            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).show_value(false));
+            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).text("frame").show_value(false));
             if slider.changed() {
                 self.state.playback.scrub(frame, frames);
             }
-            ui.label(format!("frame {}/{}", if frames == 0 { 0 } else { self.state.playback.frame + 1 }, frames));
+            ui.label(format!("{}/{}", if frames == 0 { 0 } else { self.state.playback.frame + 1 }, frames));
             ui.separator();
             let s = &mut self.state.settings;
             let loop_label = ui.label("at the end");
