@@ -205,7 +205,7 @@ impl ViewerApp {
             if let Some(g) = self.state.current() {
                 for r in &g.rows {
                     if let (Some(secs), Some(latency)) = (r.secs_per_clip, r.latency) {
-                        ui.label(format!("{} @{}: {:.3} s/clip, first frame {:.2} s after the click", r.model, r.steps, secs, latency));
+                        ui.label(format!("{} @{}: {:.3} s/clip, on screen {:.2} s after the click", r.model, r.steps, secs, latency));
                     }
                 }
             }
@@ -377,6 +377,11 @@ impl ViewerApp {
         }
         self.automation.requested = true;
         let rect = self.clip_rect.expect("checked above");
+        if let Some(g) = self.state.current() {
+            for r in &g.rows {
+                println!("timing {} @{} ({} clips): {:.3} s/clip, clips on screen {:.2} s after the click", r.model, r.steps, r.clips.len(), r.secs_per_clip.unwrap_or(f64::NAN), r.latency.unwrap_or(f64::NAN));
+            }
+        }
         let ppp = ctx.pixels_per_point();
         let ctx2 = ctx.clone();
         ctx.request_screenshot(move |image| {

@@ -1,5 +1,9 @@
 //! The native viewer: `cargo run --release -p flick-viewer [-- --backend auto|cpu|wgpu]
-//! [--model FILE.safetensors] [--screenshot OUT.png]`.
+//! [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]`.
+//!
+//! `--screenshot` is a scripted run (the tests, timing): it starts from default settings
+//! (optionally with the model `--select`ed and `--steps`), generates once, saves the window and
+//! closes.
 
 use flick_viewer::app::Automation;
 use flick_viewer::engine::{ModelSource, ThreadEngine};
@@ -10,14 +14,18 @@ fn main() -> eframe::Result {
     let mut backend = "auto".to_string();
     let mut screenshot = None;
     let mut extra = Vec::new();
+    let mut select: Option<String> = None;
+    let mut steps: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--backend", Some(v)) => backend = v,
             ("--screenshot", Some(v)) => screenshot = Some(std::path::PathBuf::from(v)),
             ("--model", Some(v)) => extra.push(std::path::PathBuf::from(v)),
+            ("--select", Some(v)) => select = Some(v),
+            ("--steps", Some(v)) if v.parse::<usize>().is_ok_and(|n| n >= 1) => steps = v.parse().ok(),
             _ => {
-                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--model FILE.safetensors] [--screenshot OUT.png]");
+                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]");
                 std::process::exit(2);
             }
         }
@@ -38,7 +46,13 @@ fn main() -> eframe::Result {
         options,
         Box::new(move |cc| {
             // A scripted run starts from the defaults, not from what a user saved.
-            let settings: Settings = if screenshot.is_some() { Settings::default() } else { cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default() };
+            let mut settings: Settings = if screenshot.is_some() { Settings::default() } else { cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default() };
+            if let Some(label) = select {
+                settings.model = label;
+            }
+            if let Some(n) = steps {
+                settings.steps = n;
+            }
             let ctx = cc.egui_ctx.clone();
             let engine = ThreadEngine::spawn(device, move || ctx.request_repaint());
             let mut app = ViewerApp::new(settings, Box::new(engine), format!("generating on {described}"), models);

@@ -320,7 +320,9 @@ impl ViewerState {
                 self.loading.retain(|l| *l != label);
                 let first = self.models.is_empty();
                 self.models.push(ModelEntry { label: label.clone(), kind, origin: origin.clone(), default_steps, default_guidance, shape });
-                if first && self.model(&self.settings.model).is_none() {
+                // Keep a saved choice whose model is still loading; otherwise the first model
+                // loaded becomes the selection.
+                if first && self.model(&self.settings.model).is_none() && !self.loading.contains(&self.settings.model) {
                     self.settings.model = label;
                 }
                 if !origin.is_empty() && !origin.starts_with('<') && !self.settings.opened.contains(&origin) && !crate::is_bundled(&origin) {

@@ -143,3 +143,12 @@ fn settings_persist() {
     let back: Settings = eframe::get_value(&store, eframe::APP_KEY).unwrap();
     assert_eq!(back, app.state.settings);
 }
+
+/// A saved model choice survives start-up even when another model finishes loading first.
+#[test]
+fn the_saved_model_choice_is_kept() {
+    let settings = Settings { model: "teacher-small".into(), ..Settings::default() };
+    let app = ViewerApp::new(settings, Box::new(InlineEngine::new(Device::flex())), "cpu".into(), vec![bundled("generator-small"), bundled("teacher-small")]);
+    let h = harness(app);
+    assert_eq!(h.state().state.current_model().map(|m| m.label.as_str()), Some("teacher-small"));
+}
