@@ -5,6 +5,8 @@
 #  - Python with Pillow + safetensors in .venv (the tests check our files open in them)
 #  - the viewer's X11 libraries and Xvfb (its screenshot test opens the real window on a virtual
 #    display)
+#  - the web page's tools: the wasm32 target, Debian's Chromium, Node.js and the test's npm
+#    packages (web/package-lock.json); web/build.sh installs the matching wasm-bindgen CLI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-for p in xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0; do
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+for p in chromium fonts-dejavu-core xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -36,4 +40,15 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import safetensors, PIL, 
   echo "setup: creating .venv with Pillow, numpy, safetensors"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check pillow numpy safetensors
+fi
+
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "setup: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ ! -d web/node_modules/playwright-core ] || [ ! -d web/node_modules/pngjs ]; then
+  echo "setup: installing the browser test's npm packages"
+  (cd web && npm ci --no-audit --no-fund --silent)
 fi

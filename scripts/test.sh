@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run every test: Rust unit + end-to-end tests (CPU and, through
-# lavapipe, the wgpu path) and the Python interop checks of the bundled files.
+# lavapipe, the wgpu path) and the Python interop checks of the bundled files; then the web
+# page: built for wasm32 and tested in headless Chromium twice, with WebGPU (SwiftShader) and
+# without (the CPU fallback).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/scripts/setup.sh"
@@ -11,4 +13,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
 # wgpu/Vulkan want a runtime dir; headless machines often lack one.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
-cargo test --workspace --no-fail-fast 2>&1
+status=0
+cargo test --workspace --no-fail-fast 2>&1 || status=$?
+echo "== web: build the page, then the real-browser test with WebGPU and without"
+if bash web/build.sh 2>&1; then
+  node web/tests/browser.mjs --mode webgpu 2>&1 || status=1
+  node web/tests/browser.mjs --mode cpu 2>&1 || status=1
+else
+  echo "web/build.sh failed"
+  status=1
+fi
+exit $status

@@ -108,6 +108,38 @@ pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: BTreeMap
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
+/// Copy a checkpoint with every tensor stored as f16 (round to nearest even), metadata kept and
+/// `stored_dtype = f16` added: half the bytes to download, widened back to f32 on load. Returns
+/// the largest absolute change of any weight. Fails on a weight that f16 cannot hold (|w| > 65504).
+pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
+    let (tensors, mut metadata) = read_safetensors(input)?;
+    let mut halves: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut max_change = 0.0f32;
+    for (name, (shape, data)) in &tensors {
+        let mut bytes = Vec::with_capacity(data.len() * 2);
+        for &w in data {
+            let h = half::f16::from_f32(w);
+            if w.is_finite() && !h.is_finite() {
+                return Err(Error::Checkpoint(format!("{}: weight {w} of {name} does not fit in f16", input.display())));
+            }
+            max_change = max_change.max((h.to_f32() - w).abs());
+            bytes.extend_from_slice(&h.to_le_bytes());
+        }
+        halves.insert(name.clone(), (shape.clone(), bytes));
+    }
+    metadata.insert("stored_dtype".into(), "f16".into());
+    let views: Vec<(String, TensorView<'_>)> = halves.iter().map(|(name, (shape, bytes))| (name.clone(), TensorView::new(Dtype::F16, shape.clone(), bytes).expect("shape matches data"))).collect();
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+    }
+    let tmp = output.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, output).map_err(|e| Error::Io(format!("{}: {e}", output.display())))?;
+    Ok(max_change)
+}
+
 fn bytemuck_f32(data: &[f32]) -> &[u8] {
     // f32 has no padding and any byte pattern is a valid u8; the platform is little-endian
     // (checked at compile time below), which is what safetensors specifies.
@@ -129,10 +161,12 @@ pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<(NamedTensors, BTreeMap<St
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
     let mut out = NamedTensors::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(format!("tensor {name} has dtype {:?}; Flick checkpoints are f32", view.dtype()));
-        }
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            // Half-size copies (`flick convert --f16`, the web page's download) widen on load.
+            Dtype::F16 => view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(format!("tensor {name} has dtype {other:?}; Flick checkpoints are f32 (or f16 copies)")),
+        };
         out.insert(name, (view.shape().to_vec(), data));
     }
     let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
@@ -263,5 +297,39 @@ mod tests {
         write_safetensors(&p, &tensors, model_metadata("teacher", &cfg, &BTreeMap::new())).unwrap();
         let gone = load_model(&p, &device).unwrap_err().to_string();
         assert!(gone.contains("final_proj.weight: missing"), "{gone}");
+    }
+
+    #[test]
+    fn an_f16_copy_is_half_the_size_loads_and_generates_the_same_clip() {
+        let device = Device::flex();
+        let cfg = tiny();
+        let model = cfg.init(&device);
+        let dir = tempfile::tempdir().unwrap();
+        let (full, halfp) = (dir.path().join("m.safetensors"), dir.path().join("m16.safetensors"));
+        save_model(&full, &model, "generator", &cfg, &BTreeMap::new()).unwrap();
+        let max_change = convert_to_f16(&full, &halfp).unwrap();
+        assert!(max_change > 0.0 && max_change < 1e-3, "largest weight change {max_change}");
+        let (a, b) = (std::fs::metadata(&full).unwrap().len(), std::fs::metadata(&halfp).unwrap().len());
+        assert!(b * 10 < a * 6, "f16 copy {b} bytes vs f32 {a}");
+        let (back, info) = load_model(&halfp, &device).unwrap();
+        assert_eq!(info.extra["stored_dtype"], "f16");
+        let (mut wa, mut wb) = (NamedTensors::new(), NamedTensors::new());
+        module_tensors(&model, "", &mut wa);
+        module_tensors(&back, "", &mut wb);
+        for (name, (_, x)) in &wa {
+            for (u, v) in x.iter().zip(&wb[name].1) {
+                assert!((u - v).abs() <= u.abs() * 1e-3 + 1e-7, "{name}: {u} became {v}");
+            }
+        }
+        let g32 = crate::generate::Generator::load(&full, &device).unwrap();
+        let g16 = crate::generate::Generator::load(&halfp, &device).unwrap();
+        let (c32, c16) = (g32.generate("a red circle", 3, 1, 1.0).unwrap(), g16.generate("a red circle", 3, 1, 1.0).unwrap());
+        let differ = c32.rgba.iter().zip(&c16.rgba).filter(|(x, y)| x.abs_diff(**y) > 2).count();
+        assert!(differ == 0, "{differ} channel values moved by more than 2/255");
+        // A weight out of f16's range is refused, not turned into infinity.
+        let t = NamedTensors::from([("w".to_string(), (vec![2], vec![1.0, 1e6]))]);
+        write_safetensors(&full, &t, BTreeMap::new()).unwrap();
+        let err = convert_to_f16(&full, &halfp).unwrap_err().to_string();
+        assert!(err.contains("does not fit in f16"), "{err}");
     }
 }

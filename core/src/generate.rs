@@ -88,6 +88,14 @@ impl Generator {
         Ok(self.to_clips(x))
     }
 
+    /// [`Self::generate_clips`] for the browser, where reading a GPU tensor back must be
+    /// asynchronous (a synchronous read panics on WebGPU).
+    pub async fn generate_clips_async(&self, prompts: &[String], seeds: &[u64], steps: usize, guidance: f32, on_step: impl FnMut(usize, usize)) -> Result<Vec<Clip>, Error> {
+        let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
+        let x = self.sample(prompts, z, steps, guidance, on_step)?;
+        self.to_clips_async(x).await
+    }
+
     /// Run the sampler from given noise `z` (`B·3·T·H·W` values). Returns `[B, 3, T, H, W]`.
     pub fn sample(&self, prompts: &[String], z: Vec<f32>, steps: usize, guidance: f32, mut on_step: impl FnMut(usize, usize)) -> Result<Tensor<5>, Error> {
         if steps == 0 {
@@ -180,9 +188,21 @@ impl Generator {
 
     /// Read a `[B, 3, T, H, W]` tensor back as clips (synchronous read: not for the browser).
     pub fn to_clips(&self, x: Tensor<5>) -> Vec<Clip> {
-        let [b, _, t, h, w] = x.dims();
-        let data: Vec<f32> = x.into_data().try_to_vec::<f32>().expect("f32 data");
-        let n = 3 * t * h * w;
-        (0..b).map(|i| Clip { data: data[i * n..(i + 1) * n].to_vec(), frames: t, height: h, width: w }).collect()
+        let dims = x.dims();
+        split_clips(x.into_data().try_to_vec::<f32>().expect("f32 data"), dims)
     }
+
+    /// [`Self::to_clips`] with an asynchronous read-back (the browser).
+    pub async fn to_clips_async(&self, x: Tensor<5>) -> Result<Vec<Clip>, Error> {
+        let dims = x.dims();
+        let data = x.into_data_async().await.map_err(|e| Error::Device(format!("reading the clips back failed: {e:?}")))?;
+        let values = data.try_to_vec::<f32>().map_err(|e| Error::Device(format!("clips are not f32: {e:?}")))?;
+        Ok(split_clips(values, dims))
+    }
+}
+
+/// `[B, 3, T, H, W]` values → `B` clips.
+fn split_clips(data: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Clip> {
+    let n = 3 * t * h * w;
+    (0..b).map(|i| Clip { data: data[i * n..(i + 1) * n].to_vec(), frames: t, height: h, width: w }).collect()
 }

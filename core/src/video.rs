@@ -7,7 +7,7 @@ use crate::Error;
 use crate::data::Clip;
 
 /// `frames` RGBA8 images of `height × width`, frame-major.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Video {
     pub frames: usize,
     pub height: usize,
@@ -76,17 +76,28 @@ impl Video {
         let tmp = path.with_extension("gif.tmp");
         {
             let file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-            let mut enc = gif::Encoder::new(file, self.width as u16, self.height as u16, &[])
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-            enc.set_repeat(gif::Repeat::Infinite).map_err(|e| Error::Io(e.to_string()))?;
-            for f in 0..self.frames {
-                let mut pixels = self.frame(f).to_vec();
-                let mut frame = gif::Frame::from_rgba_speed(self.width as u16, self.height as u16, &mut pixels, 10);
-                frame.delay = (100 / fps.max(1)).max(1) as u16;
-                enc.write_frame(&frame).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-            }
+            self.encode_gif(file, fps).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         }
         std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The animated GIF as bytes (the browser's download).
+    pub fn gif_bytes(&self, fps: u32) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.encode_gif(&mut out, fps).map_err(Error::Io)?;
+        Ok(out)
+    }
+
+    fn encode_gif<W: std::io::Write>(&self, out: W, fps: u32) -> Result<(), String> {
+        let mut enc = gif::Encoder::new(out, self.width as u16, self.height as u16, &[]).map_err(|e| e.to_string())?;
+        enc.set_repeat(gif::Repeat::Infinite).map_err(|e| e.to_string())?;
+        for f in 0..self.frames {
+            let mut pixels = self.frame(f).to_vec();
+            let mut frame = gif::Frame::from_rgba_speed(self.width as u16, self.height as u16, &mut pixels, 10);
+            frame.delay = (100 / fps.max(1)).max(1) as u16;
+            enc.write_frame(&frame).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Write `frame_000.png`, `frame_001.png`, … into `dir` (created if missing).

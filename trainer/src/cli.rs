@@ -198,6 +198,17 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         fps: u32,
     },
+    /// Copy a checkpoint with its weights stored as f16 (half the download for the web page;
+    /// widened to f32 on load)
+    Convert {
+        /// The f32 checkpoint
+        input: PathBuf,
+        /// Where to write the copy
+        output: PathBuf,
+        /// Store the weights as f16 (the only conversion so far)
+        #[arg(long)]
+        f16: bool,
+    },
 }
 
 /// Options every `flick distill` stage shares.
@@ -340,6 +351,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Distill { stage } => distill(stage),
+        Command::Convert { input, output, f16 } => {
+            anyhow::ensure!(f16, "say what to convert to: --f16");
+            let change = flick_core::checkpoint::convert_to_f16(&input, &output)?;
+            let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
+            eprintln!("wrote {} ({:.1} MB, from {:.1} MB; largest weight change {change:.2e})", output.display(), size(&output), size(&input));
+            Ok(())
+        }
         Command::Eval { models, probe, prompts, seeds, batch, out, backend } => {
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));

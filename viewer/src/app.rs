@@ -61,6 +61,9 @@ pub struct ViewerApp {
     pub clip_rect: Option<egui::Rect>,
     /// (row, clip, frame) of every clip drawn last frame.
     pub drawn: Vec<(usize, usize, usize)>,
+    /// Where the prompt box, the Generate button and the timeline slider were drawn last frame
+    /// (the browser test clicks them like a user; see [`Self::status_json`]).
+    pub widget_rects: HashMap<&'static str, egui::Rect>,
 }
 
 impl ViewerApp {
@@ -68,11 +71,11 @@ impl ViewerApp {
     /// before).
     pub fn new(settings: Settings, mut engine: Box<dyn Engine>, backend: String, models: Vec<ModelSource>) -> Self {
         let mut state = ViewerState::new(settings);
-        let opened: Vec<ModelSource> = state.settings.opened.iter().map(|p| ModelSource::Path(p.into())).collect();
+        let opened: Vec<ModelSource> = state.settings.opened.iter().map(|p| platform::reopen(p)).collect();
         for source in models.into_iter().chain(opened) {
             state.open_model(engine.as_mut(), source);
         }
-        Self { state, engine, textures: Textures { nearest: true, ..Default::default() }, last_time: None, backend, path_input: String::new(), automation: Automation::default(), clip_rect: None, drawn: Vec::new() }
+        Self { state, engine, textures: Textures { nearest: true, ..Default::default() }, last_time: None, backend, path_input: String::new(), automation: Automation::default(), clip_rect: None, drawn: Vec::new(), widget_rects: HashMap::new() }
     }
 
     fn generate(&mut self) {
@@ -92,6 +95,9 @@ impl ViewerApp {
 
     /// Take in the engine's events and advance playback; call once per frame.
     pub fn update_state(&mut self, ctx: &egui::Context) {
+        for source in platform::picked() {
+            self.open(source);
+        }
         for event in self.engine.poll() {
             self.state.apply(event);
         }
@@ -142,9 +148,12 @@ impl ViewerApp {
         ui.add_space(4.0);
         ui.horizontal(|ui| {
             let prompt = ui.add(egui::TextEdit::singleline(&mut self.state.settings.prompt).hint_text("describe a clip...").desired_width(ui.available_width() - 110.0));
+            self.widget_rects.insert("prompt", prompt.rect);
             let enter = prompt.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             let busy = self.state.busy();
-            let clicked = ui.add_enabled(!busy && !self.state.models.is_empty(), egui::Button::new(RichText::new("Generate").strong())).clicked();
+            let button = ui.add_enabled(!busy && !self.state.models.is_empty(), egui::Button::new(RichText::new("Generate").strong()));
+            self.widget_rects.insert("generate", button.rect);
+            let clicked = button.clicked();
             if (enter || clicked) && !busy {
                 self.generate();
             }
@@ -170,6 +179,7 @@ impl ViewerApp {
             .response
             .labelled_by(model_label.id);
             if ui.button("Open...").on_hover_text("open a Flick .safetensors checkpoint").clicked() {
+                // Native: the dialog answers now; browser: the file arrives later (`picked`).
                 if let Some(source) = platform::pick_checkpoint() {
                     self.open(source);
                 }
@@ -183,12 +193,12 @@ impl ViewerApp {
             ui.checkbox(&mut s.compare, "compare one-step vs teacher");
         });
         ui.horizontal(|ui| {
-            ui.label("or open by path:");
-            let r = ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text("runs/x/generator.safetensors").desired_width(280.0));
+            ui.label(platform::OPEN_BY_LABEL);
+            let r = ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text(platform::OPEN_BY_HINT).desired_width(280.0));
             if r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) && !self.path_input.trim().is_empty() {
-                let path = std::path::PathBuf::from(self.path_input.trim());
+                let source = platform::reopen(self.path_input.trim());
                 self.path_input.clear();
-                self.open_path(path);
+                self.open(source);
             }
         });
         ui.horizontal(|ui| {
@@ -200,7 +210,8 @@ impl ViewerApp {
             }
             if !self.state.loading.is_empty() {
                 ui.spinner();
-                ui.label(format!("loading {}", self.state.loading.join(", ")));
+                let stages: Vec<String> = self.state.loading.iter().map(|l| match self.state.load_stage.get(l) { Some(stage) => format!("{l} ({stage})"), None => l.clone() }).collect();
+                ui.label(format!("loading {}", stages.join(", ")));
             }
             if let Some(g) = self.state.current() {
                 for r in &g.rows {
@@ -209,8 +220,19 @@ impl ViewerApp {
                     }
                 }
             }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| ui.weak(&self.backend));
+            let backend = self.state.backend.as_ref().map_or(self.backend.clone(), |b| format!("generating on {b}"));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| ui.weak(backend));
         });
+        let mut close = false;
+        if let Some(notice) = &self.state.notice {
+            ui.horizontal(|ui| {
+                ui.colored_label(Color32::from_rgb(230, 180, 60), notice);
+                close = ui.small_button("ok").on_hover_text("hide this notice").clicked();
+            });
+        }
+        if close {
+            self.state.notice = None;
+        }
         if let Some(e) = &self.state.error {
             ui.colored_label(Color32::from_rgb(230, 90, 80), e);
         }
@@ -285,7 +307,11 @@ impl ViewerApp {
             }
             let mut frame = self.state.playback.frame;
             let last = frames.saturating_sub(1);
-            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).text("frame").show_value(false));
+            // The label apart from the slider, so the slider's rect is its rail (the browser
+            // test clicks both ends).
+            let frame_label = ui.label("frame");
+            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).show_value(false)).labelled_by(frame_label.id);
+            self.widget_rects.insert("timeline", slider.rect);
             if slider.changed() {
                 self.state.playback.scrub(frame, frames);
             }
@@ -357,6 +383,33 @@ impl ViewerApp {
         if let Some(i) = restore {
             self.state.restore(i);
         }
+    }
+
+    /// What a scripted browser needs to drive and check the page like a user: where the
+    /// widgets and the first clip are (points), the frame on screen, what is loaded, timings.
+    pub fn status_json(&self) -> String {
+        let rect = |r: &egui::Rect| serde_json::json!([r.min.x, r.min.y, r.max.x, r.max.y]);
+        let rows: Vec<serde_json::Value> = self.state.current().map_or(Vec::new(), |g| {
+            g.rows.iter().map(|r| serde_json::json!({"model": r.model, "steps": r.steps, "clips": r.clips.len(), "secs_per_clip": r.secs_per_clip, "latency": r.latency, "error": r.error})).collect()
+        });
+        serde_json::json!({
+            "models": self.state.models.iter().map(|m| &m.label).collect::<Vec<_>>(),
+            "loading": self.state.loading,
+            "load_stage": self.state.load_stage,
+            "backend": self.state.backend,
+            "notice": self.state.notice,
+            "error": self.state.error,
+            "busy": self.state.busy(),
+            "generations": self.state.history.len(),
+            "prompt": self.state.settings.prompt,
+            "frame": self.state.playback.frame,
+            "frames": self.state.frames(),
+            "playing": self.state.playback.playing,
+            "rows": rows,
+            "clip_rect": self.clip_rect.as_ref().map(rect),
+            "widgets": self.widget_rects.iter().map(|(k, r)| (k.to_string(), rect(r))).collect::<serde_json::Map<String, serde_json::Value>>(),
+        })
+        .to_string()
     }
 
     /// The screenshot run: once the first clips have been drawn for a few frames, ask the

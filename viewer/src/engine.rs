@@ -11,11 +11,13 @@ use flick_core::generate::Generator;
 use flick_core::video::Video;
 use web_time::Instant;
 
-/// A checkpoint to load: a file, or bytes already in memory (bundled, downloaded, dropped).
+/// A checkpoint to load: a file, bytes already in memory (opened in the browser), or an
+/// address the browser's worker downloads (with progress).
 #[derive(Clone, Debug)]
 pub enum ModelSource {
     Path(PathBuf),
     Bytes { name: String, bytes: Arc<Vec<u8>> },
+    Url(String),
 }
 
 impl ModelSource {
@@ -24,6 +26,10 @@ impl ModelSource {
         match self {
             ModelSource::Path(p) => p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned()),
             ModelSource::Bytes { name, .. } => name.trim_end_matches(".safetensors").to_string(),
+            ModelSource::Url(url) => {
+                let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or(url);
+                file.trim_end_matches(".safetensors").to_string()
+            }
         }
     }
     /// Where it came from, for messages and the list of opened files (`<name>` for bytes).
@@ -31,6 +37,7 @@ impl ModelSource {
         match self {
             ModelSource::Path(p) => p.display().to_string(),
             ModelSource::Bytes { name, .. } => format!("<{name}>"),
+            ModelSource::Url(url) => url.clone(),
         }
     }
 }
@@ -53,8 +60,13 @@ pub enum Request {
     Generate(Job),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Event {
+    /// What generates (the browser learns it only once its worker has a device), and a notice
+    /// for the user when it is not what they would expect (no WebGPU: the CPU fallback).
+    Backend { described: String, notice: Option<String> },
+    /// A stage of loading a model (download, init, warm-up), with a fraction where known.
+    LoadProgress { label: String, stage: String, fraction: Option<f32> },
     Loaded { label: String, kind: String, default_steps: usize, default_guidance: f32, shape: [usize; 3], origin: String },
     LoadFailed { label: String, origin: String, error: String },
     /// After each sampler step of a job.
@@ -62,6 +74,8 @@ pub enum Event {
     /// `latency`: seconds from the request to the clips (queueing included).
     Done { job: u64, clips: Vec<Video>, secs_per_clip: f64, latency: f64 },
     Failed { job: u64, error: String },
+    /// The engine cannot go on (the browser worker crashed): every pending job has failed.
+    Fatal { error: String },
 }
 
 pub trait Engine {
@@ -89,6 +103,7 @@ impl Worker {
                 let loaded = match &source {
                     ModelSource::Path(p) => Generator::load(p, &self.device),
                     ModelSource::Bytes { bytes, .. } => Generator::from_bytes(bytes, &self.device),
+                    ModelSource::Url(url) => Err(flick_core::Error::Io(format!("{url}: addresses are opened in the browser; here open a file"))),
                 };
                 match loaded {
                     Ok(g) => {

@@ -1,10 +1,10 @@
-//! `flick-viewer`: prompt a Flick model, watch and scrub the clips it makes (egui, native; the
-//! browser shell reuses the app).
+//! `flick-viewer`: prompt a Flick model, watch and scrub the clips it makes (egui, native and in
+//! the browser: `web/` hosts this app with an engine in a Web Worker).
 //!
 //! - [`state`]: everything the viewer knows, without UI (tested directly);
 //! - [`engine`]: model loading and generation off the UI thread;
 //! - [`app`]: the egui UI over the two;
-//! - [`platform`]: file dialogs and exports (native).
+//! - [`platform`]: opening checkpoints and exports (file dialogs natively, downloads on the web).
 
 pub mod app;
 pub mod engine;
@@ -19,9 +19,12 @@ pub use app::ViewerApp;
 /// The models bundled with the repository, offered at start: the one-step generator first.
 pub const BUNDLED: [&str; 2] = [concat!(env!("CARGO_MANIFEST_DIR"), "/../models/generator-small.safetensors"), concat!(env!("CARGO_MANIFEST_DIR"), "/../models/teacher-small.safetensors")];
 
+/// The same models on the web page, relative to it (f16 copies, made by `web/build.sh`).
+pub const WEB_BUNDLED: [&str; 2] = ["models/generator-small.safetensors", "models/teacher-small.safetensors"];
+
 /// Whether `origin` is one of the bundled files (they are not added to the "opened" list).
 pub fn is_bundled(origin: &str) -> bool {
-    BUNDLED.iter().any(|b| std::path::Path::new(b) == std::path::Path::new(origin))
+    BUNDLED.iter().any(|b| std::path::Path::new(b) == std::path::Path::new(origin)) || WEB_BUNDLED.contains(&origin)
 }
 
 /// Which device generates. `auto`: a GPU through wgpu when there is a real one; on machines whose

@@ -233,6 +233,12 @@ pub struct ViewerState {
     pub error: Option<String>,
     /// Models being loaded: their labels.
     pub loading: Vec<String>,
+    /// The stage each loading model is at ("downloading 40%", "warming up").
+    pub load_stage: std::collections::HashMap<String, String>,
+    /// What generates, once the engine says (the browser's worker picks its device late).
+    pub backend: Option<String>,
+    /// Something the user should know about the device (the CPU fallback), shown until closed.
+    pub notice: Option<String>,
     next_id: u64,
 }
 
@@ -317,9 +323,15 @@ impl ViewerState {
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::Loaded { label, kind, default_steps, default_guidance, shape, origin } => {
+                self.load_stage.remove(&label);
                 self.loading.retain(|l| *l != label);
                 let first = self.models.is_empty();
-                self.models.push(ModelEntry { label: label.clone(), kind, origin: origin.clone(), default_steps, default_guidance, shape });
+                let entry = ModelEntry { label: label.clone(), kind, origin: origin.clone(), default_steps, default_guidance, shape };
+                // Loaded again (the browser's engine moved to another device): same entry.
+                match self.models.iter_mut().find(|m| m.label == label) {
+                    Some(m) => *m = entry,
+                    None => self.models.push(entry),
+                }
                 // Keep a saved choice whose model is still loading; otherwise the first model
                 // loaded becomes the selection.
                 if first && self.model(&self.settings.model).is_none() && !self.loading.contains(&self.settings.model) {
@@ -329,7 +341,29 @@ impl ViewerState {
                     self.settings.opened.push(origin);
                 }
             }
+            Event::Backend { described, notice } => {
+                self.backend = Some(described);
+                self.notice = notice;
+            }
+            Event::LoadProgress { label, stage, fraction } => {
+                let text = match fraction {
+                    Some(f) => format!("{stage} {:.0}%", 100.0 * f.clamp(0.0, 1.0)),
+                    None => stage,
+                };
+                self.load_stage.insert(label, text);
+            }
+            Event::Fatal { error } => {
+                for row in self.history.iter_mut().flat_map(|g| g.rows.iter_mut()).filter(|r| r.clips.is_empty() && r.error.is_none()) {
+                    row.error = Some(error.clone());
+                }
+                for label in self.loading.drain(..) {
+                    self.load_stage.remove(&label);
+                }
+                self.progress = None;
+                self.error = Some(error);
+            }
             Event::LoadFailed { label, origin, error } => {
+                self.load_stage.remove(&label);
                 self.loading.retain(|l| *l != label);
                 self.settings.opened.retain(|o| *o != origin);
                 self.error = Some(format!("could not open {origin}: {error}"));
@@ -463,5 +497,43 @@ mod tests {
         let a = s.settings.seed;
         s.roll_seed(2);
         assert_ne!(a, s.settings.seed);
+    }
+
+    /// A recording engine: the requests it was sent.
+    #[derive(Default)]
+    struct Recorder(Vec<Request>);
+    impl Engine for Recorder {
+        fn send(&mut self, request: Request) {
+            self.0.push(request);
+        }
+        fn poll(&mut self) -> Vec<Event> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn load_stages_backend_notice_and_a_crashed_engine() {
+        let mut s = ViewerState::default();
+        let mut engine = Recorder::default();
+        s.apply(Event::Backend { described: "cpu (wasm)".into(), notice: Some("no WebGPU".into()) });
+        assert_eq!((s.backend.as_deref(), s.notice.as_deref()), (Some("cpu (wasm)"), Some("no WebGPU")));
+        s.open_model(&mut engine, ModelSource::Url("models/generator-small.safetensors".into()));
+        s.open_model(&mut engine, ModelSource::Url("https://example.org/m/teacher-small.safetensors?x=1".into()));
+        assert_eq!(s.loading, ["generator-small", "teacher-small"]);
+        s.apply(Event::LoadProgress { label: "generator-small".into(), stage: "downloading".into(), fraction: Some(0.4) });
+        assert_eq!(s.load_stage["generator-small"], "downloading 40%");
+        s.apply(Event::Loaded { label: "generator-small".into(), kind: "generator".into(), default_steps: 1, default_guidance: 1.0, shape: [8, 32, 32], origin: "models/generator-small.safetensors".into() });
+        assert!(s.load_stage.is_empty() && s.loading == ["teacher-small"]);
+        // Loaded again (the browser engine fell back to the CPU): still one entry.
+        s.apply(Event::Loaded { label: "generator-small".into(), kind: "generator".into(), default_steps: 1, default_guidance: 1.0, shape: [8, 32, 32], origin: "models/generator-small.safetensors".into() });
+        assert_eq!(s.models.len(), 1);
+        assert!(s.settings.opened.is_empty(), "bundled web models are not remembered as opened: {:?}", s.settings.opened);
+        let id = s.generate(&mut engine).unwrap();
+        assert!(s.busy());
+        s.apply(Event::Fatal { error: "the worker crashed".into() });
+        // Nothing waits for an engine that is gone: the job failed, loading stopped.
+        assert!(!s.busy() && s.loading.is_empty());
+        assert_eq!(s.history.iter().find(|g| g.id == id).unwrap().rows[0].error.as_deref(), Some("the worker crashed"));
+        assert_eq!(engine.0.len(), 3);
     }
 }

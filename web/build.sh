@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build the browser page into web/dist/: the viewer compiled to wasm32 and bound with
+# wasm-bindgen (pkg/), the page and its worker, and f16 copies of the bundled models (half the
+# download). Installs what it needs (the wasm32 target, the wasm-bindgen CLI matching
+# Cargo.lock). Serve the result with `bash web/serve.sh`.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
+dist="$root/web/dist"
+
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "web/build.sh: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+# wasm-bindgen's CLI must be exactly the library's version (the one in Cargo.lock).
+want="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
+have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
+if [ "$have" != "$want" ]; then
+  echo "web/build.sh: installing wasm-bindgen-cli $want (found: ${have:-none})"
+  # (--locked first; some registry mirrors lack a pinned dependency, then let cargo resolve)
+  cargo install wasm-bindgen-cli --version "$want" --locked || cargo install wasm-bindgen-cli --version "$want"
+fi
+
+echo "web/build.sh: compiling flick-web for wasm32 (dependencies optimised; see Cargo.toml)"
+cargo build -p flick-web --target wasm32-unknown-unknown
+rm -rf "$dist.tmp" && mkdir -p "$dist.tmp/pkg" "$dist.tmp/models"
+wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/debug/flick_web.wasm"
+cp web/index.html web/worker.js "$dist.tmp/"
+
+echo "web/build.sh: f16 copies of the bundled models"
+cargo build -q -p flick-trainer --bin flick
+for m in generator-small teacher-small; do
+  "$CARGO_TARGET_DIR/debug/flick" convert --f16 "models/$m.safetensors" "$dist.tmp/models/$m.safetensors"
+done
+rm -rf "$dist" && mv "$dist.tmp" "$dist"
+wasm_mb="$(du -m "$dist/pkg/flick_web_bg.wasm" | cut -f1)"
+echo "web/build.sh: built $dist (wasm $(stat -c %s "$dist/pkg/flick_web_bg.wasm") bytes ≈ ${wasm_mb} MB; models $(du -ch "$dist"/models/*.safetensors | tail -1 | cut -f1))"
