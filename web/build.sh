@@ -23,10 +23,10 @@ if [ "$have" != "$want" ]; then
   cargo install wasm-bindgen-cli --version "$want" --locked || cargo install wasm-bindgen-cli --version "$want"
 fi
 
-echo "web/build.sh: compiling flick-web for wasm32 (dependencies optimised; see Cargo.toml)"
-cargo build -p flick-web --target wasm32-unknown-unknown
+echo "web/build.sh: compiling flick-web for wasm32 (profile web: size-optimised, thin LTO; see Cargo.toml)"
+cargo build -p flick-web --target wasm32-unknown-unknown --profile web
 rm -rf "$dist.tmp" && mkdir -p "$dist.tmp/pkg" "$dist.tmp/models"
-wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/debug/flick_web.wasm"
+wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/flick_web.wasm"
 cp web/index.html web/worker.js "$dist.tmp/"
 
 echo "web/build.sh: f16 copies of the bundled models"

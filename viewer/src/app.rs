@@ -225,8 +225,8 @@ impl ViewerApp {
         });
         let mut close = false;
         if let Some(notice) = &self.state.notice {
-            ui.horizontal(|ui| {
-                ui.colored_label(Color32::from_rgb(230, 180, 60), notice);
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(Color32::from_rgb(200, 140, 20), notice);
                 close = ui.small_button("ok").on_hover_text("hide this notice").clicked();
             });
         }

@@ -154,9 +154,11 @@ impl WebEngine {
         self.generation += 1;
         self.backend = "cpu".into();
         self.worker = spawn_worker()?;
-        let first_line = error.lines().take(2).collect::<Vec<_>>().join(" ");
-        let reason = format!("WebGPU failed on this adapter ({first_line}). Generating on the CPU in WebAssembly instead (slower).");
-        console_error(&format!("flick: {reason}"));
+        // The panic's message: "...: wgpu error: <what wgpu refused>"; keep what was refused.
+        let what = error.split("wgpu error: ").nth(1).unwrap_or(error).lines().next().unwrap_or_default();
+        let what: String = if what.chars().count() > 160 { what.chars().take(160).chain("…".chars()).collect() } else { what.to_string() };
+        let reason = format!("WebGPU failed on this adapter ({what}). Generating on the CPU in WebAssembly instead (slower).");
+        console_error(&format!("flick: the WebGPU worker crashed: {error}"));
         self.attach(Some(reason))?;
         for (load, bytes) in &self.loads {
             self.post(load, bytes.as_deref().map(|b| b.as_slice()));
@@ -411,6 +413,7 @@ async fn open_device(choice: &str) -> (Device, String, Option<String>) {
             // Browsers may hide the adapter's name.
             let adapter = if info.name.is_empty() { format!("an unnamed {:?} adapter", info.device_type) } else { format!("{} ({:?})", info.name, info.device_type) };
             let name = format!("WebGPU on {adapter}");
+            log(format!("flick: WebGPU adapter initialised: {adapter}; checking it"));
             match check_adapter(&device, &setup.adapter).await {
                 Ok(()) => {
                     let software = matches!(info.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu) || info.name.to_ascii_lowercase().contains("swiftshader");
@@ -442,6 +445,17 @@ async fn check_adapter(device: &Device, adapter: &burn::tensor::wgpu::wgpu::Adap
     let values = product.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
     if values != [7.0, 10.0, 15.0, 22.0] {
         return Err(format!("a 2×2 product came back as {values:?}"));
+    }
+    // Row-vector products like the model's (timestep MLP, text pooling): with burn 0.22.1 their
+    // autotuning is what fails in browsers (see `WebEngine`), so fail here, early, not after
+    // the model has downloaded.
+    for rows in [1usize, 8] {
+        let x = Tensor::<2>::ones([rows, 64], device);
+        let w = Tensor::<2>::ones([64, 256], device);
+        let sum: f32 = x.matmul(w).sum().into_scalar_async().await.map_err(|e| format!("{e:?}"))?;
+        if (sum - (rows * 64 * 256) as f32).abs() > 1.0 {
+            return Err(format!("a {rows}×64 by 64×256 product of ones summed to {sum}"));
+        }
     }
     Ok(())
 }

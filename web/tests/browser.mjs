@@ -116,7 +116,7 @@ try {
   const loadSecs = (Date.now() - t0) / 1000;
   let webgpuGenerates = null;
   if (mode === 'webgpu') {
-    if (!consoleLines.some((l) => l.includes('flick: generating on WebGPU'))) fail(`the page found no WebGPU adapter: ${ready.backend} (notice: ${ready.notice})`);
+    if (!consoleLines.some((l) => l.includes('flick: WebGPU adapter initialised'))) fail(`the page found no WebGPU adapter: ${ready.backend} (notice: ${ready.notice})`);
     webgpuGenerates = /^WebGPU/.test(ready.backend);
     if (!webgpuGenerates) {
       if (!(/CPU/.test(ready.backend) && /^WebGPU failed on this adapter/.test(ready.notice || '') && webgpuCrash.length > 0)) fail(`WebGPU neither generates nor fell back as it should: ${ready.backend} / ${ready.notice}`);
