@@ -120,7 +120,7 @@ try {
     webgpuGenerates = /^WebGPU/.test(ready.backend);
     if (!webgpuGenerates) {
       if (!(/CPU/.test(ready.backend) && /^WebGPU failed on this adapter/.test(ready.notice || '') && webgpuCrash.length > 0)) fail(`WebGPU neither generates nor fell back as it should: ${ready.backend} / ${ready.notice}`);
-      console.log(`browser test (webgpu): WEBGPU GENERATION DOES NOT WORK HERE: the adapter initialised and passed the smoke test, then the worker crashed (${webgpuCrash[0].split('\n').slice(0, 2).join(' ')}); the page fell back to ${ready.backend} and said so`);
+      console.log(`browser test (webgpu): WEBGPU GENERATION DOES NOT WORK HERE: the adapter initialised, then the worker crashed in burn's kernels (${webgpuCrash[0].split('\n').slice(0, 2).join(' ')}); the page fell back to ${ready.backend} and said so`);
     }
   }
   if (mode === 'cpu' && !(/CPU/.test(ready.backend) && /No WebGPU/.test(ready.notice || ''))) fail(`expected the CPU fallback with a notice, got ${ready.backend} / ${ready.notice}`);
