@@ -100,11 +100,17 @@ pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: BTreeMap
         .collect();
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
     let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Write `bytes` to `path` through a temp file and a rename (a failure never leaves half a
+/// checkpoint), creating the folder.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
@@ -131,12 +137,7 @@ pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
     let views: Vec<(String, TensorView<'_>)> = halves.iter().map(|(name, (shape, bytes))| (name.clone(), TensorView::new(Dtype::F16, shape.clone(), bytes).expect("shape matches data"))).collect();
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
     let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
-    }
-    let tmp = output.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, output).map_err(|e| Error::Io(format!("{}: {e}", output.display())))?;
+    write_atomic(output, &bytes)?;
     Ok(max_change)
 }
 
