@@ -24,7 +24,7 @@ fn train_tiny(out: &Path, steps: u64) {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = steps;
     config.train.log_every = 1;
-    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![], time_budget: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![], time_budget: None, profile_every: Some(10) }).unwrap();
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn wgpu_backend_trains() {
     config.train.steps = 3;
     config.train.log_every = 1;
     let out = dir.path().join("run");
-    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
     let l = losses(&out);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
@@ -128,7 +128,7 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     assert!(diff < 1e-5, "warm-started model differs from its source by {diff}");
 
     // The new run continues at the source's step (schedule, data position) with its curve.
-    train_teacher(TrainArgs { config, config_path: path.clone(), out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec![], time_budget: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path.clone(), out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(lb.len(), 9);
     assert_eq!(lb[..6], la[..]);
@@ -142,7 +142,7 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.model.prediction = flick::model::Prediction::Clean;
     config.train.steps = 8;
-    train_teacher(TrainArgs { config, config_path: path, out: c.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec!["head2".into()], time_budget: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: c.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec!["head2".into()], time_budget: None, profile_every: None }).unwrap();
     let (_, meta) = flick::checkpoint::read_safetensors(&c.join("state.safetensors")).unwrap();
     assert_eq!((meta["step"].as_str(), meta["ema_from_step"].as_str()), ("8", "6"));
     assert!(losses(&c).iter().all(|l| l.is_finite()));
@@ -160,7 +160,7 @@ fn a_time_budget_ends_the_run_at_the_total_it_resolved() {
     config.train.steps = 500;
     config.train.log_every = 1;
     config.train.sample_every = 0;
-    train_teacher(TrainArgs { config, config_path: path, out: run.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: Some(1e-3) }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: run.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: Some(1e-3), profile_every: None }).unwrap();
     let resolved = TeacherConfig::load(&run.join("config.resolved.toml")).unwrap();
     assert_eq!(resolved.train.steps, 20, "5 skipped + 15 timed steps, then nothing left of the budget");
     assert_eq!(resolved.train.cooldown_steps, 0);

@@ -31,7 +31,7 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
     let path = common::root().join("configs/teacher-tiny.toml");
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = 8;
-    train_teacher(TrainArgs { config, config_path: path, out: teacher_run.clone(), resume: false, device: device.clone(), stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: None }).unwrap();
+    train_teacher(TrainArgs { config, config_path: path, out: teacher_run.clone(), resume: false, device: device.clone(), stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
     let err = flick::eval::probe::load(&model_path(&teacher_run), &device).unwrap_err().to_string();
     assert!(err.contains("not an attribute probe"), "{err}");
 

@@ -63,6 +63,10 @@ enum Command {
         /// inside the budget; the chosen total is written to config.resolved.toml
         #[arg(long)]
         time_budget: Option<f64>,
+        /// Every N steps, wait for the device after each phase of the step (forward+backward,
+        /// optimizer, EMA) and print the host's time to issue it and the device's time to finish
+        #[arg(long)]
+        profile_every: Option<u64>,
     },
     /// Train the attribute probe that `flick eval` judges clips with (resumable).
     TrainProbe {
@@ -326,7 +330,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget } => {
+        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget, profile_every } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -336,7 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset, time_budget })?;
+            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset, time_budget, profile_every })?;
             eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
             Ok(())
         }

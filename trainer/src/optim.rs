@@ -169,13 +169,19 @@ impl RmsProp {
 /// each share is weighted by its size, so the summed gradients are those of the whole batch's
 /// mean loss. burn's CPU backend keeps about one core busy per op sequence; this is how a
 /// training step uses them all. With one worker it runs on the calling thread.
+/// Time from the start of the last [`data_parallel_grads`] call until its (last) worker's loss
+/// value was read, i.e. the forward pass including the device's work; for step profiles.
+pub static FORWARD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub fn data_parallel_grads<M: Module + Sync>(model: &M, batch: usize, workers: usize, loss_of: impl Fn(&M, usize, usize) -> Tensor<1> + Sync) -> (f32, HashMap<String, Tensor<1>>) {
     let workers = workers.clamp(1, batch.max(1));
     let bounds: Vec<(usize, usize)> = (0..workers).map(|w| (w * batch / workers, (w + 1) * batch / workers)).filter(|(a, z)| z > a).collect();
+    let started = std::time::Instant::now();
     let one = |(lo, hi): (usize, usize)| {
         let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
         let loss = loss_of(&local, lo, hi) * ((hi - lo) as f32 / batch as f32);
         let value: f32 = loss.clone().into_scalar();
+        FORWARD_NANOS.store(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         let grads = loss.backward();
         (value, grads_by_path(&local, &grads))
     };

@@ -48,6 +48,10 @@ pub struct TrainArgs {
     pub init_reset: Vec<String>,
     /// Wall-clock budget of this invocation in seconds (see [`budgeted_steps`]).
     pub time_budget: Option<f64>,
+    /// Every this many steps, wait for the device after each phase of the step and print where
+    /// the step's time went (host time to issue the work vs. waiting for the device); those
+    /// steps run slower, the others are unaffected.
+    pub profile_every: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -79,7 +83,7 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
-    let TrainArgs { config: mut cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset, time_budget } = args;
+    let TrainArgs { config: mut cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset, time_budget, profile_every } = args;
     if let Some(b) = time_budget {
         if !(b.is_finite() && b > 0.0) {
             bail!("--time-budget must be a positive number of seconds, got {b}");
@@ -207,11 +211,20 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     });
 
     while step < last {
+        // A profiled step (never the first few, which compile and autotune).
+        let mut prof = profile_every.filter(|&n| n > 0 && step >= first + BUDGET_SKIP_STEPS && step % n == 0).map(|_| StepProfile::new(&device));
         let Batch { x0, shape, eps, times, prompts } = batch_rx.recv().context("the batch producer thread stopped")?;
+        if let Some(p) = prof.as_mut() {
+            p.lap("batch wait", false);
+        }
 
         let lr = learning_rate(&cfg.train, step);
         let short = shape[2] < mc.frames;
         let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
+        if let Some(p) = prof.as_mut() {
+            p.split("forward (to the loss value)", std::time::Duration::from_nanos(crate::optim::FORWARD_NANOS.load(std::sync::atomic::Ordering::Relaxed)));
+            p.lap("backward", true);
+        }
         if short {
             last_short_loss = Some(loss_value);
         } else {
@@ -221,6 +234,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
         let updated = if loss_value.is_finite() {
             let (m, stats) = optim.step_with(model, &grads, lr, cfg.train.grad_clip);
             model = m;
+            if let Some(p) = prof.as_mut() {
+                p.lap("optimizer", true);
+            }
             stats.map(|s| grad_norm = s.grad_norm).is_some()
         } else {
             false
@@ -232,6 +248,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             let k = (step - ema_from) as f32;
             let decay = cfg.train.ema_decay.min((1.0 + k) / (10.0 + k));
             ema = ema_update(ema, &model, decay);
+            if let Some(p) = prof.as_mut() {
+                p.lap("ema", true);
+            }
         } else {
             skipped += 1;
             consecutive_bad += 1;
@@ -239,6 +258,13 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
             if consecutive_bad >= cfg.train.max_bad_steps {
                 save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
                 bail!("{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}", out.display());
+            }
+        }
+        if let Some(p) = prof.take() {
+            if std::io::stderr().is_terminal() {
+                bar.println(p.report(step, shape[0]));
+            } else if !quiet {
+                eprintln!("{}", p.report(step, shape[0]));
             }
         }
         step += 1;
@@ -289,6 +315,50 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     drop(batch_rx);
     let _ = producer.join();
     Ok(ema)
+}
+
+/// Where one training step's time goes (`--profile-every`): for each phase, the host's time to
+/// issue its work and, for device phases, the wait for the device to finish it after that. A
+/// phase whose issue time is large and whose wait is small is bound by the host (per-op
+/// overhead); the reverse by the device.
+struct StepProfile {
+    device: Device,
+    start: Instant,
+    last: Instant,
+    phases: Vec<(&'static str, f64, f64)>,
+}
+
+impl StepProfile {
+    fn new(device: &Device) -> Self {
+        let _ = device.sync();
+        let now = Instant::now();
+        Self { device: device.clone(), start: now, last: now, phases: Vec::new() }
+    }
+
+    /// End a phase: its issue time, then (with `wait`) the device's remaining time.
+    fn lap(&mut self, name: &'static str, wait: bool) {
+        let issued = self.last.elapsed().as_secs_f64();
+        let t = Instant::now();
+        if wait {
+            let _ = self.device.sync();
+        }
+        let waited = t.elapsed().as_secs_f64();
+        self.phases.push((name, issued, waited));
+        self.last = Instant::now();
+    }
+
+    /// End a phase that took `took` from the last lap (measured inside the step; it waited for
+    /// the device itself).
+    fn split(&mut self, name: &'static str, took: std::time::Duration) {
+        self.phases.push((name, took.as_secs_f64(), 0.0));
+        self.last += took;
+    }
+
+    fn report(&self, step: u64, batch: usize) -> String {
+        let total = self.start.elapsed().as_secs_f64();
+        let phases: Vec<String> = self.phases.iter().map(|(n, i, w)| format!("{n} {:.0}+{:.0} ms", i * 1e3, w * 1e3)).collect();
+        format!("profile step {step} (batch {batch}, host issue + device wait): {}; total {:.0} ms", phases.join(", "), total * 1e3)
+    }
 }
 
 /// One step's inputs.
