@@ -17,8 +17,10 @@ status=0
 cargo test --workspace --no-fail-fast 2>&1 || status=$?
 echo "== web: build the page, then the real-browser test with WebGPU and without"
 if bash web/build.sh 2>&1; then
+  rm -rf web/test-output
   node web/tests/browser.mjs --mode webgpu 2>&1 || status=1
-  node web/tests/browser.mjs --mode cpu 2>&1 || status=1
+  # The CPU run also checks it made the same clip as WebGPU did.
+  node web/tests/browser.mjs --mode cpu --compare web/test-output/webgpu 2>&1 || status=1
 else
   echo "web/build.sh failed"
   status=1
