@@ -70,8 +70,7 @@ impl Generator {
 
     /// Generate one clip. `steps ≥ 1`; `guidance = 1` disables classifier-free guidance.
     pub fn generate(&self, prompt: &str, seed: u64, steps: usize, guidance: f32) -> Result<Video, Error> {
-        let clips = self.generate_clips(&[prompt.to_string()], &[seed], steps, guidance, |_, _| {})?;
-        Ok(Video::from_clip(&clips[0]))
+        Ok(self.generate_videos(&[prompt.to_string()], &[seed], steps, guidance, |_, _| {})?.remove(0))
     }
 
     /// The initial noise of a seed: a pure function of the seed, identical on every backend.
@@ -94,6 +93,23 @@ impl Generator {
         let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
         let x = self.sample(prompts, z, steps, guidance, on_step)?;
         self.to_clips_async(x).await
+    }
+
+    /// [`Self::generate_clips`] straight to RGBA8 frames for display; on a GPU the conversion
+    /// runs there (`flick_shaders::clip_pixels`) and only the packed pixels are read back.
+    pub fn generate_videos(&self, prompts: &[String], seeds: &[u64], steps: usize, guidance: f32, on_step: impl FnMut(usize, usize)) -> Result<Vec<Video>, Error> {
+        let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
+        let x = self.sample(prompts, z, steps, guidance, on_step)?;
+        Ok(to_videos(x.dims(), flick_shaders::clip_pixels(x)))
+    }
+
+    /// [`Self::generate_videos`] for the browser (asynchronous read-back).
+    pub async fn generate_videos_async(&self, prompts: &[String], seeds: &[u64], steps: usize, guidance: f32, on_step: impl FnMut(usize, usize)) -> Result<Vec<Video>, Error> {
+        let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
+        let x = self.sample(prompts, z, steps, guidance, on_step)?;
+        let dims = x.dims();
+        let frames = flick_shaders::clip_pixels_async(x).await.map_err(|e| Error::Device(format!("reading the clips back failed: {e}")))?;
+        Ok(to_videos(dims, frames))
     }
 
     /// Run the sampler from given noise `z` (`B·3·T·H·W` values). Returns `[B, 3, T, H, W]`.
@@ -199,6 +215,11 @@ impl Generator {
         let values = data.try_to_vec::<f32>().map_err(|e| Error::Device(format!("clips are not f32: {e:?}")))?;
         Ok(split_clips(values, dims))
     }
+}
+
+/// RGBA8 frames of `[B, 3, T, H, W]` clips → videos.
+fn to_videos([_, _, t, h, w]: [usize; 5], frames: Vec<Vec<u8>>) -> Vec<Video> {
+    frames.into_iter().map(|rgba| Video { frames: t, height: h, width: w, rgba }).collect()
 }
 
 /// `[B, 3, T, H, W]` values → `B` clips.

@@ -6,6 +6,7 @@
 //! ([`generate`]), clips and their exports ([`video`]), and checkpoints ([`checkpoint`]).
 //! Compiles to `wasm32-unknown-unknown`.
 
+pub use flick_shaders as shaders;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -21,6 +21,10 @@ pub const BUNDLED_GENERATOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../mod
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// On the wgpu backend, use burn's composed operations instead of Flick's fused WGSL kernels
+    /// (attention, adaLN, clip → pixels), for comparison
+    #[arg(long, global = true)]
+    no_fused: bool,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +165,22 @@ enum Command {
         grids: Option<PathBuf>,
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
+    },
+    /// Benchmark Flick's fused kernels against burn's composed operations on one device (and
+    /// the model with them on and off, one step against 25): criterion, ratios in one run.
+    Bench {
+        /// `wgpu` (the kernels' home) or `cpu`
+        #[arg(long, default_value = "wgpu")]
+        backend: BackendKind,
+        /// Output folder (bench.md, bench.json, criterion's data)
+        #[arg(long, default_value = "runs/bench")]
+        out: PathBuf,
+        /// Shorter measurements (slow devices, smoke tests)
+        #[arg(long)]
+        quick: bool,
+        /// Batch of the kernel shapes and of the training step
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
     },
     /// Generate a clip from a prompt.
     Generate {
@@ -329,6 +349,7 @@ pub fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    flick_core::shaders::set_fused(!cli.no_fused);
     match cli.command {
         Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget, profile_every } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
@@ -438,6 +459,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let t = times.get(i).map_or("all (summed)".to_string(), |t| t.to_string());
                 println!("| {t} | {:.0}% | {:.0}% | {:.0}% | {:.0}% |", sh * 100.0, co * 100.0, si * 100.0, mo * 100.0);
             }
+            Ok(())
+        }
+        Command::Bench { backend, out, quick, batch } => {
+            let device = open(backend)?;
+            let device_name = describe(&device);
+            eprintln!("backend: {device_name}");
+            crate::bench::run(crate::bench::BenchArgs { device, device_name, out: out.clone(), quick, batch, teacher: PathBuf::from(BUNDLED_MODEL), generator: PathBuf::from(BUNDLED_GENERATOR) })?;
+            eprintln!("wrote {}", out.join("bench.md").display());
             Ok(())
         }
         Command::Generate { prompt, seed, steps, guidance, shift, out, frames_dir, trajectory, checkpoint, backend, scale, fps } => {

@@ -1,6 +1,7 @@
 //! flick-trainer: the training loops (optimisers, schedules, resume, logging) and the `flick`
 //! command line. Models, data and sampling live in `flick-core`.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod distill;

@@ -121,10 +121,9 @@ impl Worker {
                 };
                 let t0 = Instant::now();
                 let id = job.id;
-                let result = g.generate_clips(&job.prompts, &job.seeds, job.steps, job.guidance, |step, steps| emit(Event::Progress { job: id, step: step + 1, steps }));
+                let result = g.generate_videos(&job.prompts, &job.seeds, job.steps, job.guidance, |step, steps| emit(Event::Progress { job: id, step: step + 1, steps }));
                 match result {
-                    Ok(clips) => {
-                        let videos: Vec<Video> = clips.iter().map(Video::from_clip).collect();
+                    Ok(videos) => {
                         let secs_per_clip = t0.elapsed().as_secs_f64() / videos.len().max(1) as f64;
                         emit(Event::Done { job: id, clips: videos, secs_per_clip, latency: sent.elapsed().as_secs_f64() });
                     }

@@ -1,4 +1,4 @@
-//! The native viewer: `cargo run --release -p flick-viewer [-- --backend auto|cpu|wgpu]
+//! The native viewer: `cargo run --release -p flick-viewer [-- --backend auto|cpu|wgpu] [--no-fused]
 //! [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]`.
 //!
 //! `--screenshot` is a scripted run (the tests, timing): it starts from default settings
@@ -16,7 +16,10 @@ fn main() -> eframe::Result {
     let mut extra = Vec::new();
     let mut select: Option<String> = None;
     let mut steps: Option<usize> = None;
-    let mut args = std::env::args().skip(1);
+    // --no-fused: burn's composed operations instead of Flick's WGSL kernels (for comparison).
+    let (no_fused, args): (Vec<String>, Vec<String>) = std::env::args().skip(1).partition(|a| a == "--no-fused");
+    flick_core::shaders::set_fused(no_fused.is_empty());
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--backend", Some(v)) => backend = v,
@@ -25,7 +28,7 @@ fn main() -> eframe::Result {
             ("--select", Some(v)) => select = Some(v),
             ("--steps", Some(v)) if v.parse::<usize>().is_ok_and(|n| n >= 1) => steps = v.parse().ok(),
             _ => {
-                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]");
+                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]");
                 std::process::exit(2);
             }
         }

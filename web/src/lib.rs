@@ -384,13 +384,13 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                     continue;
                 };
                 let t0 = Instant::now();
-                let result = g.generate_clips_async(&prompts, &seeds, steps, guidance, |step, steps| emit(Event::Progress { job: id, step, steps })).await;
+                let result = g.generate_videos_async(&prompts, &seeds, steps, guidance, |step, steps| emit(Event::Progress { job: id, step, steps })).await;
                 match result {
                     Ok(clips) => {
                         let secs = t0.elapsed().as_secs_f64();
                         let secs_per_clip = secs / clips.len().max(1) as f64;
                         log(format!("flick: {model} @{steps}: {} clips in {secs:.3} s ({secs_per_clip:.3} s/clip)", clips.len()));
-                        emit(Event::Done { job: id, clips: clips.iter().map(Video::from_clip).collect(), secs_per_clip, latency: secs });
+                        emit(Event::Done { job: id, clips, secs_per_clip, latency: secs });
                     }
                     Err(e) => emit(Event::Failed { job: id, error: format!("generation failed: {e}") }),
                 }
@@ -488,7 +488,7 @@ async fn load(s: &mut WorkerState, label: String, url: Option<String>, name: Str
     let batch = s.warm_batch.max(1);
     let prompts = vec!["warm-up".to_string(); batch];
     let seeds: Vec<u64> = (0..batch as u64).collect();
-    if let Err(e) = g.generate_clips_async(&prompts, &seeds, 1, d.guidance, |_, _| {}).await {
+    if let Err(e) = g.generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {}).await {
         return fail(format!("the warm-up generation failed: {e}"));
     }
     let warm = t2.elapsed().as_secs_f64();

@@ -4,8 +4,6 @@
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 /// Multi-head attention from `x` (queries) to `context` (keys and values); self-attention when
 /// they are the same tensor.
@@ -62,8 +60,8 @@ impl Attention {
         let q = split(self.q.forward(x), n);
         let k = split(self.k.forward(context.clone()), m);
         let v = split(self.v.forward(context), m);
-        let bias = bias.map(|bias| bias.reshape([b, 1, 1, m]).expand([b, h, n, m]));
-        let y = attention(q, k, v, None, bias, AttentionModuleOptions::default()); // [B, H, N, dh]
+        // Flick's fused kernel on GPUs (burn's attention on the CPU or with --no-fused).
+        let y = flick_shaders::attention(q, k, v, bias); // [B, H, N, dh]
         self.out.forward(y.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
@@ -93,6 +91,12 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let centred = x - mean;
     let var = centred.clone().powi_scalar(2).mean_dim(D - 1);
     centred / (var + 1e-6).sqrt()
+}
+
+/// adaLN: `modulate(layer_norm(x), shift, scale)`, fused into one kernel on GPUs (see
+/// `flick_shaders::adaln`). `x: [B, N, d]`, `shift, scale: [B, d]`.
+pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    flick_shaders::adaln(x, shift, scale)
 }
 
 /// `x · (1 + scale) + shift` with per-sample modulation.
@@ -197,6 +201,8 @@ impl ConvBlock {
 
 #[cfg(test)]
 mod tests {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
     use super::*;
 
     #[test]

@@ -26,7 +26,7 @@ use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::text::{TextContext, TextEncoder, TextEncoderConfig};
-use layers::{Attention, AttentionConfig, ConvBlock, Mlp, factorised_positions, layer_norm, modulate, timestep_embedding};
+use layers::{Attention, AttentionConfig, ConvBlock, Mlp, adaln, factorised_positions, timestep_embedding};
 
 /// How a block's self-attention spans the token grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,7 +261,7 @@ impl DitBlock {
         let [b, n, d] = x.dims();
         let [t, h, w] = grid;
         let m = self.ada.forward(c).chunk(6, 1); // 6 × [B, d]
-        let y = modulate(layer_norm(x.clone()), m[0].clone(), m[1].clone());
+        let y = adaln(x.clone(), m[0].clone(), m[1].clone());
         let y = match self.span {
             Span::Full => self.attn.forward(y.clone(), y, None),
             Span::Space => {
@@ -275,7 +275,7 @@ impl DitBlock {
         };
         let x = x + y * m[2].clone().unsqueeze_dim::<3>(1);
         let x = x.clone() + self.cross.forward(self.cross_norm.forward(x), text.tokens.clone(), Some(text.bias.clone()));
-        let y = self.mlp.forward(modulate(layer_norm(x.clone()), m[3].clone(), m[4].clone()));
+        let y = self.mlp.forward(adaln(x.clone(), m[3].clone(), m[4].clone()));
         x + y * m[5].clone().unsqueeze_dim::<3>(1)
     }
 }
@@ -399,7 +399,7 @@ impl VideoDit {
             return (None, tapped);
         }
         let m = self.final_ada.forward(c.clone()).chunk(2, 1);
-        let out = self.final_proj.forward(modulate(layer_norm(tokens), m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
+        let out = self.final_proj.forward(adaln(tokens, m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
         let co = out.dims()[2] / (pt * ph * pw);
         let out = out
             .reshape([b, grid[0], grid[1], grid[2], pt, ph, pw, co])

@@ -1,0 +1,61 @@
+// Fused adaLN backward, input gradient. With xh = (x − mean)·rstd and g = dy·(1 + scale[b]):
+//   dx = rstd · (g − mean(g) − xh · mean(g·xh))      (means over the row)
+// One workgroup per row; (mean, rstd) come from the forward pass.
+//
+// x, dy, dx: [rows, d]; scale: [B, d]; stats: [rows, 2]. p: rows, n, d.
+
+// Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
+// and an output may be two ranges of one wgpu buffer, which must then have one usage.
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> scale: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> p: array<u32>;
+
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, 64>;
+
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    var s = WG / 2u;
+    loop {
+        if (s == 0u) { break; }
+        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+        workgroupBarrier();
+        s = s >> 1u;
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let rows = p[0];
+    let n = p[1];
+    let d = p[2];
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= rows) { return; }
+    let base = row * d;
+    let sample = (row / n) * d;
+    let mean = stats[row * 2u];
+    let rstd = stats[row * 2u + 1u];
+
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var i = lid; i < d; i = i + WG) {
+        let g = dy[base + i] * (1.0 + scale[sample + i]);
+        let xh = (x[base + i] - mean) * rstd;
+        sg = sg + g;
+        sgx = sgx + g * xh;
+    }
+    let mg = workgroup_sum(sg, lid) / f32(d);
+    let mgx = workgroup_sum(sgx, lid) / f32(d);
+    for (var i = lid; i < d; i = i + WG) {
+        let g = dy[base + i] * (1.0 + scale[sample + i]);
+        let xh = (x[base + i] - mean) * rstd;
+        dx[base + i] = rstd * (g - mg - xh * mgx);
+    }
+}

@@ -1,0 +1,94 @@
+// Fused attention backward, query gradient (FlashAttention-2's loop over keys for each query):
+//   p_ij = exp(scale·q_i·k_j + bias_j − lse_i),  ds_ij = p_ij·(do_i·v_j − D_i),
+//   dq_i = scale·Σ_j ds_ij·k_j.
+// Each invocation owns one query row; key/value tiles of 32 rows are shared through workgroup
+// memory.
+//
+// q, dout, dq: [BH, Nq, DH]; k, v: [BH, Nk, DH]; bias: [B, Nk]; ld: [2, BH, Nq] (lse, then D).
+// p: BH, heads, Nq, Nk, scale (f32 bits), query tiles.
+
+const DH: u32 = {{ dh }}u;
+const BQ: u32 = 64u;
+const BK: u32 = {{ bk }}u; // keys per tile (BK·DH·4 bytes ≤ 8 KiB: two tiles fit WebGPU's 16 KiB)
+
+// Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
+// and an output may be two ranges of one wgpu buffer, which must then have one usage.
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ld: array<f32>; // [2, BH, Nq]: lse, then D
+@group(0) @binding(6) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(7) var<storage, read_write> p: array<u32>;
+
+var<workgroup> ks: array<f32, BK * DH>;
+var<workgroup> vs: array<f32, BK * DH>;
+var<workgroup> bs: array<f32, BK>;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let bhn = p[0];
+    let heads = p[1];
+    let nq = p[2];
+    let nk = p[3];
+    let scale = bitcast<f32>(p[4]);
+    let qtiles = p[5];
+    let w = wg.x + wg.y * nwg.x;
+    if (w >= bhn * qtiles) { return; }
+    let bh = w / qtiles;
+    let b = bh / heads;
+    let qi = (w % qtiles) * BQ + lid;
+    let live = qi < nq;
+
+    var qr: array<f32, DH>;
+    var dor: array<f32, DH>;
+    var acc: array<f32, DH>;
+    var li = 0.0;
+    var di = 0.0;
+    if (live) {
+        for (var d = 0u; d < DH; d = d + 1u) {
+            qr[d] = q[(bh * nq + qi) * DH + d];
+            dor[d] = dout[(bh * nq + qi) * DH + d];
+        }
+        li = ld[bh * nq + qi];
+        di = ld[bhn * nq + bh * nq + qi];
+    }
+    let ntiles = (nk + BK - 1u) / BK;
+    for (var t = 0u; t < ntiles; t = t + 1u) {
+        let k0 = t * BK;
+        for (var e = lid; e < BK * DH; e = e + BQ) {
+            let j = k0 + e / DH;
+            if (j < nk) {
+                let src = (bh * nk + j) * DH + e % DH;
+                ks[e] = k[src];
+                vs[e] = v[src];
+            } else {
+                ks[e] = 0.0;
+                vs[e] = 0.0;
+            }
+        }
+        if (lid < BK) {
+            let j = k0 + lid;
+            bs[lid] = select(-1e30, bias[b * nk + min(j, nk - 1u)], j < nk);
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var j = 0u; j < BK; j = j + 1u) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var d = 0u; d < DH; d = d + 1u) {
+                    s = s + qr[d] * ks[j * DH + d];
+                    dp = dp + dor[d] * vs[j * DH + d];
+                }
+                let pij = exp(s * scale + bs[j] - li);
+                let dsij = pij * (dp - di);
+                for (var d = 0u; d < DH; d = d + 1u) { acc[d] = acc[d] + dsij * ks[j * DH + d]; }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        for (var d = 0u; d < DH; d = d + 1u) { dq[(bh * nq + qi) * DH + d] = acc[d] * scale; }
+    }
+}

@@ -1,0 +1,80 @@
+//! Training through the fused operations: the autodiff backend runs the inner backend's forward
+//! (the kernel on wgpu) and registers the inner backend's backward (the backward kernels on
+//! wgpu, the composed reference elsewhere) as the gradient, so no `[Nq, Nk]` matrix is kept
+//! for the backward pass. The attention bias is a constant (a padding mask): it gets no
+//! gradient.
+
+use burn::backend::Backend;
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, tensor::FloatTensor};
+
+use crate::ops::FusedOps;
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for AttentionBackward {
+    /// q, k, v, bias, o, lse, scale
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let dout = grads.consume::<B>(&ops.node);
+        let (q, k, v, bias, o, lse, scale) = ops.state;
+        let (dq, dk, dv) = B::fused_attention_bwd(q, k, v, bias, o, lse, dout, scale);
+        for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AdaLnBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for AdaLnBackward {
+    /// x, scale, stats
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_shift, node_scale] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, scale, stats) = ops.state;
+        let (dx, dshift, dscale) = B::fused_adaln_bwd(x, scale, stats, dy);
+        for (node, grad) in [(node_x, dx), (node_shift, dshift), (node_scale, dscale)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        let guards = [q.node(), k.node(), v.node()];
+        let (q, k, v, bias) = (q.into_primitive(), k.into_primitive(), v.into_primitive(), bias.into_primitive());
+        let (o, lse) = B::fused_attention_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), scale);
+        match AttentionBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((q, k, v, bias, o.clone(), lse, scale), o),
+            OpsKind::UnTracked(prep) => prep.finish(o),
+        }
+    }
+
+    fn fused_adaln(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let guards = [x.node(), shift.node(), scale.node()];
+        let (x, shift, scale) = (x.into_primitive(), shift.into_primitive(), scale.into_primitive());
+        let (y, stats) = B::fused_adaln_fwd(x.clone(), shift, scale.clone(), eps);
+        match AdaLnBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, scale, stats), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // For display only: computed on the inner backend, outside the graph.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::clip_pixels(x.into_primitive()))
+    }
+}

@@ -1,0 +1,161 @@
+//! burn's wgpu backend (`CubeBackend`): the WGSL kernels of `kernels/`, launched through cubecl
+//! as precompiled sources. Where the device does not compile WGSL (cubecl's SPIR-V or MSL
+//! compilers, the CUDA/HIP/CPU runtimes), or the dtype is not f32, or a head is wider than the
+//! kernels are built for, the composed reference runs instead.
+
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::{Shape, TensorMetadata, ops::FloatTensorOps, tensor::FloatTensor};
+use cubecl::prelude::KernelId;
+use cubecl::server::KernelArguments;
+use cubecl::{CubeCount, CubeDim, RuntimeId};
+
+use crate::ops::{self, FusedOps};
+use crate::template::{HEAD_DIMS, KERNELS, instantiate};
+
+/// One of `kernels/*.wgsl`, instantiated for a head width (0 for kernels without one).
+#[derive(Debug)]
+struct Wgsl {
+    name: &'static str,
+    dh: u32,
+}
+
+impl KernelSource for Wgsl {
+    fn source(&self) -> SourceTemplate {
+        let src = KERNELS.iter().find(|(n, _)| *n == self.name).map(|(_, s)| *s).expect("a kernel of kernels/");
+        SourceTemplate::new(instantiate(src, self.dh))
+    }
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.name, self.dh)).cube_dim(CubeDim::new_1d(WORKGROUP).0)
+    }
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// Every kernel runs 64 invocations per workgroup (`@workgroup_size(64, 1, 1)`).
+const WORKGROUP: u32 = 64;
+
+/// Whether `t`'s device compiles WGSL (burn's wgpu runtime without its SPIR-V compiler: Vulkan,
+/// Metal, DX12 and WebGPU alike).
+fn wgsl_device(t: &CubeTensor) -> bool {
+    t.device.runtime() == RuntimeId::Wgpu && t.client.name() == "wgpu<wgsl>"
+}
+
+/// A grid of `workgroups` workgroups within the 65535-per-dimension limit; kernels read their
+/// linear index as `x + y·num_workgroups.x` and skip the ones past the end.
+fn grid(workgroups: usize) -> CubeCount {
+    let w = workgroups.max(1) as u32;
+    let x = w.min(32768);
+    CubeCount::Static(x, w.div_ceil(x), 1)
+}
+
+fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements() * like.dtype.size();
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, like.client.empty(bytes), like.dtype)
+}
+
+/// Launch kernel `name` on `workgroups` workgroups over `buffers` (in binding order), the last
+/// binding being `params` as u32 words.
+fn launch(name: &'static str, dh: u32, workgroups: usize, buffers: &[&CubeTensor], params: &[u32]) {
+    crate::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let client = buffers[0].client.clone();
+    let params = client.create_from_slice(bytemuck::cast_slice(params));
+    let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
+    bindings.push(params.binding());
+    client.launch(
+        Box::new(SourceKernel::new(Wgsl { name, dh }, CubeDim::new_1d(WORKGROUP))),
+        grid(workgroups),
+        KernelArguments::new().with_buffers(bindings),
+    );
+}
+
+/// The attention kernels apply to f32 tensors on a WGSL device with a head width they are
+/// built for.
+fn attention_kernels_apply(q: &CubeTensor) -> bool {
+    wgsl_device(q) && ops::is_f32(q.dtype) && HEAD_DIMS.contains(&(q.shape()[3] as u32))
+}
+
+impl FusedOps for CubeBackend {
+    fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !attention_kernels_apply(&q) {
+            return ops::attention_fwd_reference::<Self>(q, k, v, bias, scale);
+        }
+        let [b, h, nq, dh] = q.shape().dims();
+        let nk = k.shape()[2];
+        let (q, k, v, bias) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias));
+        let o = empty(&q, Shape::new([b, h, nq, dh]));
+        let lse = empty(&q, Shape::new([b, h, nq]));
+        let qtiles = nq.div_ceil(64);
+        launch("attn_fwd", dh as u32, b * h * qtiles, &[&q, &k, &v, &bias, &o, &lse], &[(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), qtiles as u32]);
+        (o, lse)
+    }
+
+    fn fused_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if !attention_kernels_apply(&q) {
+            return ops::attention_bwd_reference::<Self>(q, k, v, bias, o, lse, dout, scale);
+        }
+        let [b, h, nq, dh] = q.shape().dims();
+        let nk = k.shape()[2];
+        let (q, k, v, bias, dout) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias), into_contiguous(dout));
+        // D_i = do_i·o_i, packed after lse: [2, B·H·Nq] (one buffer, to stay within WebGPU's
+        // 8 storage buffers per kernel).
+        let d = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dout.clone(), o), 3), Shape::new([b * h * nq]));
+        let ld = into_contiguous(Self::float_cat(vec![Self::float_reshape(lse, Shape::new([b * h * nq])), d], 0));
+        let params = |tiles: usize| [(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), tiles as u32];
+        let dq = empty(&q, Shape::new([b, h, nq, dh]));
+        let qtiles = nq.div_ceil(64);
+        launch("attn_bwd_dq", dh as u32, b * h * qtiles, &[&q, &k, &v, &bias, &dout, &ld, &dq], &params(qtiles));
+        let dkv = empty(&q, Shape::new([2, b, h, nk, dh]));
+        let ktiles = nk.div_ceil(64);
+        launch("attn_bwd_dkdv", dh as u32, b * h * ktiles, &[&q, &k, &v, &bias, &dout, &ld, &dkv], &params(ktiles));
+        let half = |i: usize| Self::float_reshape(Self::float_slice(dkv.clone(), &[(i..i + 1).into(), (0..b).into(), (0..h).into(), (0..nk).into(), (0..dh).into()]), Shape::new([b, h, nk, dh]));
+        (dq, half(0), half(1))
+    }
+
+    fn fused_adaln_fwd(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::adaln_fwd_reference::<Self>(x, shift, scale, eps);
+        }
+        let [b, n, d] = x.shape().dims();
+        let (x, shift, scale) = (into_contiguous(x), into_contiguous(shift), into_contiguous(scale));
+        let y = empty(&x, Shape::new([b, n, d]));
+        let stats = empty(&x, Shape::new([b, n, 2]));
+        launch("adaln_fwd", 0, b * n, &[&x, &shift, &scale, &y, &stats], &[(b * n) as u32, n as u32, d as u32, eps.to_bits()]);
+        (y, stats)
+    }
+
+    fn fused_adaln_bwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, stats: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::adaln_bwd_reference::<Self>(x, scale, stats, dy);
+        }
+        let [b, n, d] = x.shape().dims();
+        let (x, scale, stats, dy) = (into_contiguous(x), into_contiguous(scale), into_contiguous(stats), into_contiguous(dy));
+        let dx = empty(&x, Shape::new([b, n, d]));
+        launch("adaln_bwd_dx", 0, b * n, &[&x, &scale, &stats, &dy, &dx], &[(b * n) as u32, n as u32, d as u32]);
+        let dshift = empty(&x, Shape::new([b, d]));
+        let dscale = empty(&x, Shape::new([b, d]));
+        launch("adaln_bwd_mod", 0, (b * d).div_ceil(64), &[&x, &stats, &dy, &dshift, &dscale], &[b as u32, n as u32, d as u32]);
+        (dx, dshift, dscale)
+    }
+
+    fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::pixels_reference::<Self>(x);
+        }
+        let [b, _, t, h, w] = x.shape().dims();
+        let x = into_contiguous(x);
+        let out = empty(&x, Shape::new([b, t, h, w]));
+        let pixels = t * h * w;
+        launch("clip_pixels", 0, (b * pixels).div_ceil(64), &[&x, &out], &[b as u32, pixels as u32]);
+        out
+    }
+}

@@ -1,0 +1,143 @@
+//! Flick's hand-written WGSL compute kernels, behind a burn backend extension.
+//!
+//! - [`attention`]: `softmax(q·kᵀ/√d + bias)·v` in one pass over the keys (online softmax, tiled
+//!   through workgroup memory, no `[Nq, Nk]` matrix in device memory), forward and backward.
+//! - [`adaln`]: layer norm + DiT's per-sample scale/shift modulation in one pass per row,
+//!   forward and backward.
+//! - [`clip_pixels`]: clips → packed 8-bit pixels for display (clamp, scale, round, channel
+//!   axis last), a third of the read-back.
+//!
+//! The kernels are `kernels/*.wgsl`, validated by naga when this crate builds (`build.rs`), and
+//! run on burn's wgpu backend wherever it compiles WGSL (Vulkan, Metal, DX12, WebGPU); the
+//! trait [`ops::FusedOps`] carries the plain composition of burn operations as the
+//! implementation for every other backend and as the kernels' reference. On the CPU (`flex`),
+//! and with [`set_fused`]`(false)` (the CLI's `--no-fused`), the wrappers below use burn's own
+//! operations instead, exactly as the model did before the kernels existed.
+
+mod autodiff;
+mod cube;
+pub mod ops;
+mod template;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::Dispatch;
+use burn::prelude::*;
+use burn::tensor::module::attention as burn_attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+pub use ops::FusedOps;
+pub use template::{HEAD_DIMS, KERNELS, attention_tile, instantiate};
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+pub(crate) static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many WGSL kernels this process has launched (for tests and benchmarks: proof that the
+/// kernels, not the composed fallback, ran).
+pub fn kernel_launches() -> usize {
+    LAUNCHES.load(Ordering::Relaxed)
+}
+
+/// Use the fused kernels where they apply (the default), or burn's composed operations
+/// everywhere (for comparison: `--no-fused`).
+pub fn set_fused(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fused kernels are in use where they apply.
+pub fn fused() -> bool {
+    FUSED.load(Ordering::Relaxed)
+}
+
+/// Whether the fused path applies on `device`: fused on, and a GPU device (burn's cubecl
+/// backend, possibly under autodiff). On the CPU burn's own operations are the implementation.
+pub fn fused_on(device: &Device) -> bool {
+    fused() && device.identity().is_some()
+}
+
+/// The layer-norm epsilon of the model's adaLN (`1/sqrt(var + eps)`).
+pub const LN_EPS: f32 = 1e-6;
+
+/// Multi-head attention `softmax(q·kᵀ/√dh + bias)·v`.
+///
+/// `q: [B, H, Nq, dh]`, `k, v: [B, H, Nk, dh]`, `bias: [B, Nk]` (additive per key, e.g. −1e4
+/// at padding; a constant: it gets no gradient) → `[B, H, Nq, dh]`.
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<2>>) -> Tensor<4> {
+    let [b, h, nq, dh] = q.dims();
+    let nk = k.dims()[2];
+    let device = q.device();
+    if !fused_on(&device) {
+        let bias = bias.map(|bias| bias.reshape([b, 1, 1, nk]).expand([b, h, nq, nk]));
+        return burn_attention(q, k, v, None, bias, AttentionModuleOptions::default());
+    }
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([b, nk], &device));
+    let scale = 1.0 / (dh as f32).sqrt();
+    Tensor::from_dispatch(Dispatch::fused_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch(), scale))
+}
+
+/// adaLN: `layer_norm(x)·(1 + scale) + shift`, the layer norm without affine parameters over
+/// the last axis. `x: [B, N, d]`, `shift, scale: [B, d]` → `[B, N, d]`.
+pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    if !fused_on(&x.device()) {
+        let mean = x.clone().mean_dim(2);
+        let centred = x - mean;
+        let var = centred.clone().powi_scalar(2).mean_dim(2);
+        let normed = centred / (var + LN_EPS as f64).sqrt();
+        return normed * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1);
+    }
+    Tensor::from_dispatch(Dispatch::fused_adaln(x.into_dispatch(), shift.into_dispatch(), scale.into_dispatch(), LN_EPS))
+}
+
+/// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per
+/// clip (the same bytes as clamping, scaling by 127.5 and rounding on the CPU). On a GPU the
+/// conversion runs there and only the packed pixels are read back.
+pub fn clip_pixels(x: Tensor<5>) -> Vec<Vec<u8>> {
+    let dims = x.dims();
+    if !fused_on(&x.device()) {
+        return rgba_on_cpu(x.into_data().try_to_vec::<f32>().expect("f32 clips"), dims);
+    }
+    unpack(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch())).into_data().try_to_vec::<f32>().expect("f32 pixels"), dims)
+}
+
+/// [`clip_pixels`] with an asynchronous read-back (the browser).
+pub async fn clip_pixels_async(x: Tensor<5>) -> Result<Vec<Vec<u8>>, String> {
+    let dims = x.dims();
+    let read = |d: burn::tensor::TensorData| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}"));
+    if !fused_on(&x.device()) {
+        let data = x.into_data_async().await.map_err(|e| format!("{e:?}"))?;
+        return Ok(rgba_on_cpu(read(data)?, dims));
+    }
+    let packed = Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch()));
+    let data = packed.into_data_async().await.map_err(|e| format!("{e:?}"))?;
+    Ok(unpack(read(data)?, dims))
+}
+
+fn byte(v: f32) -> u8 {
+    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
+}
+
+fn rgba_on_cpu(values: Vec<f32>, [b, c, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
+    assert_eq!(c, 3, "clips have 3 channels");
+    let n = t * h * w;
+    (0..b)
+        .map(|i| {
+            let clip = &values[i * 3 * n..(i + 1) * 3 * n];
+            (0..n).flat_map(|p| [byte(clip[p]), byte(clip[n + p]), byte(clip[2 * n + p]), 255]).collect()
+        })
+        .collect()
+}
+
+fn unpack(packed: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
+    let n = t * h * w;
+    (0..b)
+        .map(|i| {
+            packed[i * n..(i + 1) * n]
+                .iter()
+                .flat_map(|&p| {
+                    let p = p as u32;
+                    [(p & 255) as u8, ((p >> 8) & 255) as u8, ((p >> 16) & 255) as u8, 255]
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,210 @@
+//! The backend extension: Flick's fused operations as methods of one trait that every backend
+//! implements. The default bodies are the plain composition of burn's primitive operations (the
+//! implementation on the CPU, and the reference the WGSL kernels are tested against); burn's
+//! wgpu backend overrides the forward and backward halves with the kernels in `kernels/`
+//! ([`crate::cube`]), and the autodiff backend wires the backward halves in as the gradients
+//! ([`crate::autodiff`]).
+
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::{Backend, DType, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor};
+
+fn sc(x: f32) -> Scalar {
+    x.into()
+}
+
+/// Flick's fused operations. Shapes:
+/// - attention: `q [B, H, Nq, dh]`, `k, v [B, H, Nk, dh]`, `bias [B, Nk]` (additive, per key,
+///   not differentiated), `o [B, H, Nq, dh]`, `lse [B, H, Nq]` (log-sum-exp of each query's
+///   scores, kept for the backward pass);
+/// - adaLN: `x [B, N, d]`, `shift, scale [B, d]`, `stats [B, N, 2]` (mean, 1/std per row);
+/// - pixels: `x [B, 3, T, H, W]` → `[B, T, H, W]`.
+#[backend_extension(Cube, Flex, Autodiff, Fusion)]
+pub trait FusedOps: Backend {
+    /// `softmax(q·kᵀ·scale + bias)·v`.
+    #[fusion(dtype = q, shape = q)]
+    fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+        Self::fused_attention_fwd(q, k, v, bias, scale).0
+    }
+
+    /// [`Self::fused_attention`] with the log-sum-exp of each query's scores: `(o, lse)`.
+    #[fusion(meta = attention_fwd_meta)]
+    fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        attention_fwd_reference::<Self>(q, k, v, bias, scale)
+    }
+
+    /// Gradients `(dq, dk, dv)` of [`Self::fused_attention`] given the output's gradient `dout`.
+    #[fusion(meta = attention_bwd_meta)]
+    #[allow(clippy::too_many_arguments)]
+    fn fused_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        attention_bwd_reference::<Self>(q, k, v, bias, o, lse, dout, scale)
+    }
+
+    /// adaLN: `layer_norm(x)·(1 + scale) + shift` (layer norm without affine parameters over the
+    /// last axis, `1/sqrt(var + eps)`; shift and scale per sample).
+    #[fusion(dtype = x, shape = x)]
+    fn fused_adaln(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        Self::fused_adaln_fwd(x, shift, scale, eps).0
+    }
+
+    /// [`Self::fused_adaln`] with each row's `(mean, 1/std)`: `(y, stats)`.
+    #[fusion(meta = adaln_fwd_meta)]
+    fn fused_adaln_fwd(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        adaln_fwd_reference::<Self>(x, shift, scale, eps)
+    }
+
+    /// Gradients `(dx, dshift, dscale)` of [`Self::fused_adaln`] given the output's gradient.
+    #[fusion(meta = adaln_bwd_meta)]
+    fn fused_adaln_bwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, stats: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        adaln_bwd_reference::<Self>(x, scale, stats, dy)
+    }
+
+    /// Clips in [-1, 1] → each pixel's clamped, rounded bytes packed as `r + 256·g + 65536·b`
+    /// (exact in f32): `[B, 3, T, H, W] → [B, T, H, W]`. Not differentiable (for display).
+    #[fusion(meta = pixels_meta)]
+    fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pixels_reference::<Self>(x)
+    }
+}
+
+fn attention_fwd_meta(q: &TensorSpec, _k: &TensorSpec, _v: &TensorSpec, _bias: &TensorSpec, _scale: &f32) -> (TensorSpec, TensorSpec) {
+    let s = &q.shape;
+    (q.clone(), TensorSpec::new(Shape::new([s[0], s[1], s[2]]), q.dtype))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_bwd_meta(q: &TensorSpec, k: &TensorSpec, v: &TensorSpec, _b: &TensorSpec, _o: &TensorSpec, _l: &TensorSpec, _d: &TensorSpec, _s: &f32) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (q.clone(), k.clone(), v.clone())
+}
+
+fn adaln_fwd_meta(x: &TensorSpec, _shift: &TensorSpec, _scale: &TensorSpec, _eps: &f32) -> (TensorSpec, TensorSpec) {
+    let s = &x.shape;
+    (x.clone(), TensorSpec::new(Shape::new([s[0], s[1], 2]), x.dtype))
+}
+
+fn adaln_bwd_meta(x: &TensorSpec, scale: &TensorSpec, _stats: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), scale.clone(), scale.clone())
+}
+
+fn pixels_meta(x: &TensorSpec) -> TensorSpec {
+    let s = &x.shape;
+    TensorSpec::new(Shape::new([s[0], s[2], s[3], s[4]]), x.dtype)
+}
+
+/// `[B, Nk]` key bias → `[B, H, Nq, Nk]`.
+fn expand_bias<B: Backend>(bias: FloatTensor<B>, h: usize, nq: usize) -> FloatTensor<B> {
+    let [b, nk] = bias.shape().dims();
+    B::float_expand(B::float_reshape(bias, Shape::new([b, 1, 1, nk])), Shape::new([b, h, nq, nk]))
+}
+
+/// Scores `q·kᵀ·scale + bias`: `[B, H, Nq, Nk]`.
+fn scores<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, bias: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+    let [_, h, nq, _] = q.shape().dims();
+    let s = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), sc(scale));
+    B::float_add(s, expand_bias::<B>(bias, h, nq))
+}
+
+/// The composed attention forward (the reference): scores, a max-shifted softmax, the product.
+pub fn attention_fwd_reference<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+    let [b, h, nq, _] = q.shape().dims();
+    let nk = k.shape()[2];
+    let s = scores::<B>(q, k, bias, scale);
+    let m = B::float_max_dim(s.clone(), 3); // [B, H, Nq, 1]
+    let e = B::float_exp(B::float_sub(s, B::float_expand(m.clone(), Shape::new([b, h, nq, nk]))));
+    let l = B::float_sum_dim(e.clone(), 3);
+    let p = B::float_div(e, B::float_expand(l.clone(), Shape::new([b, h, nq, nk])));
+    let o = B::float_matmul(p, v);
+    let lse = B::float_reshape(B::float_add(m, B::float_log(l)), Shape::new([b, h, nq]));
+    (o, lse)
+}
+
+/// The composed attention backward (the reference), from the forward's log-sum-exp:
+/// `p = exp(s − lse)`, `dv = pᵀ·do`, `ds = p∘(do·vᵀ − rowsum(do∘o))`, `dq = ds·k·scale`,
+/// `dk = dsᵀ·q·scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_reference<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    o: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    dout: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [b, h, nq, _] = q.shape().dims();
+    let nk = k.shape()[2];
+    let full = Shape::new([b, h, nq, nk]);
+    let s = scores::<B>(q.clone(), k.clone(), bias, scale);
+    let lse = B::float_expand(B::float_reshape(lse, Shape::new([b, h, nq, 1])), full.clone());
+    let p = B::float_exp(B::float_sub(s, lse));
+    let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), dout.clone());
+    let dp = B::float_matmul(dout.clone(), B::float_swap_dims(v, 2, 3));
+    let d = B::float_sum_dim(B::float_mul(dout, o), 3); // [B, H, Nq, 1]
+    let ds = B::float_mul(p, B::float_sub(dp, B::float_expand(d, full)));
+    let dq = B::float_mul_scalar(B::float_matmul(ds.clone(), k), sc(scale));
+    let dk = B::float_mul_scalar(B::float_matmul(B::float_swap_dims(ds, 2, 3), q), sc(scale));
+    (dq, dk, dv)
+}
+
+/// `[B, d] → [B, N, d]`.
+fn per_sample<B: Backend>(t: FloatTensor<B>, n: usize) -> FloatTensor<B> {
+    let [b, d] = t.shape().dims();
+    B::float_expand(B::float_reshape(t, Shape::new([b, 1, d])), Shape::new([b, n, d]))
+}
+
+/// The composed adaLN forward (the reference).
+pub fn adaln_fwd_reference<B: Backend>(x: FloatTensor<B>, shift: FloatTensor<B>, scale: FloatTensor<B>, eps: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+    let [b, n, d] = x.shape().dims();
+    let full = Shape::new([b, n, d]);
+    let mean = B::float_mean_dim(x.clone(), 2); // [B, N, 1]
+    let c = B::float_sub(x, B::float_expand(mean.clone(), full.clone()));
+    let var = B::float_mean_dim(B::float_mul(c.clone(), c.clone()), 2);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, sc(eps))));
+    let xh = B::float_mul(c, B::float_expand(rstd.clone(), full));
+    let y = B::float_add(B::float_mul(xh, B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0))), per_sample::<B>(shift, n));
+    (y, B::float_cat(vec![mean, rstd], 2))
+}
+
+/// The composed adaLN backward (the reference): with `xh = (x − mean)·rstd` and
+/// `g = dy·(1 + scale)`, `dx = rstd·(g − mean(g) − xh·mean(g·xh))`, `dscale = Σ_N dy·xh`,
+/// `dshift = Σ_N dy`.
+pub fn adaln_bwd_reference<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>, stats: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [b, n, d] = x.shape().dims();
+    let full = Shape::new([b, n, d]);
+    let mean = B::float_slice(stats.clone(), &[(0..b).into(), (0..n).into(), (0..1).into()]);
+    let rstd = B::float_expand(B::float_slice(stats, &[(0..b).into(), (0..n).into(), (1..2).into()]), full.clone());
+    let xh = B::float_mul(B::float_sub(x, B::float_expand(mean, full.clone())), rstd.clone());
+    let g = B::float_mul(dy.clone(), B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0)));
+    let mg = B::float_expand(B::float_mean_dim(g.clone(), 2), full.clone());
+    let mgx = B::float_expand(B::float_mean_dim(B::float_mul(g.clone(), xh.clone()), 2), full);
+    let dx = B::float_mul(rstd, B::float_sub(B::float_sub(g, mg), B::float_mul(xh.clone(), mgx)));
+    let dscale = B::float_reshape(B::float_sum_dim(B::float_mul(dy.clone(), xh), 1), Shape::new([b, d]));
+    let dshift = B::float_reshape(B::float_sum_dim(dy, 1), Shape::new([b, d]));
+    (dx, dshift, dscale)
+}
+
+/// The composed pixel packing (the reference).
+pub fn pixels_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let [b, _, t, h, w] = x.shape().dims();
+    let bytes = B::float_floor(B::float_add_scalar(B::float_mul_scalar(B::float_add_scalar(B::float_clamp(x, sc(-1.0), sc(1.0)), sc(1.0)), sc(127.5)), sc(0.5)));
+    let channel = |c: usize| B::float_slice(bytes.clone(), &[(0..b).into(), (c..c + 1).into(), (0..t).into(), (0..h).into(), (0..w).into()]);
+    let packed = B::float_add(B::float_add(channel(0), B::float_mul_scalar(channel(1), sc(256.0))), B::float_mul_scalar(channel(2), sc(65536.0)));
+    B::float_reshape(packed, Shape::new([b, t, h, w]))
+}
+
+/// Whether the kernels handle this dtype (they are written for f32).
+pub(crate) fn is_f32(dtype: DType) -> bool {
+    matches!(dtype, DType::F32)
+}
+
+/// burn's CPU backend: the composed reference (the default bodies).
+impl FusedOps for burn::backend::Flex {}
