@@ -51,7 +51,7 @@ pub struct BenchArgs {
 }
 
 fn criterion(out: &Path, quick: bool) -> Criterion {
-    let c = Criterion::default().output_directory(out).without_plots().configure_from_args();
+    let c = Criterion::default().output_directory(out).without_plots();
     if quick {
         c.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1))
     } else {
@@ -81,7 +81,8 @@ fn pair(
     mut fast: impl FnMut(),
     mut slow: impl FnMut(),
 ) -> anyhow::Result<Row> {
-    let group_name = name.replace(['/', ' '], "_");
+    // Criterion sanitises directory names: keep to letters, digits and underscores.
+    let group_name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     {
         let mut group = c.benchmark_group(&group_name);
         group.bench_function("a", |b| {
