@@ -14,28 +14,20 @@
 @group(0) @binding(5) var<storage, read_write> p: array<u32>;
 
 const WG: u32 = 64u;
-var<workgroup> red: array<f32, 64>;
 
-fn workgroup_sum(v: f32, lid: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    var s = WG / 2u;
-    loop {
-        if (s == 0u) { break; }
-        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
-        workgroupBarrier();
-        s = s >> 1u;
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+// The parameters, made uniform for the barriers below: values read from a read_write buffer are
+// not uniform in WGSL's analysis (browsers refuse barriers that depend on them).
+var<workgroup> wp: array<u32, 8>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rows = p[0];
-    let n = p[1];
-    let d = p[2];
+    if (lid == 0u) {
+        for (var i = 0u; i < 8u; i = i + 1u) { wp[i] = p[i]; }
+    }
+    let pw = workgroupUniformLoad(&wp);
+    let rows = pw[0];
+    let n = pw[1];
+    let d = pw[2];
     let row = wg.x + wg.y * nwg.x;
     if (row >= rows) { return; }
     let base = row * d;

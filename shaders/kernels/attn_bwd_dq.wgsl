@@ -26,14 +26,22 @@ var<workgroup> ks: array<f32, BK * DH>;
 var<workgroup> vs: array<f32, BK * DH>;
 var<workgroup> bs: array<f32, BK>;
 
+// The parameters, made uniform for the barriers below: values read from a read_write buffer are
+// not uniform in WGSL's analysis (browsers refuse barriers that depend on them).
+var<workgroup> wp: array<u32, 8>;
+
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let bhn = p[0];
-    let heads = p[1];
-    let nq = p[2];
-    let nk = p[3];
-    let scale = bitcast<f32>(p[4]);
-    let qtiles = p[5];
+    if (lid == 0u) {
+        for (var i = 0u; i < 8u; i = i + 1u) { wp[i] = p[i]; }
+    }
+    let pw = workgroupUniformLoad(&wp);
+    let bhn = pw[0];
+    let heads = pw[1];
+    let nq = pw[2];
+    let nk = pw[3];
+    let scale = bitcast<f32>(pw[4]);
+    let qtiles = pw[5];
     let w = wg.x + wg.y * nwg.x;
     if (w >= bhn * qtiles) { return; }
     let bh = w / qtiles;

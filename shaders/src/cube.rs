@@ -59,7 +59,10 @@ fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
 fn launch(name: &'static str, dh: u32, workgroups: usize, buffers: &[&CubeTensor], params: &[u32]) {
     crate::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client = buffers[0].client.clone();
-    let params = client.create_from_slice(bytemuck::cast_slice(params));
+    // Always 8 words: kernels copy all 8 into workgroup memory (bounds checks are off).
+    let mut words = [0u32; 8];
+    words[..params.len()].copy_from_slice(params);
+    let params = client.create_from_slice(bytemuck::cast_slice(&words));
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(params.binding());
     client.launch(

@@ -11,6 +11,9 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("attn_bwd_dkdv", include_str!("../kernels/attn_bwd_dkdv.wgsl")),
 ];
 
+/// `workgroup_sum`, prepended to the kernels that call it.
+pub const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
+
 /// Head widths the attention kernels are built for (a head's row lives in registers).
 pub const HEAD_DIMS: &[u32] = &[8, 16, 32, 64];
 
@@ -20,7 +23,9 @@ pub const fn attention_tile(dh: u32) -> u32 {
     if dh <= 32 { 32 } else { 16 }
 }
 
-/// The WGSL text of kernel `src` for head width `dh` (ignored by kernels without `{{ dh }}`).
+/// The WGSL text of kernel `src` for head width `dh` (ignored by kernels without `{{ dh }}`),
+/// with the shared reduction prepended where it is used.
 pub fn instantiate(src: &str, dh: u32) -> String {
+    let src = if src.contains("workgroup_sum(") { format!("{REDUCE}{src}") } else { src.to_string() };
     src.replace("{{ dh }}", &dh.to_string()).replace("{{ bk }}", &attention_tile(dh).to_string())
 }
