@@ -100,7 +100,9 @@ impl Generator {
     pub fn generate_videos(&self, prompts: &[String], seeds: &[u64], steps: usize, guidance: f32, on_step: impl FnMut(usize, usize)) -> Result<Vec<Video>, Error> {
         let z: Vec<f32> = seeds.iter().flat_map(|&s| self.noise(s)).collect();
         let x = self.sample(prompts, z, steps, guidance, on_step)?;
-        Ok(to_videos(x.dims(), flick_shaders::clip_pixels(x)))
+        let dims = x.dims();
+        let frames = flick_shaders::clip_pixels(x).map_err(|e| Error::Device(format!("reading the clips back failed: {e}")))?;
+        Ok(to_videos(dims, frames))
     }
 
     /// [`Self::generate_videos`] for the browser (asynchronous read-back).

@@ -91,12 +91,13 @@ pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per
 /// clip (the same bytes as clamping, scaling by 127.5 and rounding on the CPU). On a GPU the
 /// conversion runs there and only the packed pixels are read back.
-pub fn clip_pixels(x: Tensor<5>) -> Vec<Vec<u8>> {
+pub fn clip_pixels(x: Tensor<5>) -> Result<Vec<Vec<u8>>, String> {
     let dims = x.dims();
+    let read = |d: burn::tensor::TensorData| d.try_to_vec::<f32>().map_err(|e| format!("{e:?}"));
     if !fused_on(&x.device()) {
-        return rgba_on_cpu(x.into_data().try_to_vec::<f32>().expect("f32 clips"), dims);
+        return Ok(rgba_on_cpu(read(x.into_data())?, dims));
     }
-    unpack(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch())).into_data().try_to_vec::<f32>().expect("f32 pixels"), dims)
+    Ok(unpack(read(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch())).into_data())?, dims))
 }
 
 /// [`clip_pixels`] with an asynchronous read-back (the browser).

@@ -241,8 +241,8 @@ fn wrappers_match_burn_operations() {
     let d = rel_diff(&values(o), &values(burn_o));
     assert!(d < 1e-4, "fused attention vs burn's differs by {d:e}");
     let clips = random([2, 3, 4, 8, 8], 5);
-    let on_gpu = flick_shaders::clip_pixels(Tensor::from_data(clips.to_data(), &gpu));
-    let on_cpu = flick_shaders::clip_pixels(clips);
+    let on_gpu = flick_shaders::clip_pixels(Tensor::from_data(clips.to_data(), &gpu)).unwrap();
+    let on_cpu = flick_shaders::clip_pixels(clips).unwrap();
     assert_eq!(on_gpu, on_cpu, "RGBA frames from the GPU kernel differ from the CPU's");
     assert_eq!(on_gpu[0].len(), 4 * 8 * 8 * 4);
 }

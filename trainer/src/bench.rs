@@ -173,8 +173,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
 
     let clips = random([4, 3, 8, 32, 32], &device);
     rows.push(pair(&mut c, &crit_dir, &device, "clip → RGBA8 frames (incl. read-back)", "[4,3,8,32,32]".into(), ("GPU kernel + packed read", "f32 read + CPU"), None, Some(4.0 * 4.0 * 3.0 * 8192.0),
-        || { switched(true, || shaders::clip_pixels(clips.clone())); },
-        || { switched(false, || shaders::clip_pixels(clips.clone())); })?);
+        || { switched(true, || shaders::clip_pixels(clips.clone()).expect("reading clips back")); },
+        || { switched(false, || shaders::clip_pixels(clips.clone()).expect("reading clips back")); })?);
 
     // The model: one-step generation (bundled generator, 4 seeds) and a training step.
     let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
