@@ -84,6 +84,20 @@ def main():
         (y * gy).sum().backward()
 
     row("adaLN forward+backward, eager", adaln_train)
+    # The pixel-resolution convolutions (cuDNN; f32, TF32 off), as in flick bench.
+    for label, ci, co, kt in [("head 1×3×3, 32→16", 32, 16, 1), ("stem 3×3×3, 3→16", 3, 16, 3)]:
+        t, hw = 8, 32
+        flops = 2.0 * b * co * t * hw * hw * ci * kt * 9
+        cx, cw, cb = r(b, ci, t, hw, hw), r(co, ci, kt, 3, 3), r(co)
+        pad = (kt // 2, 1, 1)
+        with torch.no_grad():
+            row(f"conv forward ({label}), cuDNN", lambda: F.conv3d(cx, cw, cb, padding=pad), flops)
+        cxa, cwa, cba, cg = r(b, ci, t, hw, hw, grad=True), r(co, ci, kt, 3, 3, grad=True), r(co, grad=True), r(b, co, t, hw, hw)
+
+        def conv_train():
+            (F.conv3d(cxa, cwa, cba, padding=pad) * cg).sum().backward()
+
+        row(f"conv forward+backward ({label}), cuDNN", conv_train, 3 * flops)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     md = f"# PyTorch {torch.__version__} eager on {name}, f32 (TF32 off)\n\n| operation | ms | GFLOP/s |\n|---|---|---|\n"
     for x in rows:

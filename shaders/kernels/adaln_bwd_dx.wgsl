@@ -15,16 +15,9 @@
 
 const WG: u32 = 64u;
 
-// The parameters, made uniform for the barriers below: values read from a read_write buffer are
-// not uniform in WGSL's analysis (browsers refuse barriers that depend on them).
-var<workgroup> wp: array<u32, 8>;
-
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (lid == 0u) {
-        for (var i = 0u; i < 8u; i = i + 1u) { wp[i] = p[i]; }
-    }
-    let pw = workgroupUniformLoad(&wp);
+    let pw = load_params(lid);
     let rows = pw[0];
     let n = pw[1];
     let d = pw[2];

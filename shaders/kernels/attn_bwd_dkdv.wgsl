@@ -1,43 +1,41 @@
 // Fused attention backward, key and value gradients (FlashAttention-2's outer loop over keys):
-// each invocation owns one key row j and walks all queries in tiles of 32 held in workgroup
-// memory, recomputing the probabilities from the forward's lse instead of storing them:
+// each key row walks all queries in tiles held in workgroup memory, recomputing the
+// probabilities from the forward's lse instead of storing them:
 //   p_ij = exp(scale·q_i·k_j + bias_j − lse_i),  dv_j = Σ_i p_ij·do_i,
 //   ds_ij = p_ij·(do_i·v_j − D_i),              dk_j = scale·Σ_i ds_ij·q_i,
-// where D_i = do_i·o_i (computed beforehand). No atomics: dq is a separate kernel.
+// where D_i = do_i·o_i (computed beforehand). No atomics: dq is a separate kernel. A workgroup
+// takes BKEYS = 64/S keys; the S invocations of a key each take every S-th query of a tile and
+// their partial sums are added at the end.
 //
-// q, dout: [BH, Nq, DH]; k, v, dk, dv: [BH, Nk, DH]; bias: [B, Nk]; ld: [2, BH, Nq] (lse, then D).
-// p: BH, heads, Nq, Nk, scale (f32 bits), key tiles.
+// q, dout: [BH, Nq, DH]; k, v: [BH, Nk, DH]; bias: [B, Nk]; ld: [2, BH, Nq] (lse, then D);
+// dkv: [2, BH, Nk, DH] (dk, then dv). p: BH, heads, Nq, Nk, scale (f32 bits), key tiles.
 
 const DH: u32 = {{ dh }}u;
-const BKEYS: u32 = 64u;
+const D4: u32 = DH / 4u;
+const S: u32 = {{ splits }}u; // invocations per key
+const BKEYS: u32 = 64u / S; // keys per workgroup
 const BQ: u32 = {{ bk }}u; // queries per tile (BQ·DH·4 bytes ≤ 8 KiB)
+const QS: u32 = BQ / S; // queries of a tile per invocation
 
 // Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
 // and an output may be two ranges of one wgpu buffer, which must then have one usage.
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dout: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dout: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> ld: array<f32>; // [2, BH, Nq]: lse, then D
-@group(0) @binding(6) var<storage, read_write> dkv: array<f32>; // dk then dv: [2, BH, Nk, DH]
+@group(0) @binding(6) var<storage, read_write> dkv: array<vec4<f32>>; // dk then dv
 @group(0) @binding(7) var<storage, read_write> p: array<u32>;
 
-var<workgroup> qs: array<f32, BQ * DH>;
-var<workgroup> dos: array<f32, BQ * DH>;
+var<workgroup> qs: array<vec4<f32>, BQ * D4>;
+var<workgroup> dos: array<vec4<f32>, BQ * D4>;
 var<workgroup> ls: array<f32, BQ>;
 var<workgroup> ds: array<f32, BQ>;
 
-// The parameters, made uniform for the barriers below: values read from a read_write buffer are
-// not uniform in WGSL's analysis (browsers refuse barriers that depend on them).
-var<workgroup> wp: array<u32, 8>;
-
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (lid == 0u) {
-        for (var i = 0u; i < 8u; i = i + 1u) { wp[i] = p[i]; }
-    }
-    let pw = workgroupUniformLoad(&wp);
+    let pw = load_params(lid);
     let bhn = pw[0];
     let heads = pw[1];
     let nq = pw[2];
@@ -48,33 +46,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (w >= bhn * ktiles) { return; }
     let bh = w / ktiles;
     let b = bh / heads;
-    let kj = (w % ktiles) * BKEYS + lid;
+    let kl = lid % BKEYS;
+    let sp = lid / BKEYS;
+    let kj = (w % ktiles) * BKEYS + kl;
     let live = kj < nk;
 
-    var kr: array<f32, DH>;
-    var vr: array<f32, DH>;
-    var dk: array<f32, DH>;
-    var dv: array<f32, DH>;
+    var kr: array<vec4<f32>, D4>;
+    var vr: array<vec4<f32>, D4>;
+    var dk: array<vec4<f32>, D4>;
+    var dv: array<vec4<f32>, D4>;
     var bj = 0.0;
     if (live) {
-        for (var d = 0u; d < DH; d = d + 1u) {
-            kr[d] = k[(bh * nk + kj) * DH + d];
-            vr[d] = v[(bh * nk + kj) * DH + d];
+        for (var d = 0u; d < D4; d = d + 1u) {
+            kr[d] = k[(bh * nk + kj) * D4 + d];
+            vr[d] = v[(bh * nk + kj) * D4 + d];
         }
         bj = bias[b * nk + kj];
     }
     let ntiles = (nq + BQ - 1u) / BQ;
     for (var t = 0u; t < ntiles; t = t + 1u) {
         let q0 = t * BQ;
-        for (var e = lid; e < BQ * DH; e = e + BKEYS) {
-            let i = q0 + e / DH;
+        for (var e = lid; e < BQ * D4; e = e + 64u) {
+            let i = q0 + e / D4;
             if (i < nq) {
-                let src = (bh * nq + i) * DH + e % DH;
+                let src = (bh * nq + i) * D4 + e % D4;
                 qs[e] = q[src];
                 dos[e] = dout[src];
             } else {
-                qs[e] = 0.0;
-                dos[e] = 0.0;
+                qs[e] = vec4<f32>();
+                dos[e] = vec4<f32>();
             }
         }
         if (lid < BQ) {
@@ -85,28 +85,47 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
         workgroupBarrier();
         if (live) {
-            for (var i = 0u; i < BQ; i = i + 1u) {
-                var s = 0.0;
-                var dp = 0.0;
-                for (var d = 0u; d < DH; d = d + 1u) {
-                    s = s + qs[i * DH + d] * kr[d];
-                    dp = dp + dos[i * DH + d] * vr[d];
+            for (var ii = 0u; ii < QS; ii = ii + 1u) {
+                let i = ii * S + sp;
+                var s = vec4<f32>();
+                var dp = vec4<f32>();
+                for (var d = 0u; d < D4; d = d + 1u) {
+                    s = s + qs[i * D4 + d] * kr[d];
+                    dp = dp + dos[i * D4 + d] * vr[d];
                 }
-                let pij = exp(s * scale + bj - ls[i]);
-                let dsij = pij * (dp - ds[i]);
-                for (var d = 0u; d < DH; d = d + 1u) {
-                    dv[d] = dv[d] + pij * dos[i * DH + d];
-                    dk[d] = dk[d] + dsij * qs[i * DH + d];
+                let pij = exp((s.x + s.y + s.z + s.w) * scale + bj - ls[i]);
+                let dsij = pij * (dp.x + dp.y + dp.z + dp.w - ds[i]);
+                for (var d = 0u; d < D4; d = d + 1u) {
+                    dv[d] = dv[d] + pij * dos[i * D4 + d];
+                    dk[d] = dk[d] + dsij * qs[i * D4 + d];
                 }
             }
         }
         workgroupBarrier();
     }
-    if (live) {
-        let half = bhn * nk * DH;
-        for (var d = 0u; d < DH; d = d + 1u) {
-            dkv[(bh * nk + kj) * DH + d] = dk[d] * scale;
-            dkv[half + (bh * nk + kj) * DH + d] = dv[d];
+
+    // Add the S partial sums of each key (through the tiles: BQ ≥ BKEYS rows).
+    for (var r = 1u; r < S; r = r + 1u) {
+        if (sp == r) {
+            for (var d = 0u; d < D4; d = d + 1u) {
+                qs[kl * D4 + d] = dk[d];
+                dos[kl * D4 + d] = dv[d];
+            }
+        }
+        workgroupBarrier();
+        if (sp == 0u) {
+            for (var d = 0u; d < D4; d = d + 1u) {
+                dk[d] = dk[d] + qs[kl * D4 + d];
+                dv[d] = dv[d] + dos[kl * D4 + d];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live && sp == 0u) {
+        let half = bhn * nk * D4;
+        for (var d = 0u; d < D4; d = d + 1u) {
+            dkv[(bh * nk + kj) * D4 + d] = dk[d] * scale;
+            dkv[half + (bh * nk + kj) * D4 + d] = dv[d];
         }
     }
 }

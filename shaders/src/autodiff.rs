@@ -52,6 +52,26 @@ impl<B: Backend + FusedOps> Backward<B, 3> for AdaLnBackward {
     }
 }
 
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
+    /// x, w
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_w, node_bias] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let (dx, dw, dbias) = B::fused_conv3d_bwd(x, w, dy);
+        for (node, grad) in [(node_x, dx), (node_w, dw), (node_bias, dbias)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
         let guards = [q.node(), k.node(), v.node()];
@@ -69,6 +89,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (y, stats) = B::fused_adaln_fwd(x.clone(), shift, scale.clone(), eps);
         match AdaLnBackward.prepare::<C>(guards).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, scale, stats), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_conv3d(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node(), w.node(), bias.node()];
+        let (x, w, bias) = (x.into_primitive(), w.into_primitive(), bias.into_primitive());
+        let y = B::fused_conv3d_fwd(x.clone(), w.clone(), bias);
+        match ConvBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, w), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

@@ -10,22 +10,25 @@ use cubecl::server::KernelArguments;
 use cubecl::{CubeCount, CubeDim, RuntimeId};
 
 use crate::ops::{self, FusedOps};
-use crate::template::{HEAD_DIMS, KERNELS, instantiate};
+use crate::template::{CONV_KT, HEAD_DIMS, KERNELS, Variant, instantiate};
 
-/// One of `kernels/*.wgsl`, instantiated for a head width (0 for kernels without one).
+/// Workgroups the weight-gradient kernel should have (it splits the positions into chunks).
+const CONV_TARGET_WORKGROUPS: usize = 2048;
+
+/// One of `kernels/*.wgsl`, instantiated with template values.
 #[derive(Debug)]
 struct Wgsl {
     name: &'static str,
-    dh: u32,
+    v: Variant,
 }
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
         let src = KERNELS.iter().find(|(n, _)| *n == self.name).map(|(_, s)| *s).expect("a kernel of kernels/");
-        SourceTemplate::new(instantiate(src, self.dh))
+        SourceTemplate::new(instantiate(src, self.v))
     }
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.dh)).cube_dim(CubeDim::new_1d(WORKGROUP).0)
+        KernelId::new::<Self>().info((self.name, self.v.dh, self.v.splits, self.v.kt)).cube_dim(CubeDim::new_1d(WORKGROUP).0)
     }
     fn lang(&self) -> &'static str {
         "wgsl"
@@ -54,9 +57,9 @@ fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, like.client.empty(bytes), like.dtype)
 }
 
-/// Launch kernel `name` on `workgroups` workgroups over `buffers` (in binding order), the last
-/// binding being `params` as u32 words.
-fn launch(name: &'static str, dh: u32, workgroups: usize, buffers: &[&CubeTensor], params: &[u32]) {
+/// Launch kernel `name` instantiated with `v` on `workgroups` workgroups over `buffers` (in
+/// binding order), the last binding being `params` as u32 words.
+fn launch(name: &'static str, v: Variant, workgroups: usize, buffers: &[&CubeTensor], params: &[u32]) {
     crate::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client = buffers[0].client.clone();
     // Always 8 words: kernels copy all 8 into workgroup memory (bounds checks are off).
@@ -66,7 +69,7 @@ fn launch(name: &'static str, dh: u32, workgroups: usize, buffers: &[&CubeTensor
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(params.binding());
     client.launch(
-        Box::new(SourceKernel::new(Wgsl { name, dh }, CubeDim::new_1d(WORKGROUP))),
+        Box::new(SourceKernel::new(Wgsl { name, v }, CubeDim::new_1d(WORKGROUP))),
         grid(workgroups),
         KernelArguments::new().with_buffers(bindings),
     );
@@ -78,7 +81,53 @@ fn attention_kernels_apply(q: &CubeTensor) -> bool {
     wgsl_device(q) && ops::is_f32(q.dtype) && HEAD_DIMS.contains(&(q.shape()[3] as u32))
 }
 
+/// The convolution kernels apply to f32 tensors on a WGSL device with a `kt×3×3` kernel
+/// (`kt` in [`CONV_KT`]).
+fn conv_kernels_apply(x: &CubeTensor, w: &Shape) -> bool {
+    wgsl_device(x) && ops::is_f32(x.dtype) && CONV_KT.contains(&(w[2] as u32)) && w[3] == 3 && w[4] == 3
+}
+
+/// `y = conv(x, w) (+ bias)` by `conv_fwd`: `x [B, Ci, T, H, W]`, `w [Co, Ci, KT, 3, 3]`.
+fn conv_forward(x: &CubeTensor, w: &CubeTensor, bias: Option<&CubeTensor>) -> CubeTensor {
+    let [b, ci, t, h, wd] = x.shape().dims();
+    let [co, _, kt, _, _] = w.shape().dims();
+    let y = empty(x, Shape::new([b, co, t, h, wd]));
+    let blocks = co.div_ceil(4);
+    let dims = [b, ci, co, t, h, wd].map(|v| v as u32);
+    launch("conv_fwd", Variant::conv(kt as u32), (b * blocks * t * h * wd).div_ceil(64), &[x, w, bias.unwrap_or(w), &y], &[dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], bias.is_some() as u32]);
+    y
+}
+
 impl FusedOps for CubeBackend {
+    fn fused_conv3d_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !conv_kernels_apply(&x, &w.shape()) {
+            return ops::conv3d_fwd_reference::<Self>(x, w, bias);
+        }
+        let (x, w, bias) = (into_contiguous(x), into_contiguous(w), into_contiguous(bias));
+        conv_forward(&x, &w, Some(&bias))
+    }
+
+    fn fused_conv3d_bwd(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if !conv_kernels_apply(&x, &w.shape()) {
+            return ops::conv3d_bwd_reference::<Self>(x, w, dy);
+        }
+        let [b, ci, t, h, wd] = x.shape().dims();
+        let [co, _, kt, _, _] = w.shape().dims();
+        let (x, dy) = (into_contiguous(x), into_contiguous(dy));
+        // The input gradient: the same convolution of dy with the kernel flipped in space and
+        // time and its channel axes swapped (stride 1, size-keeping padding, odd kernel).
+        let flipped = into_contiguous(Self::float_flip(Self::float_swap_dims(w, 0, 1), &[2, 3, 4]));
+        let dx = conv_forward(&dy, &flipped, None);
+        // The weight gradient: partial sums over chunks of positions, then their sum.
+        let (pairs, positions) = (co * ci, b * t * h * wd);
+        let chunks = CONV_TARGET_WORKGROUPS.div_ceil(pairs).min(positions.div_ceil(1024)).max(1);
+        let part = empty(&x, Shape::new([chunks, co, ci, kt, 3, 3]));
+        let dims = [b, ci, co, t, h, wd, chunks].map(|v| v as u32);
+        launch("conv_bwd_w", Variant::conv(kt as u32), chunks * pairs, &[&x, &dy, &part], &dims);
+        let dw = Self::float_reshape(Self::float_sum_dim(part, 0), Shape::new([co, ci, kt, 3, 3]));
+        (dx, dw, ops::conv_bias_grad::<Self>(dy))
+    }
+
     fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !attention_kernels_apply(&q) {
             return ops::attention_fwd_reference::<Self>(q, k, v, bias, scale);
@@ -88,8 +137,9 @@ impl FusedOps for CubeBackend {
         let (q, k, v, bias) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias));
         let o = empty(&q, Shape::new([b, h, nq, dh]));
         let lse = empty(&q, Shape::new([b, h, nq]));
-        let qtiles = nq.div_ceil(64);
-        launch("attn_fwd", dh as u32, b * h * qtiles, &[&q, &k, &v, &bias, &o, &lse], &[(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), qtiles as u32]);
+        let s = crate::attention_splits(dh as u32, b * h, nq);
+        let qtiles = nq.div_ceil(64 / s as usize);
+        launch("attn_fwd", Variant::attention(dh as u32, s), b * h * qtiles, &[&q, &k, &v, &bias, &o, &lse], &[(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), qtiles as u32]);
         (o, lse)
     }
 
@@ -115,11 +165,13 @@ impl FusedOps for CubeBackend {
         let ld = into_contiguous(Self::float_cat(vec![Self::float_reshape(lse, Shape::new([b * h * nq])), d], 0));
         let params = |tiles: usize| [(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), tiles as u32];
         let dq = empty(&q, Shape::new([b, h, nq, dh]));
-        let qtiles = nq.div_ceil(64);
-        launch("attn_bwd_dq", dh as u32, b * h * qtiles, &[&q, &k, &v, &bias, &dout, &ld, &dq], &params(qtiles));
+        let s = crate::attention_splits(dh as u32, b * h, nq);
+        let qtiles = nq.div_ceil(64 / s as usize);
+        launch("attn_bwd_dq", Variant::attention(dh as u32, s), b * h * qtiles, &[&q, &k, &v, &bias, &dout, &ld, &dq], &params(qtiles));
         let dkv = empty(&q, Shape::new([2, b, h, nk, dh]));
-        let ktiles = nk.div_ceil(64);
-        launch("attn_bwd_dkdv", dh as u32, b * h * ktiles, &[&q, &k, &v, &bias, &dout, &ld, &dkv], &params(ktiles));
+        let s = crate::attention_splits(dh as u32, b * h, nk);
+        let ktiles = nk.div_ceil(64 / s as usize);
+        launch("attn_bwd_dkdv", Variant::attention(dh as u32, s), b * h * ktiles, &[&q, &k, &v, &bias, &dout, &ld, &dkv], &params(ktiles));
         let half = |i: usize| Self::float_reshape(Self::float_slice(dkv.clone(), &[(i..i + 1).into(), (0..b).into(), (0..h).into(), (0..nk).into(), (0..dh).into()]), Shape::new([b, h, nk, dh]));
         (dq, half(0), half(1))
     }
@@ -132,7 +184,7 @@ impl FusedOps for CubeBackend {
         let (x, shift, scale) = (into_contiguous(x), into_contiguous(shift), into_contiguous(scale));
         let y = empty(&x, Shape::new([b, n, d]));
         let stats = empty(&x, Shape::new([b, n, 2]));
-        launch("adaln_fwd", 0, b * n, &[&x, &shift, &scale, &y, &stats], &[(b * n) as u32, n as u32, d as u32, eps.to_bits()]);
+        launch("adaln_fwd", Variant::PLAIN, b * n, &[&x, &shift, &scale, &y, &stats], &[(b * n) as u32, n as u32, d as u32, eps.to_bits()]);
         (y, stats)
     }
 
@@ -143,10 +195,10 @@ impl FusedOps for CubeBackend {
         let [b, n, d] = x.shape().dims();
         let (x, scale, stats, dy) = (into_contiguous(x), into_contiguous(scale), into_contiguous(stats), into_contiguous(dy));
         let dx = empty(&x, Shape::new([b, n, d]));
-        launch("adaln_bwd_dx", 0, b * n, &[&x, &scale, &stats, &dy, &dx], &[(b * n) as u32, n as u32, d as u32]);
+        launch("adaln_bwd_dx", Variant::PLAIN, b * n, &[&x, &scale, &stats, &dy, &dx], &[(b * n) as u32, n as u32, d as u32]);
         let dshift = empty(&x, Shape::new([b, d]));
         let dscale = empty(&x, Shape::new([b, d]));
-        launch("adaln_bwd_mod", 0, (b * d).div_ceil(64), &[&x, &stats, &dy, &dshift, &dscale], &[b as u32, n as u32, d as u32]);
+        launch("adaln_bwd_mod", Variant::PLAIN, (b * d).div_ceil(64), &[&x, &stats, &dy, &dshift, &dscale], &[b as u32, n as u32, d as u32]);
         (dx, dshift, dscale)
     }
 
@@ -158,7 +210,7 @@ impl FusedOps for CubeBackend {
         let x = into_contiguous(x);
         let out = empty(&x, Shape::new([b, t, h, w]));
         let pixels = t * h * w;
-        launch("clip_pixels", 0, (b * pixels).div_ceil(64), &[&x, &out], &[b as u32, pixels as u32]);
+        launch("clip_pixels", Variant::PLAIN, (b * pixels).div_ceil(64), &[&x, &out], &[b as u32, pixels as u32]);
         out
     }
 }

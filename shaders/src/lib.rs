@@ -4,6 +4,10 @@
 //!   through workgroup memory, no `[Nq, Nk]` matrix in device memory), forward and backward.
 //! - [`adaln`]: layer norm + DiT's per-sample scale/shift modulation in one pass per row,
 //!   forward and backward.
+//! - [`conv3d`]: the model's pixel-resolution convolutions (`KT×3×3`, stride 1, size-keeping
+//!   padding), forward, input and weight gradients — chosen by profiling a training step on an
+//!   H200 (after Flick's own attention, burn's direct convolutions were the next largest share
+//!   of device time that one kernel could take: 13 %; matmuls were 16 %, cubecl's own).
 //! - [`clip_pixels`]: clips → packed 8-bit pixels for display (clamp, scale, round, channel
 //!   axis last), a third of the read-back.
 //!
@@ -27,9 +31,10 @@ use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 pub use ops::FusedOps;
-pub use template::{HEAD_DIMS, KERNELS, attention_tile, instantiate};
+pub use template::{ATTENTION_TARGET_WORKGROUPS, CONV_KT, HEAD_DIMS, KERNELS, SPLITS, Variant, attention_tile, instantiate, splits_valid, variants};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
+static FORCED_SPLITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 pub(crate) static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// How many WGSL kernels this process has launched (for tests and benchmarks: proof that the
@@ -42,6 +47,23 @@ pub fn kernel_launches() -> usize {
 /// everywhere (for comparison: `--no-fused`).
 pub fn set_fused(on: bool) {
     FUSED.store(on, Ordering::Relaxed);
+}
+
+/// Run the attention kernels with `splits` invocations per row wherever that is valid for the
+/// head width (see [`splits_valid`]), instead of the automatic choice; `None` restores it. For
+/// tests (every split on the same inputs) and measurements.
+pub fn force_attention_splits(splits: Option<u32>) {
+    FORCED_SPLITS.store(splits.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Invocations per row for an attention launch at head width `dh` over `heads` (batch ×
+/// heads) of `rows` rows: the forced value where valid, otherwise the fewest that give the
+/// GPU [`ATTENTION_TARGET_WORKGROUPS`] workgroups (`template::attention_splits`).
+pub fn attention_splits(dh: u32, heads: usize, rows: usize) -> u32 {
+    match FORCED_SPLITS.load(Ordering::Relaxed) {
+        s if s > 0 && splits_valid(dh, s) => s,
+        _ => template::attention_splits(dh, heads, rows),
+    }
 }
 
 /// Whether the fused kernels are in use where they apply.
@@ -86,6 +108,21 @@ pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
         return normed * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1);
     }
     Tensor::from_dispatch(Dispatch::fused_adaln(x.into_dispatch(), shift.into_dispatch(), scale.into_dispatch(), LN_EPS))
+}
+
+/// 3-D convolution of `x [B, Ci, T, H, W]` with `weight [Co, Ci, KT, KH, KW]` (odd sizes) and
+/// `bias [Co]`, stride 1, zero padding `(KT/2, KH/2, KW/2)` so the output keeps the input's
+/// size: `[B, Co, T, H, W]`. On a GPU the `KT×3×3` kernels (`KT` in [`CONV_KT`]) run it, forward
+/// and backward; otherwise burn's `conv3d`.
+pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    let [co, _, kt, kh, kw] = weight.dims();
+    let device = x.device();
+    if !fused_on(&device) {
+        let options = burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, kh / 2, kw / 2], [1, 1, 1], 1);
+        return burn::tensor::module::conv3d(x, weight, bias, options);
+    }
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([co], &device));
+    Tensor::from_dispatch(Dispatch::fused_conv3d(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch()))
 }
 
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per

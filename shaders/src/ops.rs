@@ -6,6 +6,7 @@
 //! ([`crate::autodiff`]).
 
 use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::ops::ConvOptions;
 use burn::backend::{Backend, DType, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor};
 
 fn sc(x: f32) -> Scalar {
@@ -17,7 +18,9 @@ fn sc(x: f32) -> Scalar {
 ///   not differentiated), `o [B, H, Nq, dh]`, `lse [B, H, Nq]` (log-sum-exp of each query's
 ///   scores, kept for the backward pass);
 /// - adaLN: `x [B, N, d]`, `shift, scale [B, d]`, `stats [B, N, 2]` (mean, 1/std per row);
-/// - pixels: `x [B, 3, T, H, W]` → `[B, T, H, W]`.
+/// - pixels: `x [B, 3, T, H, W]` → `[B, T, H, W]`;
+/// - convolution: `x [B, Ci, T, H, W]`, `w [Co, Ci, KT, KH, KW]` (odd sizes), `bias [Co]` →
+///   `[B, Co, T, H, W]` (stride 1, zero padding that keeps the size).
 #[backend_extension(Cube, Flex, Autodiff, Fusion)]
 pub trait FusedOps: Backend {
     /// `softmax(q·kᵀ·scale + bias)·v`.
@@ -67,6 +70,25 @@ pub trait FusedOps: Backend {
         adaln_bwd_reference::<Self>(x, scale, stats, dy)
     }
 
+    /// 3-D convolution, stride 1, zero padding `(KT/2, KH/2, KW/2)` (the output keeps the
+    /// input's size), one group.
+    #[fusion(meta = conv_fwd_meta)]
+    fn fused_conv3d(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::fused_conv3d_fwd(x, w, bias)
+    }
+
+    /// The forward half of [`Self::fused_conv3d`] (what the autodiff backend runs).
+    #[fusion(meta = conv_fwd_meta)]
+    fn fused_conv3d_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        conv3d_fwd_reference::<Self>(x, w, bias)
+    }
+
+    /// Gradients `(dx, dw, dbias)` of [`Self::fused_conv3d`] given the output's gradient.
+    #[fusion(meta = conv_bwd_meta)]
+    fn fused_conv3d_bwd(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        conv3d_bwd_reference::<Self>(x, w, dy)
+    }
+
     /// Clips in [-1, 1] → each pixel's clamped, rounded bytes packed as `r + 256·g + 65536·b`
     /// (exact in f32): `[B, 3, T, H, W] → [B, T, H, W]`. Not differentiable (for display).
     #[fusion(meta = pixels_meta)]
@@ -92,6 +114,15 @@ fn adaln_fwd_meta(x: &TensorSpec, _shift: &TensorSpec, _scale: &TensorSpec, _eps
 
 fn adaln_bwd_meta(x: &TensorSpec, scale: &TensorSpec, _stats: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
     (x.clone(), scale.clone(), scale.clone())
+}
+
+fn conv_fwd_meta(x: &TensorSpec, w: &TensorSpec, _bias: &TensorSpec) -> TensorSpec {
+    let (s, co) = (&x.shape, w.shape[0]);
+    TensorSpec::new(Shape::new([s[0], co, s[2], s[3], s[4]]), x.dtype)
+}
+
+fn conv_bwd_meta(x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), w.clone(), TensorSpec::new(Shape::new([w.shape[0]]), w.dtype))
 }
 
 fn pixels_meta(x: &TensorSpec) -> TensorSpec {
@@ -199,6 +230,33 @@ pub fn pixels_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let channel = |c: usize| B::float_slice(bytes.clone(), &[(0..b).into(), (c..c + 1).into(), (0..t).into(), (0..h).into(), (0..w).into()]);
     let packed = B::float_add(B::float_add(channel(0), B::float_mul_scalar(channel(1), sc(256.0))), B::float_mul_scalar(channel(2), sc(65536.0)));
     B::float_reshape(packed, Shape::new([b, t, h, w]))
+}
+
+/// Stride 1, zero padding `(KT/2, KH/2, KW/2)`, no dilation, one group, for weights `w`.
+pub(crate) fn conv_options(w: &Shape) -> ConvOptions<3> {
+    ConvOptions::new([1, 1, 1], [w[2] / 2, w[3] / 2, w[4] / 2], [1, 1, 1], 1)
+}
+
+/// The composed convolution (the reference): burn's own `conv3d`.
+pub fn conv3d_fwd_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let options = conv_options(&w.shape());
+    B::conv3d(x, w, Some(bias), options)
+}
+
+/// The composed convolution backward (the reference): burn's own input and weight gradients,
+/// the bias gradient as the sum over everything but the channel.
+pub fn conv3d_bwd_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let options = conv_options(&w.shape());
+    let dx = B::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+    let dw = B::conv3d_weight_backward(x, w, dy.clone(), options);
+    (dx, dw, conv_bias_grad::<B>(dy))
+}
+
+/// `Σ dy` over batch, time, height and width: `[B, Co, T, H, W] → [Co]`.
+pub(crate) fn conv_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
+    let [b, co, t, h, w] = dy.shape().dims();
+    let per = B::float_sum_dim(B::float_reshape(dy, Shape::new([b, co, t * h * w])), 2);
+    B::float_reshape(B::float_sum_dim(per, 0), Shape::new([co]))
 }
 
 /// Whether the kernels handle this dtype (they are written for f32).

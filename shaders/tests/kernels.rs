@@ -76,6 +76,10 @@ fn key_bias(b: usize, nk: usize, pad: usize, seed: u64) -> Tensor<2> {
     Tensor::from_data(TensorData::new(bias, [b, nk]), &cpu())
 }
 
+/// Held by the tests that force the attention kernels' split (a process-wide setting), so each
+/// runs every split it asks for.
+static SPLITS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// (B, H, Nq, Nk, dh): tile-aligned, ragged, fewer keys than a tile, every head width.
 const ATTENTION_SHAPES: [[usize; 5]; 5] = [[2, 2, 64, 64, 32], [1, 3, 37, 50, 16], [2, 1, 100, 7, 8], [2, 2, 70, 96, 64], [3, 4, 129, 33, 32]];
 
@@ -187,8 +191,13 @@ fn pixels_match(device: &Device, what: &str) {
 #[test]
 fn attention_forward_kernel_matches_the_textbook() {
     if let Some(gpu) = gpu_or_not_run("attention_forward_kernel_matches_the_textbook") {
+        let _splits = SPLITS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let before = flick_shaders::kernel_launches();
-        attention_forward_matches(&gpu, "wgpu kernel");
+        for s in flick_shaders::SPLITS.iter().map(|&s| Some(s)).chain([None]) {
+            flick_shaders::force_attention_splits(s);
+            attention_forward_matches(&gpu, &format!("wgpu kernel, splits {s:?}"));
+        }
+        flick_shaders::force_attention_splits(None);
         assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
     }
 }
@@ -196,8 +205,13 @@ fn attention_forward_kernel_matches_the_textbook() {
 #[test]
 fn attention_backward_kernels_match_autodiff_of_the_textbook() {
     if let Some(gpu) = gpu_or_not_run("attention_backward_kernels_match_autodiff_of_the_textbook") {
+        let _splits = SPLITS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let before = flick_shaders::kernel_launches();
-        attention_gradients_match(&gpu, "wgpu kernels");
+        for s in flick_shaders::SPLITS.iter().map(|&s| Some(s)).chain([None]) {
+            flick_shaders::force_attention_splits(s);
+            attention_gradients_match(&gpu, &format!("wgpu kernels, splits {s:?}"));
+        }
+        flick_shaders::force_attention_splits(None);
         assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
     }
 }
@@ -245,4 +259,93 @@ fn wrappers_match_burn_operations() {
     let on_cpu = flick_shaders::clip_pixels(clips).unwrap();
     assert_eq!(on_gpu, on_cpu, "RGBA frames from the GPU kernel differ from the CPU's");
     assert_eq!(on_gpu[0].len(), 4 * 8 * 8 * 4);
+}
+
+/// (B, Ci, Co, T, H, W, KT): the stem (3×3×3 from RGB), the head (32 → 16, 16 → 3: output
+/// channels not a multiple of the kernel's block of 4), a row wider than a workgroup, odd sizes.
+const CONV_SHAPES: [[usize; 7]; 4] = [[2, 3, 16, 4, 9, 11, 3], [1, 32, 16, 2, 8, 8, 1], [2, 16, 3, 3, 5, 70, 1], [1, 5, 6, 5, 7, 6, 3]];
+
+/// The textbook convolution, loop by loop on the CPU (stride 1, zero padding keeping the size).
+fn textbook_conv(x: &[f32], [b, ci, t, h, w]: [usize; 5], wt: &[f32], [co, _, kt, kh, kw]: [usize; 5], bias: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; b * co * t * h * w];
+    for bi in 0..b {
+        for o in 0..co {
+            for ti in 0..t {
+                for yi in 0..h {
+                    for xi in 0..w {
+                        let mut acc = bias[o];
+                        for c in 0..ci {
+                            for a in 0..kt {
+                                for r in 0..kh {
+                                    for s in 0..kw {
+                                        let (tt, yy, xx) = ((ti + a) as isize - (kt / 2) as isize, (yi + r) as isize - (kh / 2) as isize, (xi + s) as isize - (kw / 2) as isize);
+                                        if tt < 0 || yy < 0 || xx < 0 || tt >= t as isize || yy >= h as isize || xx >= w as isize {
+                                            continue;
+                                        }
+                                        let xv = x[(((bi * ci + c) * t + tt as usize) * h + yy as usize) * w + xx as usize];
+                                        acc += wt[(((o * ci + c) * kt + a) * kh + r) * kw + s] * xv;
+                                    }
+                                }
+                            }
+                        }
+                        y[(((bi * co + o) * t + ti) * h + yi) * w + xi] = acc;
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+fn conv_forward_matches(device: &Device, what: &str) {
+    for (i, &[b, ci, co, t, h, w, kt]) in CONV_SHAPES.iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let (x, wt, bias) = (random([b, ci, t, h, w], seed), random([co, ci, kt, 3, 3], seed + 1), random::<1>([co], seed + 2));
+        let expect = textbook_conv(&values(x.clone()), [b, ci, t, h, w], &values(wt.clone()), [co, ci, kt, 3, 3], &values(bias.clone()));
+        let y = Dispatch::fused_conv3d_fwd(Tensor::<5>::from_data(x.to_data(), device).into_dispatch(), Tensor::<5>::from_data(wt.to_data(), device).into_dispatch(), Tensor::<1>::from_data(bias.to_data(), device).into_dispatch());
+        let y = Tensor::<5>::from_dispatch(y);
+        assert_eq!(y.dims(), [b, co, t, h, w]);
+        let d = rel_diff(&values(y), &expect);
+        assert!(d < 1e-5, "{what}: conv {:?}: output differs by {d:e}", [b, ci, co, t, h, w, kt]);
+    }
+}
+
+fn conv_gradients_match(device: &Device, what: &str) {
+    for (i, &[b, ci, co, t, h, w, kt]) in CONV_SHAPES.iter().enumerate() {
+        let seed = 400 + 10 * i as u64;
+        let (x, wt, bias, g) = (random([b, ci, t, h, w], seed), random([co, ci, kt, 3, 3], seed + 1), random::<1>([co], seed + 2), random([b, co, t, h, w], seed + 3));
+        // Gradients of Σ y·g by burn's autodiff of burn's own conv3d on the CPU.
+        let ad = cpu().autodiff();
+        let (xa, wa, ba) = (Tensor::<5>::from_data(x.to_data(), &ad).require_grad(), Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(), Tensor::<1>::from_data(bias.to_data(), &ad).require_grad());
+        let options = burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, 1, 1], [1, 1, 1], 1);
+        let y = burn::tensor::module::conv3d(xa.clone(), wa.clone(), Some(ba.clone()), options);
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
+        let expect = [values(xa.grad(&grads).unwrap()), values(wa.grad(&grads).unwrap()), values(ba.grad(&grads).unwrap())];
+        // The fused operation under autodiff on `device`.
+        let ad = device.clone().autodiff();
+        let (xa, wa, ba) = (Tensor::<5>::from_data(x.to_data(), &ad).require_grad(), Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(), Tensor::<1>::from_data(bias.to_data(), &ad).require_grad());
+        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(xa.clone().into_dispatch(), wa.clone().into_dispatch(), ba.clone().into_dispatch()));
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
+        let got = [values(xa.grad(&grads).unwrap()), values(wa.grad(&grads).unwrap()), values(ba.grad(&grads).unwrap())];
+        for (name, (got, expect)) in ["dx", "dw", "dbias"].iter().zip(got.iter().zip(&expect)) {
+            let d = rel_diff(got, expect);
+            assert!(d < 1e-4, "{what}: conv {:?}: {name} differs by {d:e}", [b, ci, co, t, h, w, kt]);
+        }
+    }
+}
+
+#[test]
+fn conv_kernels_match_the_textbook_forward_and_backward() {
+    if let Some(gpu) = gpu_or_not_run("conv_kernels_match_the_textbook_forward_and_backward") {
+        let before = flick_shaders::kernel_launches();
+        conv_forward_matches(&gpu, "wgpu kernel");
+        conv_gradients_match(&gpu, "wgpu kernels");
+        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+    }
+}
+
+#[test]
+fn conv_composed_reference_matches_the_textbook_on_the_cpu() {
+    conv_forward_matches(&cpu(), "composed reference");
+    conv_gradients_match(&cpu(), "composed reference");
 }

@@ -48,6 +48,8 @@ pub struct BenchArgs {
     pub batch: usize,
     pub teacher: PathBuf,
     pub generator: PathBuf,
+    /// Run only the benchmarks whose name contains one of these (all when empty).
+    pub only: Vec<String>,
 }
 
 fn criterion(out: &Path, quick: bool) -> Criterion {
@@ -80,7 +82,10 @@ fn pair(
     bytes: Option<f64>,
     mut fast: impl FnMut(),
     mut slow: impl FnMut(),
-) -> anyhow::Result<Row> {
+) -> anyhow::Result<Option<Row>> {
+    if !ONLY.with(|only| { let only = only.borrow(); only.is_empty() || only.iter().any(|o| name.contains(o.as_str())) }) {
+        return Ok(None);
+    }
     // Criterion sanitises directory names: keep to letters, digits and underscores.
     let group_name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     {
@@ -106,7 +111,12 @@ fn pair(
         use std::io::Write;
         let _ = writeln!(f, "{}", serde_json::to_string(&row).unwrap_or_default());
     }
-    Ok(row)
+    Ok(Some(row))
+}
+
+thread_local! {
+    /// `BenchArgs::only` for [`pair`].
+    static ONLY: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -122,7 +132,9 @@ fn switched<T>(on: bool, f: impl FnOnce() -> T) -> T {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
-    let BenchArgs { device, device_name, out, quick, batch, teacher, generator } = args;
+    let BenchArgs { device, device_name, out, quick, batch, teacher, generator, only } = args;
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    ONLY.with(|o| *o.borrow_mut() = only.clone());
     std::fs::create_dir_all(&out)?;
     let _ = std::fs::remove_file(out.join("bench.partial.jsonl"));
     let crit_dir = out.join("criterion");
@@ -135,12 +147,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
     let (q, k, v) = (random([b, h, n, dh], &device), random([b, h, n, dh], &device), random([b, h, n, dh], &device));
     let flops = |nq: usize, nk: usize| 4.0 * (b * h * nq * nk * dh) as f64;
     let io = |nq: usize, nk: usize| 4.0 * (b * h * (2 * nq + 2 * nk) * dh) as f64;
-    rows.push(pair(&mut c, &crit_dir, &device, "attention forward (self)", format!("[{b},{h},{n},{dh}]²"), fo, Some(flops(n, n)), Some(io(n, n)),
+    rows.extend(pair(&mut c, &crit_dir, &device, "attention forward (self)", format!("[{b},{h},{n},{dh}]²"), fo, Some(flops(n, n)), Some(io(n, n)),
         || { switched(true, || shaders::attention(q.clone(), k.clone(), v.clone(), None)); },
         || { switched(false, || shaders::attention(q.clone(), k.clone(), v.clone(), None)); })?);
+    // One clip (what the viewer generates): few workgroups unless rows are split.
+    let (q1, k1, v1) = (random([1, h, n, dh], &device), random([1, h, n, dh], &device), random([1, h, n, dh], &device));
+    rows.extend(pair(&mut c, &crit_dir, &device, "attention forward (self, one clip)", format!("[1,{h},{n},{dh}]²"), fo, Some(flops(n, n) / b as f64), Some(io(n, n) / b as f64),
+        || { switched(true, || shaders::attention(q1.clone(), k1.clone(), v1.clone(), None)); },
+        || { switched(false, || shaders::attention(q1.clone(), k1.clone(), v1.clone(), None)); })?);
     let (kc, vc) = (random([b, h, m, dh], &device), random([b, h, m, dh], &device));
     let bias = Tensor::<2>::zeros([b, m], &device).slice_assign([0..b, 40..m], Tensor::full([b, m - 40], -1e4, &device));
-    rows.push(pair(&mut c, &crit_dir, &device, "attention forward (cross, padded)", format!("[{b},{h},{n}|{m},{dh}]"), fo, Some(flops(n, m)), Some(io(n, m)),
+    rows.extend(pair(&mut c, &crit_dir, &device, "attention forward (cross, padded)", format!("[{b},{h},{n}|{m},{dh}]"), fo, Some(flops(n, m)), Some(io(n, m)),
         || { switched(true, || shaders::attention(q.clone(), kc.clone(), vc.clone(), Some(bias.clone()))); },
         || { switched(false, || shaders::attention(q.clone(), kc.clone(), vc.clone(), Some(bias.clone()))); })?);
 
@@ -153,12 +170,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
             let _ = qa.grad(&grads);
         })
     };
-    rows.push(pair(&mut c, &crit_dir, &device, "attention forward+backward (self)", format!("[{b},{h},{n},{dh}]²"), fo, Some(3.5 * flops(n, n)), Some(2.5 * io(n, n)), || attn_train(true), || attn_train(false))?);
+    rows.extend(pair(&mut c, &crit_dir, &device, "attention forward+backward (self)", format!("[{b},{h},{n},{dh}]²"), fo, Some(3.5 * flops(n, n)), Some(2.5 * io(n, n)), || attn_train(true), || attn_train(false))?);
 
     let d = h * dh;
     let (x, shift, scale) = (random([b, n, d], &device), random([b, d], &device), random([b, d], &device));
     let adaln_bytes = 4.0 * (2 * b * n * d) as f64;
-    rows.push(pair(&mut c, &crit_dir, &device, "adaLN forward", format!("[{b},{n},{d}]"), fo, Some(8.0 * (b * n * d) as f64), Some(adaln_bytes),
+    rows.extend(pair(&mut c, &crit_dir, &device, "adaLN forward", format!("[{b},{n},{d}]"), fo, Some(8.0 * (b * n * d) as f64), Some(adaln_bytes),
         || { switched(true, || shaders::adaln(x.clone(), shift.clone(), scale.clone())); },
         || { switched(false, || shaders::adaln(x.clone(), shift.clone(), scale.clone())); })?);
     let (xa, sha, sca, gy) = (random([b, n, d], &ad).require_grad(), random([b, d], &ad).require_grad(), random([b, d], &ad).require_grad(), random([b, n, d], &ad));
@@ -169,42 +186,66 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
             let _ = xa.grad(&grads);
         })
     };
-    rows.push(pair(&mut c, &crit_dir, &device, "adaLN forward+backward", format!("[{b},{n},{d}]"), fo, None, Some(2.5 * adaln_bytes), || adaln_train(true), || adaln_train(false))?);
+    rows.extend(pair(&mut c, &crit_dir, &device, "adaLN forward+backward", format!("[{b},{n},{d}]"), fo, None, Some(2.5 * adaln_bytes), || adaln_train(true), || adaln_train(false))?);
+
+    // The pixel-resolution convolutions: the head's 32 → 16 (1×3×3) and the stem's 3 → 16 (3×3×3).
+    for (label, ci, co, kt) in [("head 1×3×3, 32→16", 32usize, 16usize, 1), ("stem 3×3×3, 3→16", 3, 16, 3)] {
+        let (t, hw) = (8usize, 32usize);
+        let x = random([b, ci, t, hw, hw], &device);
+        let w = random([co, ci, kt, 3, 3], &device);
+        let bias = random([co], &device);
+        let flops = 2.0 * (b * co * t * hw * hw * ci * kt * 9) as f64;
+        let bytes = 4.0 * (b * (ci + co) * t * hw * hw) as f64;
+        rows.extend(pair(&mut c, &crit_dir, &device, &format!("conv forward ({label})"), format!("[{b},{ci},{t},{hw},{hw}]"), fo, Some(flops), Some(bytes),
+            || { switched(true, || shaders::conv3d(x.clone(), w.clone(), Some(bias.clone()))); },
+            || { switched(false, || shaders::conv3d(x.clone(), w.clone(), Some(bias.clone()))); })?);
+        let (xa, wa, ba, gy) = (random([b, ci, t, hw, hw], &ad).require_grad(), random([co, ci, kt, 3, 3], &ad).require_grad(), random([co], &ad).require_grad(), random([b, co, t, hw, hw], &ad));
+        let conv_train = |on: bool| {
+            switched(on, || {
+                let y = shaders::conv3d(xa.clone(), wa.clone(), Some(ba.clone()));
+                let grads = (y * gy.clone()).sum().backward();
+                let _ = (xa.grad(&grads), wa.grad(&grads));
+            })
+        };
+        rows.extend(pair(&mut c, &crit_dir, &device, &format!("conv forward+backward ({label})"), format!("[{b},{ci},{t},{hw},{hw}]"), fo, Some(3.0 * flops), Some(3.0 * bytes), || conv_train(true), || conv_train(false))?);
+    }
 
     let clips = random([4, 3, 8, 32, 32], &device);
-    rows.push(pair(&mut c, &crit_dir, &device, "clip → RGBA8 frames (incl. read-back)", "[4,3,8,32,32]".into(), ("GPU kernel + packed read", "f32 read + CPU"), None, Some(4.0 * 4.0 * 3.0 * 8192.0),
+    rows.extend(pair(&mut c, &crit_dir, &device, "clip → RGBA8 frames (incl. read-back)", "[4,3,8,32,32]".into(), ("GPU kernel + packed read", "f32 read + CPU"), None, Some(4.0 * 4.0 * 3.0 * 8192.0),
         || { switched(true, || shaders::clip_pixels(clips.clone()).expect("reading clips back")); },
         || { switched(false, || shaders::clip_pixels(clips.clone()).expect("reading clips back")); })?);
 
     // The model: one-step generation (bundled generator, 4 seeds) and a training step.
-    let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
-    let prompts: Vec<String> = (0..4).map(|_| "a large red circle moving left on black".to_string()).collect();
-    let seeds = [1u64, 2, 3, 4];
-    let one_step = |on: bool| switched(on, || { g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {}).expect("generation"); });
-    rows.push(pair(&mut c, &crit_dir, &device, "one-step generation (4 clips, incl. read-back)", "4×[3,8,32,32]".into(), fo, None, None, || one_step(true), || one_step(false))?);
+    if ["one-step generation", "training step", "one clip"].iter().any(|n| wanted(n)) {
+        let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
+        let prompts: Vec<String> = (0..4).map(|_| "a large red circle moving left on black".to_string()).collect();
+        let seeds = [1u64, 2, 3, 4];
+        let one_step = |on: bool| switched(on, || { g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {}).expect("generation"); });
+        rows.extend(pair(&mut c, &crit_dir, &device, "one-step generation (4 clips, incl. read-back)", "4×[3,8,32,32]".into(), fo, None, None, || one_step(true), || one_step(false))?);
 
-    let t = Generator::load(&teacher, &device).context("loading the teacher")?;
-    let cfg = t.info.config.clone();
-    // The teacher's weights as trainable parameters (autodiff leaves on this device).
-    let (train_model, _): (VideoDit, _) = flick_core::checkpoint::load_model(&teacher, &ad).context("loading the teacher for training")?;
-    let tb = batch;
-    let shape = [tb, 3, cfg.frames, cfg.height, cfg.width];
-    let (x0, target) = (random(shape, &ad), random(shape, &ad));
-    let times = Tensor::<1>::from_floats(&(0..tb).map(|i| (i as f32 + 0.5) / tb as f32).collect::<Vec<_>>()[..], &ad);
-    let train_prompts: Vec<String> = (0..tb).map(|i| if i % 10 == 0 { String::new() } else { "a small blue square moving up on gray".into() }).collect();
-    let step = |on: bool| {
-        switched(on, || {
-            let text = train_model.encode_text(&train_prompts, &ad);
-            let pred = train_model.forward(x0.clone(), times.clone(), &text);
-            let grads = (pred - target.clone()).powi_scalar(2).mean().backward();
-            let _ = flick_core::params::grads_by_path(&train_model, &grads);
-        })
-    };
-    rows.push(pair(&mut c, &crit_dir, &device, "training step: forward+backward (teacher-small)", format!("batch {tb}"), fo, None, None, || step(true), || step(false))?);
+        let t = Generator::load(&teacher, &device).context("loading the teacher")?;
+        let cfg = t.info.config.clone();
+        // The teacher's weights as trainable parameters (autodiff leaves on this device).
+        let (train_model, _): (VideoDit, _) = flick_core::checkpoint::load_model(&teacher, &ad).context("loading the teacher for training")?;
+        let tb = batch;
+        let shape = [tb, 3, cfg.frames, cfg.height, cfg.width];
+        let (x0, target) = (random(shape, &ad), random(shape, &ad));
+        let times = Tensor::<1>::from_floats(&(0..tb).map(|i| (i as f32 + 0.5) / tb as f32).collect::<Vec<_>>()[..], &ad);
+        let train_prompts: Vec<String> = (0..tb).map(|i| if i % 10 == 0 { String::new() } else { "a small blue square moving up on gray".into() }).collect();
+        let step = |on: bool| {
+            switched(on, || {
+                let text = train_model.encode_text(&train_prompts, &ad);
+                let pred = train_model.forward(x0.clone(), times.clone(), &text);
+                let grads = (pred - target.clone()).powi_scalar(2).mean().backward();
+                let _ = flick_core::params::grads_by_path(&train_model, &grads);
+            })
+        };
+        rows.extend(pair(&mut c, &crit_dir, &device, "training step: forward+backward (teacher-small)", format!("batch {tb}"), fo, None, None, || step(true), || step(false))?);
 
-    let teacher_25 = || { t.generate_videos(&prompts[..1], &seeds[..1], 25, 2.0, |_, _| {}).expect("generation"); };
-    let one = || { g.generate_videos(&prompts[..1], &seeds[..1], 1, 1.0, |_, _| {}).expect("generation"); };
-    rows.push(pair(&mut c, &crit_dir, &device, "one clip: one-step generator vs teacher @25 (w=2)", "[3,8,32,32]".into(), ("one-step", "teacher @25"), None, None, one, teacher_25)?);
+        let teacher_25 = || { t.generate_videos(&prompts[..1], &seeds[..1], 25, 2.0, |_, _| {}).expect("generation"); };
+        let one = || { g.generate_videos(&prompts[..1], &seeds[..1], 1, 1.0, |_, _| {}).expect("generation"); };
+        rows.extend(pair(&mut c, &crit_dir, &device, "one clip: one-step generator vs teacher @25 (w=2)", "[3,8,32,32]".into(), ("one-step", "teacher @25"), None, None, one, teacher_25)?);
+    }
 
     write_report(&out, &device_name, &rows)?;
     Ok(rows)

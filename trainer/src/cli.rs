@@ -181,6 +181,10 @@ enum Command {
         /// Batch of the kernel shapes and of the training step
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Run only the benchmarks whose name contains one of these (comma-separated, e.g.
+        /// `attention,adaLN`)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Generate a clip from a prompt.
     Generate {
@@ -461,11 +465,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { backend, out, quick, batch } => {
+        Command::Bench { backend, out, quick, batch, only } => {
             let device = open(backend)?;
             let device_name = describe(&device);
             eprintln!("backend: {device_name}");
-            crate::bench::run(crate::bench::BenchArgs { device, device_name, out: out.clone(), quick, batch, teacher: PathBuf::from(BUNDLED_MODEL), generator: PathBuf::from(BUNDLED_GENERATOR) })?;
+            crate::bench::run(crate::bench::BenchArgs { device, device_name, out: out.clone(), quick, batch, teacher: PathBuf::from(BUNDLED_MODEL), generator: PathBuf::from(BUNDLED_GENERATOR), only })?;
             eprintln!("wrote {}", out.join("bench.md").display());
             Ok(())
         }

@@ -149,6 +149,18 @@ pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32
 
 /// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
 /// of `C / groups` channels, over the group's channels and all positions).
+/// A 3-D convolution module's forward, through Flick's convolution kernels where they apply
+/// (stride 1, no dilation, one group, odd kernel with padding that keeps the size: the model's
+/// pixel-resolution convolutions), burn's `Conv3d::forward` otherwise.
+pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
+    let [kt, kh, kw] = conv.kernel_size;
+    let same = (conv.padding == burn::nn::PaddingConfig3d::Explicit(kt / 2, kh / 2, kw / 2) || conv.padding == burn::nn::PaddingConfig3d::Same) && kt % 2 == 1 && kh % 2 == 1 && kw % 2 == 1;
+    if conv.stride == [1, 1, 1] && conv.dilation == [1, 1, 1] && conv.groups == 1 && same {
+        return crate::shaders::conv3d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+    }
+    conv.forward(x)
+}
+
 pub fn group_norm(x: Tensor<5>, groups: usize) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     let g = x.reshape([b, groups, (c / groups) * t * h * w]);
@@ -194,8 +206,8 @@ impl ConvBlock {
         let m = self.ada.forward(c).chunk(2, 1);
         let (shift, scale) = (m[0].clone().reshape([b, ch, 1, 1, 1]), m[1].clone().reshape([b, ch, 1, 1, 1]));
         let h = group_norm(x.clone(), self.groups) * (scale + 1.0) + shift;
-        let h = self.conv1.forward(burn::tensor::activation::silu(h));
-        x + self.conv2.forward(burn::tensor::activation::silu(h))
+        let h = conv3d(&self.conv1, burn::tensor::activation::silu(h));
+        x + conv3d(&self.conv2, burn::tensor::activation::silu(h))
     }
 }
 

@@ -377,7 +377,7 @@ impl VideoDit {
         let c = silu(temb + self.text_pool.forward(text.pooled.clone())); // [B, d]
 
         let skip = self.stem.as_ref().map(|s| {
-            let mut f = silu(s.forward(x_in.clone())); // [B, cs, T, H, W]
+            let mut f = silu(layers::conv3d(s, x_in.clone())); // [B, cs, T, H, W]
             for blk in &self.stem_blocks {
                 f = blk.forward(f, c.clone());
             }
@@ -407,7 +407,7 @@ impl VideoDit {
             .reshape([b, co, frames, height, width]); // [B, co, T, H, W]
         let f = match (skip, &self.head1, &self.head2) {
             (Some(skip), Some(h1), Some(h2)) => {
-                let hidden = h1.forward(Tensor::cat(vec![out, skip], 1)); // [B, cs, T, H, W]
+                let hidden = layers::conv3d(h1, Tensor::cat(vec![out, skip], 1)); // [B, cs, T, H, W]
                 let mut hidden = match &self.head_ada {
                     Some(ada) => {
                         let cs = hidden.dims()[1];
@@ -419,7 +419,7 @@ impl VideoDit {
                 for blk in &self.head_blocks {
                     hidden = blk.forward(hidden, c.clone());
                 }
-                h2.forward(silu(hidden))
+                layers::conv3d(h2, silu(hidden))
             }
             _ => out,
         };
