@@ -32,9 +32,10 @@ use web_time::Instant;
 /// Page → worker.
 #[derive(Serialize, Deserialize, Debug)]
 enum ToWorker {
-    /// First message: which device (`auto`, `webgpu`, `cpu`), the batch to warm up with, and
-    /// why, when this worker replaces one that crashed on WebGPU.
-    Init { backend: String, warm_batch: usize, reason: Option<String> },
+    /// First message: which device (`auto`, `webgpu`, `cpu`), whether Flick's WGSL kernels run
+    /// on WebGPU (`?fused=0`: burn's composed operations, for comparison), the batch to warm up
+    /// with, and why, when this worker replaces one that crashed on WebGPU.
+    Init { backend: String, fused: bool, warm_batch: usize, reason: Option<String> },
     /// Load a model from an address (downloaded by the worker) or from the bytes sent along.
     Load { label: String, url: Option<String>, name: String },
     Generate { id: u64, model: String, prompts: Vec<String>, seeds: Vec<u64>, steps: usize, guidance: f32 },
@@ -78,6 +79,7 @@ thread_local! {
 pub struct WebEngine {
     module: JsValue,
     backend: String,
+    fused: bool,
     warm_batch: usize,
     worker: web_sys::Worker,
     /// Which worker is current; events of an earlier one are dropped.
@@ -93,9 +95,10 @@ pub struct WebEngine {
 
 impl WebEngine {
     /// Start a worker (`worker.js`, given the page's compiled wasm `module`) on `backend`
-    /// (`auto`, `webgpu` or `cpu`); `wake` asks egui for a repaint.
-    pub fn new(module: JsValue, backend: &str, warm_batch: usize, wake: Rc<RefCell<Option<egui::Context>>>) -> Result<Self, String> {
-        let mut engine = Self { module, backend: backend.to_string(), warm_batch, worker: spawn_worker()?, generation: 0, inbox: Rc::default(), wake, loads: Vec::new(), pending: HashMap::new(), _handlers: Vec::new() };
+    /// (`auto`, `webgpu` or `cpu`), with Flick's kernels if `fused`; `wake` asks egui for a
+    /// repaint.
+    pub fn new(module: JsValue, backend: &str, fused: bool, warm_batch: usize, wake: Rc<RefCell<Option<egui::Context>>>) -> Result<Self, String> {
+        let mut engine = Self { module, backend: backend.to_string(), fused, warm_batch, worker: spawn_worker()?, generation: 0, inbox: Rc::default(), wake, loads: Vec::new(), pending: HashMap::new(), _handlers: Vec::new() };
         engine.attach(None)?;
         Ok(engine)
     }
@@ -133,7 +136,7 @@ impl WebEngine {
         let start = js_sys::Object::new();
         js_sys::Reflect::set(&start, &"module".into(), &self.module).map_err(js_error)?;
         self.worker.post_message(&start).map_err(js_error)?;
-        self.post(&ToWorker::Init { backend: self.backend.clone(), warm_batch: self.warm_batch, reason }, None);
+        self.post(&ToWorker::Init { backend: self.backend.clone(), fused: self.fused, warm_batch: self.warm_batch, reason }, None);
         Ok(())
     }
 
@@ -253,9 +256,9 @@ impl eframe::App for WebApp {
 
 /// Start the viewer on the canvas `canvas_id`, generating in a worker (`worker.js`) that runs
 /// the same compiled wasm `module`. `backend`: `auto` (WebGPU if usable, else CPU), `webgpu` or
-/// `cpu`.
+/// `cpu`; `fused`: Flick's WGSL kernels on WebGPU (false: burn's composed operations).
 #[wasm_bindgen]
-pub async fn start(canvas_id: String, module: JsValue, backend: String) -> Result<(), JsValue> {
+pub async fn start(canvas_id: String, module: JsValue, backend: String, fused: bool) -> Result<(), JsValue> {
     std::panic::set_hook(Box::new(|info| console_error(&format!("flick (page) panicked: {info}"))));
     let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
     let canvas: web_sys::HtmlCanvasElement = document.get_element_by_id(&canvas_id).ok_or_else(|| format!("no element #{canvas_id}"))?.dyn_into().map_err(|_| format!("#{canvas_id} is not a canvas"))?;
@@ -269,7 +272,7 @@ pub async fn start(canvas_id: String, module: JsValue, backend: String) -> Resul
             Box::new(move |cc| {
                 *wake2.borrow_mut() = Some(cc.egui_ctx.clone());
                 let settings: flick_viewer::state::Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
-                let engine = WebEngine::new(module, &backend, settings.batch.clamp(1, flick_viewer::state::MAX_BATCH), wake2.clone())?;
+                let engine = WebEngine::new(module, &backend, fused, settings.batch.clamp(1, flick_viewer::state::MAX_BATCH), wake2.clone())?;
                 let models = flick_viewer::WEB_BUNDLED.iter().map(|u| ModelSource::Url(u.to_string())).collect();
                 let app = ViewerApp::new(settings, Box::new(engine), "starting the generation worker...".into(), models);
                 Ok(Box::new(WebApp { app }))
@@ -363,8 +366,12 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
     let mut state: Option<WorkerState> = None;
     while let Some((message, bytes)) = rx.next().await {
         match (message, state.as_mut()) {
-            (ToWorker::Init { backend, warm_batch, reason }, None) => {
-                let (device, described, mut notice) = open_device(&backend).await;
+            (ToWorker::Init { backend, fused, warm_batch, reason }, None) => {
+                flick_core::shaders::set_fused(fused);
+                let (device, mut described, mut notice) = open_device(&backend).await;
+                if !fused && device.identity().is_some() {
+                    described.push_str(" (burn's operations: ?fused=0)");
+                }
                 if reason.is_some() {
                     notice = reason;
                 }

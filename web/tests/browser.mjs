@@ -29,6 +29,9 @@ const opt = (name, fallback) => { const i = args.indexOf(name); return i >= 0 &&
 const mode = opt('--mode', 'webgpu');
 const outDir = path.resolve(opt('--out', path.join(webDir, 'test-output', mode)));
 const timeoutMs = Number(opt('--timeout', '600')) * 1000;
+// --params QUERY: added to the page's address (e.g. fused=0: burn's operations instead of Flick's
+// kernels on WebGPU; the page must then say so).
+const extraParams = opt('--params', '');
 const compareDir = args.includes('--compare') ? path.resolve(opt('--compare', '')) : null;
 if (compareDir && !fs.existsSync(path.join(compareDir, 'clip-first-frame.png'))) { console.error(`--compare: no clip-first-frame.png in ${compareDir}`); process.exit(1); }
 const PROMPT = 'a large red circle moving left on black';
@@ -116,7 +119,7 @@ try {
 
   // 1. Load: the app, the device, both bundled models (downloaded, initialised, warmed up).
   const t0 = Date.now();
-  await page.goto(`http://127.0.0.1:${port}/index.html`);
+  await page.goto(`http://127.0.0.1:${port}/index.html${extraParams ? `?${extraParams}` : ''}`);
   const ready = await waitFor('loading the models', (s) => s.backend && s.models && s.models.length >= 2 && s.loading.length === 0, timeoutMs);
   const loadSecs = (Date.now() - t0) / 1000;
   let webgpuGenerates = null;
@@ -125,6 +128,7 @@ try {
     webgpuGenerates = /^WebGPU/.test(ready.backend);
     if (!webgpuGenerates || webgpuCrash.length > 0) fail(`WebGPU does not generate: the page runs on ${ready.backend} (notice: ${ready.notice}); crash reports: ${webgpuCrash.map((c) => c.split('\n')[0]).join(' | ') || 'none'}`);
   }
+  if (/(^|&)fused=0(&|$)/.test(extraParams) && mode === 'webgpu' && !/\?fused=0/.test(ready.backend)) fail(`?fused=0 was given but the page does not say it runs burn's operations: ${ready.backend}`);
   if (mode === 'cpu' && !(/CPU/.test(ready.backend) && /No WebGPU/.test(ready.notice || ''))) fail(`expected the CPU fallback with a notice, got ${ready.backend} / ${ready.notice}`);
   await page.screenshot({ path: path.join(outDir, 'loaded.png') });
 
