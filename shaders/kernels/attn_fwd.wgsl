@@ -111,16 +111,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var r = 0u; r < S; r = r + 1u) { lt = lt + cl[r * BQ + ql] * exp(cm[r * BQ + ql] - mx); }
     let own = exp(m - mx);
     for (var d = 0u; d < D4; d = d + 1u) { acc[d] = acc[d] * own; }
-    for (var r = 1u; r < S; r = r + 1u) {
-        if (sp == r) {
-            for (var d = 0u; d < D4; d = d + 1u) { ks[ql * D4 + d] = acc[d]; }
-        }
-        workgroupBarrier();
-        if (sp == 0u) {
-            for (var d = 0u; d < D4; d = d + 1u) { acc[d] = acc[d] + ks[ql * D4 + d]; }
-        }
-        workgroupBarrier();
-    }
+    add_splits(&acc, ql, sp);
     if (live && sp == 0u) {
         let inv = 1.0 / lt;
         for (var d = 0u; d < D4; d = d + 1u) { o[(bh * nq + qi) * D4 + d] = acc[d] * inv; }

@@ -63,6 +63,9 @@ pub const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
 /// `load_params`, prepended to the kernels that call it.
 pub const PARAMS: &str = include_str!("../kernels/params.wgsl");
 
+/// `add_splits` (attention), prepended to the kernels that call it.
+pub const MERGE: &str = include_str!("../kernels/attn_merge.wgsl");
+
 /// Head widths the attention kernels are built for (a head's row lives in registers, as vec4s).
 pub const HEAD_DIMS: &[u32] = &[8, 16, 32, 64];
 
@@ -109,6 +112,9 @@ pub fn instantiate(src: &str, v: Variant) -> String {
     }
     if src.contains("workgroup_sum(") {
         text.push_str(REDUCE);
+    }
+    if src.contains("add_splits(") {
+        text.push_str(MERGE);
     }
     text.push_str(src);
     text.replace("{{ dh }}", &v.dh.to_string())

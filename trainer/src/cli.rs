@@ -22,9 +22,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// On the wgpu backend, use burn's composed operations instead of Flick's fused WGSL kernels
-    /// (attention, adaLN, clip → pixels), for comparison
+    /// (attention, adaLN, convolutions, clip → pixels), for comparison
     #[arg(long, global = true)]
     no_fused: bool,
+    /// Invocations per row of the attention kernels (1, 2, 4 or 8) instead of the automatic
+    /// choice, for measurements
+    #[arg(long, global = true, value_parser = clap::builder::ValueParser::new(|s: &str| match s.parse::<u32>() { Ok(v @ (1 | 2 | 4 | 8)) => Ok(v), _ => Err(format!("{s}: 1, 2, 4 or 8")) }))]
+    attention_splits: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +358,7 @@ pub fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     flick_core::shaders::set_fused(!cli.no_fused);
+    flick_core::shaders::force_attention_splits(cli.attention_splits);
     match cli.command {
         Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget, profile_every } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
