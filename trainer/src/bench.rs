@@ -90,6 +90,11 @@ fn pair(
     let group_name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     {
         let mut group = c.benchmark_group(&group_name);
+        if LONG.with(|l| l.get()) {
+            // Whole-model rows (~0.1 s per iteration on an H200): 10 samples in a second made the
+            // training step's ratio swing by 30 % between runs.
+            group.sample_size(10).measurement_time(Duration::from_secs(8));
+        }
         group.bench_function("a", |b| {
             b.iter(|| {
                 fast();
@@ -117,6 +122,8 @@ fn pair(
 thread_local! {
     /// `BenchArgs::only` for [`pair`].
     static ONLY: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Measure longer (the whole-model rows).
+    static LONG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -217,6 +224,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
 
     // The model: one-step generation (bundled generator, 4 seeds) and a training step.
     if ["one-step generation", "training step", "one clip"].iter().any(|n| wanted(n)) {
+        LONG.with(|l| l.set(true));
         let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
         let prompts: Vec<String> = (0..4).map(|_| "a large red circle moving left on black".to_string()).collect();
         let seeds = [1u64, 2, 3, 4];
