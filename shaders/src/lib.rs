@@ -22,6 +22,7 @@ mod autodiff;
 mod cube;
 pub mod ops;
 mod template;
+pub mod textbook;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -265,43 +265,11 @@ fn wrappers_match_burn_operations() {
 /// channels not a multiple of the kernel's block of 4), a row wider than a workgroup, odd sizes.
 const CONV_SHAPES: [[usize; 7]; 4] = [[2, 3, 16, 4, 9, 11, 3], [1, 32, 16, 2, 8, 8, 1], [2, 16, 3, 3, 5, 70, 1], [1, 5, 6, 5, 7, 6, 3]];
 
-/// The textbook convolution, loop by loop on the CPU (stride 1, zero padding keeping the size).
-fn textbook_conv(x: &[f32], [b, ci, t, h, w]: [usize; 5], wt: &[f32], [co, _, kt, kh, kw]: [usize; 5], bias: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; b * co * t * h * w];
-    for bi in 0..b {
-        for o in 0..co {
-            for ti in 0..t {
-                for yi in 0..h {
-                    for xi in 0..w {
-                        let mut acc = bias[o];
-                        for c in 0..ci {
-                            for a in 0..kt {
-                                for r in 0..kh {
-                                    for s in 0..kw {
-                                        let (tt, yy, xx) = ((ti + a) as isize - (kt / 2) as isize, (yi + r) as isize - (kh / 2) as isize, (xi + s) as isize - (kw / 2) as isize);
-                                        if tt < 0 || yy < 0 || xx < 0 || tt >= t as isize || yy >= h as isize || xx >= w as isize {
-                                            continue;
-                                        }
-                                        let xv = x[(((bi * ci + c) * t + tt as usize) * h + yy as usize) * w + xx as usize];
-                                        acc += wt[(((o * ci + c) * kt + a) * kh + r) * kw + s] * xv;
-                                    }
-                                }
-                            }
-                        }
-                        y[(((bi * co + o) * t + ti) * h + yi) * w + xi] = acc;
-                    }
-                }
-            }
-        }
-    }
-    y
-}
-
 fn conv_forward_matches(device: &Device, what: &str) {
     for (i, &[b, ci, co, t, h, w, kt]) in CONV_SHAPES.iter().enumerate() {
         let seed = 300 + 10 * i as u64;
         let (x, wt, bias) = (random([b, ci, t, h, w], seed), random([co, ci, kt, 3, 3], seed + 1), random::<1>([co], seed + 2));
-        let expect = textbook_conv(&values(x.clone()), [b, ci, t, h, w], &values(wt.clone()), [co, ci, kt, 3, 3], &values(bias.clone()));
+        let (expect, _) = flick_shaders::textbook::conv3d(&values(x.clone()), [b, ci, t, h, w], &values(wt.clone()), [co, ci, kt, 3, 3], &values(bias.clone()), [1, 1, 1], [kt / 2, 1, 1]);
         let y = Dispatch::fused_conv3d_fwd(Tensor::<5>::from_data(x.to_data(), device).into_dispatch(), Tensor::<5>::from_data(wt.to_data(), device).into_dispatch(), Tensor::<1>::from_data(bias.to_data(), device).into_dispatch());
         let y = Tensor::<5>::from_dispatch(y);
         assert_eq!(y.dims(), [b, co, t, h, w]);
