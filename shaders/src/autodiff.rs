@@ -63,11 +63,17 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
         let [node_x, node_w, node_bias] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
-        let (dx, dw, dbias) = B::fused_conv3d_bwd(x, w, dy);
-        for (node, grad) in [(node_x, dx), (node_w, dw), (node_bias, dbias)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, grad);
+        // Only the gradients something asks for: a clip entering the stem needs none.
+        if node_w.is_some() || node_bias.is_some() {
+            let (dw, dbias) = B::fused_conv3d_bwd_w(x.clone(), w.clone(), dy.clone());
+            for (node, grad) in [(node_w, dw), (node_bias, dbias)] {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, grad);
+                }
             }
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::fused_conv3d_bwd_x(x, w, dy));
         }
     }
 }

@@ -107,25 +107,31 @@ impl FusedOps for CubeBackend {
         conv_forward(&x, &w, Some(&bias))
     }
 
-    fn fused_conv3d_bwd(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_conv3d_bwd_x(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         if !conv_kernels_apply(&x, &w.shape()) {
-            return ops::conv3d_bwd_reference::<Self>(x, w, dy);
+            return ops::conv3d_bwd_x_reference::<Self>(x, w, dy);
+        }
+        // The same convolution of dy with the kernel flipped in space and time and its channel
+        // axes swapped (stride 1, size-keeping padding, odd kernel).
+        let flipped = into_contiguous(Self::float_flip(Self::float_swap_dims(w, 0, 1), &[2, 3, 4]));
+        conv_forward(&into_contiguous(dy), &flipped, None)
+    }
+
+    fn fused_conv3d_bwd_w(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !conv_kernels_apply(&x, &w.shape()) {
+            return ops::conv3d_bwd_w_reference::<Self>(x, w, dy);
         }
         let [b, ci, t, h, wd] = x.shape().dims();
         let [co, _, kt, _, _] = w.shape().dims();
         let (x, dy) = (into_contiguous(x), into_contiguous(dy));
-        // The input gradient: the same convolution of dy with the kernel flipped in space and
-        // time and its channel axes swapped (stride 1, size-keeping padding, odd kernel).
-        let flipped = into_contiguous(Self::float_flip(Self::float_swap_dims(w, 0, 1), &[2, 3, 4]));
-        let dx = conv_forward(&dy, &flipped, None);
-        // The weight gradient: partial sums over chunks of positions, then their sum.
+        // Partial sums over chunks of positions, then their sum.
         let (pairs, positions) = (co * ci, b * t * h * wd);
         let chunks = CONV_TARGET_WORKGROUPS.div_ceil(pairs).min(positions.div_ceil(1024)).max(1);
         let part = empty(&x, Shape::new([chunks, co, ci, kt, 3, 3]));
         let dims = [b, ci, co, t, h, wd, chunks].map(|v| v as u32);
         launch("conv_bwd_w", Variant::conv(kt as u32), chunks * pairs, &[&x, &dy, &part], &dims);
         let dw = Self::float_reshape(Self::float_sum_dim(part, 0), Shape::new([co, ci, kt, 3, 3]));
-        (dx, dw, ops::conv_bias_grad::<Self>(dy))
+        (dw, ops::conv_bias_grad::<Self>(dy))
     }
 
     fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {

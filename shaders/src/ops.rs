@@ -83,10 +83,17 @@ pub trait FusedOps: Backend {
         conv3d_fwd_reference::<Self>(x, w, bias)
     }
 
-    /// Gradients `(dx, dw, dbias)` of [`Self::fused_conv3d`] given the output's gradient.
-    #[fusion(meta = conv_bwd_meta)]
-    fn fused_conv3d_bwd(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        conv3d_bwd_reference::<Self>(x, w, dy)
+    /// The input gradient of [`Self::fused_conv3d`] given the output's gradient `dy` (`x` for
+    /// its shape).
+    #[fusion(meta = conv_bwd_x_meta)]
+    fn fused_conv3d_bwd_x(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        conv3d_bwd_x_reference::<Self>(x, w, dy)
+    }
+
+    /// The weight and bias gradients `(dw, dbias)` of [`Self::fused_conv3d`].
+    #[fusion(meta = conv_bwd_w_meta)]
+    fn fused_conv3d_bwd_w(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        conv3d_bwd_w_reference::<Self>(x, w, dy)
     }
 
     /// Clips in [-1, 1] → each pixel's clamped, rounded bytes packed as `r + 256·g + 65536·b`
@@ -121,8 +128,12 @@ fn conv_fwd_meta(x: &TensorSpec, w: &TensorSpec, _bias: &TensorSpec) -> TensorSp
     TensorSpec::new(Shape::new([s[0], co, s[2], s[3], s[4]]), x.dtype)
 }
 
-fn conv_bwd_meta(x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
-    (x.clone(), w.clone(), TensorSpec::new(Shape::new([w.shape[0]]), w.dtype))
+fn conv_bwd_x_meta(x: &TensorSpec, _w: &TensorSpec, _dy: &TensorSpec) -> TensorSpec {
+    x.clone()
+}
+
+fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec) {
+    (w.clone(), TensorSpec::new(Shape::new([w.shape[0]]), w.dtype))
 }
 
 fn pixels_meta(x: &TensorSpec) -> TensorSpec {
@@ -243,13 +254,18 @@ pub fn conv3d_fwd_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, bi
     B::conv3d(x, w, Some(bias), options)
 }
 
-/// The composed convolution backward (the reference): burn's own input and weight gradients,
-/// the bias gradient as the sum over everything but the channel.
-pub fn conv3d_bwd_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+/// The composed convolution input gradient (the reference): burn's own.
+pub fn conv3d_bwd_x_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
     let options = conv_options(&w.shape());
-    let dx = B::conv3d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+    B::conv3d_x_backward(x, w, dy, options)
+}
+
+/// The composed convolution weight and bias gradients (the reference): burn's own weight
+/// gradient, the bias gradient as the sum over everything but the channel.
+pub fn conv3d_bwd_w_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let options = conv_options(&w.shape());
     let dw = B::conv3d_weight_backward(x, w, dy.clone(), options);
-    (dx, dw, conv_bias_grad::<B>(dy))
+    (dw, conv_bias_grad::<B>(dy))
 }
 
 /// `Σ dy` over batch, time, height and width: `[B, Co, T, H, W] → [Co]`.

@@ -299,6 +299,13 @@ fn conv_gradients_match(device: &Device, what: &str) {
             let d = rel_diff(got, expect);
             assert!(d < 1e-4, "{what}: conv {:?}: {name} differs by {d:e}", [b, ci, co, t, h, w, kt]);
         }
+        // An input that needs no gradient (a clip entering the stem): the weight gradients alone.
+        let xa = Tensor::<5>::from_data(x.to_data(), &ad);
+        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(xa.clone().into_dispatch(), wa.clone().into_dispatch(), ba.clone().into_dispatch()));
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
+        assert!(xa.grad(&grads).is_none(), "{what}: a gradient for an input that needs none");
+        let d = rel_diff(&values(wa.grad(&grads).unwrap()), &expect[1]);
+        assert!(d < 1e-4, "{what}: conv {:?}, input without gradient: dw differs by {d:e}", [b, ci, co, t, h, w, kt]);
     }
 }
 
