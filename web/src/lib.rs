@@ -20,7 +20,6 @@ use std::rc::Rc;
 
 use burn::prelude::Device;
 use flick_core::generate::Generator;
-use flick_core::video::Video;
 use flick_viewer::ViewerApp;
 use flick_viewer::engine::{Engine, Event, ModelSource, Request};
 use futures_util::StreamExt;
