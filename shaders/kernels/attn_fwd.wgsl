@@ -60,22 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var l = 0.0;
     let ntiles = (nk + BK - 1u) / BK;
     for (var t = 0u; t < ntiles; t = t + 1u) {
-        let k0 = t * BK;
-        for (var e = lid; e < BK * D4; e = e + 64u) {
-            let j = k0 + e / D4;
-            if (j < nk) {
-                let src = (bh * nk + j) * D4 + e % D4;
-                ks[e] = k[src];
-                vs[e] = v[src];
-            } else {
-                ks[e] = vec4<f32>();
-                vs[e] = vec4<f32>();
-            }
-        }
-        if (lid < BK) {
-            let j = k0 + lid;
-            bs[lid] = select(-1e30, bias[b * nk + min(j, nk - 1u)], j < nk);
-        }
+        load_kv_tile(t * BK, bh, b, nk, lid);
         workgroupBarrier();
         if (live) {
             var s: array<f32, KS>;

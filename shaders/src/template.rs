@@ -63,8 +63,8 @@ pub const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
 /// `load_params`, prepended to the kernels that call it.
 pub const PARAMS: &str = include_str!("../kernels/params.wgsl");
 
-/// `add_splits` (attention), prepended to the kernels that call it.
-pub const MERGE: &str = include_str!("../kernels/attn_merge.wgsl");
+/// `load_kv_tile` and `add_splits` (attention), prepended to the kernels that call them.
+pub const ATTENTION_COMMON: &str = include_str!("../kernels/attn_common.wgsl");
 
 /// Head widths the attention kernels are built for (a head's row lives in registers, as vec4s).
 pub const HEAD_DIMS: &[u32] = &[8, 16, 32, 64];
@@ -113,8 +113,8 @@ pub fn instantiate(src: &str, v: Variant) -> String {
     if src.contains("workgroup_sum(") {
         text.push_str(REDUCE);
     }
-    if src.contains("add_splits(") {
-        text.push_str(MERGE);
+    if src.contains("add_splits(") || src.contains("load_kv_tile(") {
+        text.push_str(ATTENTION_COMMON);
     }
     text.push_str(src);
     text.replace("{{ dh }}", &v.dh.to_string())

@@ -228,6 +228,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
         let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
         let prompts: Vec<String> = (0..4).map(|_| "a large red circle moving left on black".to_string()).collect();
         let seeds = [1u64, 2, 3, 4];
+        // Once with errors reported (the closures below run inside criterion, which cannot
+        // return them).
+        g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {}).context("one-step generation")?;
         let one_step = |on: bool| switched(on, || { g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {}).expect("generation"); });
         rows.extend(pair(&mut c, &crit_dir, &device, "one-step generation (4 clips, incl. read-back)", "4×[3,8,32,32]".into(), fo, None, None, || one_step(true), || one_step(false))?);
 
@@ -250,6 +253,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
         };
         rows.extend(pair(&mut c, &crit_dir, &device, "training step: forward+backward (teacher-small)", format!("batch {tb}"), fo, None, None, || step(true), || step(false))?);
 
+        t.generate_videos(&prompts[..1], &seeds[..1], 2, 2.0, |_, _| {}).context("generation with the teacher")?;
         let teacher_25 = || { t.generate_videos(&prompts[..1], &seeds[..1], 25, 2.0, |_, _| {}).expect("generation"); };
         let one = || { g.generate_videos(&prompts[..1], &seeds[..1], 1, 1.0, |_, _| {}).expect("generation"); };
         rows.extend(pair(&mut c, &crit_dir, &device, "one clip: one-step generator vs teacher @25 (w=2)", "[3,8,32,32]".into(), ("one-step", "teacher @25"), None, None, one, teacher_25)?);
