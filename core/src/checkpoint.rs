@@ -14,7 +14,7 @@ use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::Error;
-use crate::model::{VideoDit, VideoDitConfig};
+use crate::model::{Backbone, ModelConfig};
 use crate::params::{map_params, visit_params};
 
 /// Value of the `format` metadata key of every Flick checkpoint.
@@ -25,7 +25,7 @@ pub const FORMAT: &str = "flick/1";
 pub struct CheckpointInfo {
     /// `teacher` (multi-step flow model) or `generator` (one-step student).
     pub kind: String,
-    pub config: VideoDitConfig,
+    pub config: ModelConfig,
     /// Everything else in the metadata (training step, command, …).
     pub extra: BTreeMap<String, String>,
 }
@@ -183,14 +183,14 @@ pub fn info_from_metadata(meta: &BTreeMap<String, String>) -> Result<CheckpointI
     }
     let kind = meta.get("kind").cloned().ok_or("checkpoint metadata lacks \"kind\"")?;
     let config_json = meta.get("config").ok_or("checkpoint metadata lacks the model \"config\"")?;
-    let config = serde_json::from_str(config_json).map_err(|e| e.to_string()).and_then(VideoDitConfig::from_value).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
+    let config = serde_json::from_str(config_json).map_err(|e| e.to_string()).and_then(ModelConfig::from_value).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
     config.validate().map_err(|e| e.to_string())?;
     let extra = meta.iter().filter(|(k, _)| !["format", "kind", "config"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(CheckpointInfo { kind, config, extra })
 }
 
 /// Metadata of a model checkpoint.
-pub fn model_metadata(kind: &str, config: &VideoDitConfig, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn model_metadata(kind: &str, config: &ModelConfig, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut meta = extra.clone();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("kind".into(), kind.into());
@@ -199,20 +199,20 @@ pub fn model_metadata(kind: &str, config: &VideoDitConfig, extra: &BTreeMap<Stri
 }
 
 /// Save a model checkpoint.
-pub fn save_model(path: &Path, model: &VideoDit, kind: &str, config: &VideoDitConfig, extra: &BTreeMap<String, String>) -> Result<(), Error> {
+pub fn save_model(path: &Path, model: &Backbone, kind: &str, config: &ModelConfig, extra: &BTreeMap<String, String>) -> Result<(), Error> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "", &mut tensors);
     write_safetensors(path, &tensors, model_metadata(kind, config, extra))
 }
 
 /// Load a model checkpoint onto `device`.
-pub fn load_model(path: &Path, device: &Device) -> Result<(VideoDit, CheckpointInfo), Error> {
+pub fn load_model(path: &Path, device: &Device) -> Result<(Backbone, CheckpointInfo), Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
     load_model_bytes(&bytes, device).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
 }
 
 /// Load a model checkpoint from memory.
-pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<(VideoDit, CheckpointInfo), String> {
+pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<(Backbone, CheckpointInfo), String> {
     let (tensors, meta) = read_safetensors_bytes(bytes)?;
     let info = info_from_metadata(&meta)?;
     let model = load_module(info.config.init(device), &tensors, "", device).map_err(|e| e.to_string())?;
@@ -224,8 +224,8 @@ mod tests {
     use super::*;
     use crate::text::TextEncoderConfig;
 
-    fn tiny() -> VideoDitConfig {
-        VideoDitConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
+    fn tiny() -> ModelConfig {
+        ModelConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
             .with_frames(2)
             .with_height(8)
             .with_width(8)

@@ -11,14 +11,14 @@ use crate::Error;
 use crate::checkpoint::{CheckpointInfo, load_model, load_model_bytes};
 use crate::data::Clip;
 use crate::flow::{FlowConfig, euler, guide, normal_vec};
-use crate::model::VideoDit;
+use crate::model::Backbone;
 use crate::text::tokenize;
 use crate::video::Video;
 
 /// A loaded model ready to generate.
 #[derive(Debug)]
 pub struct Generator {
-    pub model: VideoDit,
+    pub model: Backbone,
     pub info: CheckpointInfo,
     pub device: Device,
     /// The timestep shift the model was trained with (checkpoint metadata `shift`, default 1).
@@ -34,7 +34,7 @@ pub struct SamplingDefaults {
 
 impl Generator {
     /// Wrap an in-memory model.
-    pub fn new(model: VideoDit, info: CheckpointInfo, device: Device) -> Self {
+    pub fn new(model: Backbone, info: CheckpointInfo, device: Device) -> Self {
         let shift = info.extra.get("shift").and_then(|s| s.parse().ok()).unwrap_or(1.0);
         Self { model, info, device, shift }
     }
@@ -74,10 +74,11 @@ impl Generator {
     }
 
     /// The initial noise of a seed: a pure function of the seed, identical on every backend.
+    /// The full-size clip's values first, then (nested U-Net) each smaller resolution's.
     pub fn noise(&self, seed: u64) -> Vec<f32> {
         let c = &self.info.config;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        normal_vec(&mut rng, 3 * c.frames * c.height * c.width)
+        normal_vec(&mut rng, c.noise_len(c.frames))
     }
 
     /// Generate a batch (one clip per prompt/seed pair); `on_step(i, steps)` after each step.
@@ -124,21 +125,56 @@ impl Generator {
         }
         let c = &self.info.config;
         let b = prompts.len();
-        let shape = [b, 3, c.frames, c.height, c.width];
-        if z.len() != shape.iter().product::<usize>() {
-            return Err(Error::Config(format!("noise has {} values, expected {} for {shape:?}", z.len(), shape.iter().product::<usize>())));
+        let per_clip = c.noise_len(c.frames);
+        if z.len() != b * per_clip {
+            return Err(Error::Config(format!("noise has {} values, expected {} for {b} clips of {}×{}×{} ({} values each)", z.len(), b * per_clip, c.frames, c.height, c.width, per_clip)));
         }
         let device = &self.device;
-        let x = Tensor::<5>::from_data(TensorData::new(z, shape), device);
+        // One state per resolution (the nested U-Net denoises all of them jointly), each from
+        // its part of every clip's noise.
+        let mut offset = 0;
+        let mut xs: Vec<Tensor<5>> = c
+            .level_sizes()
+            .into_iter()
+            .map(|[h, w]| {
+                let n = 3 * c.frames * h * w;
+                let values: Vec<f32> = z.chunks(per_clip).flat_map(|clip| clip[offset..offset + n].iter().copied()).collect();
+                offset += n;
+                Tensor::<5>::from_data(TensorData::new(values, [b, 3, c.frames, h, w]), device)
+            })
+            .collect();
         let text = self.encode(prompts, guidance);
         let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
         let times = flow.sampling_times(steps);
-        let out = euler(x, &times, |x, t, i| {
-            let v = self.velocity(x, t, &text, guidance);
+        if xs.len() == 1 {
+            let out = euler(xs.remove(0), &times, |x, t, i| {
+                let v = self.velocity(x, t, &text, guidance);
+                on_step(i + 1, steps);
+                v
+            });
+            return Ok(out);
+        }
+        // Euler on every level with its own times (the same grid on the full size's t).
+        for (i, pair) in times.windows(2).enumerate() {
+            let (t, t_next) = (pair[0], pair[1]);
+            let vs = self.velocity_levels(xs.clone(), t, &text, guidance);
+            xs = xs.into_iter().zip(vs).enumerate().map(|(r, (x, v))| x + v * (self.model.level_time(t_next, r) - self.model.level_time(t, r))).collect();
             on_step(i + 1, steps);
-            v
-        });
-        Ok(out)
+        }
+        Ok(xs.swap_remove(0))
+    }
+
+    /// [`Self::velocity`] for every resolution of a multi-resolution backbone.
+    fn velocity_levels(&self, xs: Vec<Tensor<5>>, t: f32, text: &crate::text::TextContext, guidance: f32) -> Vec<Tensor<5>> {
+        let b = xs[0].dims()[0];
+        let device = &self.device;
+        if guidance != 1.0 {
+            let xx = xs.into_iter().map(|x| Tensor::cat(vec![x.clone(), x], 0)).collect();
+            let vs = self.model.forward_levels(xx, Tensor::<1>::full([2 * b], t, device), text);
+            vs.into_iter().map(|v| guide(v.clone().narrow(0, 0, b), v.narrow(0, b, b), guidance)).collect()
+        } else {
+            self.model.forward_levels(xs, Tensor::<1>::full([b], t, device), text)
+        }
     }
 
     /// SDEdit-style re-generation: noise clean clips `x0` `[B, 3, T, H, W]` with `eps` to
@@ -191,7 +227,9 @@ impl Generator {
             return Err(Error::Config("steps must be ≥ 1".into()));
         }
         let c = &self.info.config;
-        let x = Tensor::<5>::from_data(TensorData::new(self.noise(seed), [1, 3, c.frames, c.height, c.width]), &self.device);
+        let mut z = self.noise(seed);
+        z.truncate(3 * c.frames * c.height * c.width); // the full-size part
+        let x = Tensor::<5>::from_data(TensorData::new(z, [1, 3, c.frames, c.height, c.width]), &self.device);
         let text = self.encode(&[prompt.to_string()], guidance);
         let flow = FlowConfig { shift: self.shift, ..FlowConfig::default() };
         let times = flow.sampling_times(steps);

@@ -5,17 +5,26 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
+/// The container name burn's derive gives [`crate::model::Backbone`]'s variants. Which backbone a
+/// checkpoint holds is in its config, so the variant is not part of a parameter's path: a DiT's
+/// weights keep the paths they had before there were other backbones.
+const BACKBONE_ENUM: &str = "Enum:Backbone";
+
 struct Visit<'a, F> {
     path: Vec<String>,
     f: &'a mut F,
 }
 
 impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize])> ModuleVisitor for Visit<'_, F> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
@@ -36,11 +45,15 @@ struct Map<'a, F> {
 }
 
 impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMapper for Map<'_, F> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.pop();
+        }
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, value, mapper) = param.consume();
@@ -102,11 +115,15 @@ struct Grads<'a> {
 }
 
 impl ModuleVisitor for Grads<'_> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.path.pop();
+        }
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = param.val().grad(self.grads) {

@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::Criterion;
 use flick_core::generate::Generator;
-use flick_core::model::VideoDit;
+use flick_core::model::Backbone;
 use flick_core::shaders;
 use serde::Serialize;
 
@@ -237,7 +237,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
         let t = Generator::load(&teacher, &device).context("loading the teacher")?;
         let cfg = t.info.config.clone();
         // The teacher's weights as trainable parameters (autodiff leaves on this device).
-        let (train_model, _): (VideoDit, _) = flick_core::checkpoint::load_model(&teacher, &ad).context("loading the teacher for training")?;
+        let (train_model, _): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad).context("loading the teacher for training")?;
         let tb = batch;
         let shape = [tb, 3, cfg.frames, cfg.height, cfg.width];
         let (x0, target) = (random(shape, &ad), random(shape, &ad));

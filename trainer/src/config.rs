@@ -4,16 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use flick_core::flow::FlowConfig;
-use flick_core::model::VideoDitConfig;
+use flick_core::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 /// `flick train-teacher` configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherConfig {
-    /// Fields left out take their defaults (`VideoDitConfig::from_value`).
+    /// Fields left out take their defaults (`ModelConfig::from_value`).
     #[serde(deserialize_with = "flick_core::model::deserialize_config_with_defaults")]
-    pub model: VideoDitConfig,
+    pub model: ModelConfig,
     pub flow: FlowConfig,
     pub data: DataConfig,
     pub train: TrainConfig,

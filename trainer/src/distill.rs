@@ -30,7 +30,7 @@ use flick_core::distill::losses::{GanLoss, approx_penalty, fd_gradient_penalty, 
 use flick_core::distill::{one_step, pairs};
 use flick_core::flow::{noise, normal_vec, shift};
 use flick_core::generate::Generator;
-use flick_core::model::VideoDit;
+use flick_core::model::Backbone;
 use flick_core::model::disc::Discriminator;
 use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
@@ -233,7 +233,7 @@ fn generator_extra(teacher: &Generator, method: &str, step: u64) -> BTreeMap<Str
     ])
 }
 
-fn save_generator(path: &Path, model: &VideoDit, teacher: &Generator, method: &str, step: u64) -> anyhow::Result<()> {
+fn save_generator(path: &Path, model: &Backbone, teacher: &Generator, method: &str, step: u64) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "", &mut tensors);
     write_safetensors(path, &tensors, model_metadata("generator", &teacher.info.config, &generator_extra(teacher, method, step)))?;
@@ -241,7 +241,7 @@ fn save_generator(path: &Path, model: &VideoDit, teacher: &Generator, method: &s
 }
 
 /// One-step samples of `model` for the config's prompts (seeds 0..), as a frame grid.
-fn write_samples(dir: &Path, name: &str, model: &VideoDit, teacher: &Generator, prompts: &[String], frames: usize, device: &Device) -> anyhow::Result<()> {
+fn write_samples(dir: &Path, name: &str, model: &Backbone, teacher: &Generator, prompts: &[String], frames: usize, device: &Device) -> anyhow::Result<()> {
     if prompts.is_empty() {
         return Ok(());
     }
@@ -275,8 +275,19 @@ fn sample_noise(seed: u64, n: usize) -> Vec<f32> {
 // 1. Pairs
 
 /// Make (or complete) the pairs cache in `out`. Returns the number of pairs in the cache.
+/// The teacher to distil. A nested U-Net generates through all its resolutions at once; the
+/// one-step generator, its pair cache and the discriminator work on single-resolution backbones
+/// (DiT, U-Net) for now, so it is refused with a message rather than distilled wrongly.
+fn load_teacher(path: &Path, device: &Device) -> anyhow::Result<Generator> {
+    let teacher = Generator::load(path, device)?;
+    if teacher.model.levels() > 1 {
+        bail!("{}: distilling a nested U-Net teacher (model kind \"nested\") is not supported yet; distil a \"dit\" or \"unet\" teacher", path.display());
+    }
+    Ok(teacher)
+}
+
 pub fn make_pairs(cfg: &PairsConfig, teacher_path: &Path, out: &Path, device: &Device, quiet: bool) -> anyhow::Result<usize> {
-    let teacher = Generator::load(teacher_path, device)?;
+    let teacher = load_teacher(teacher_path, device)?;
     anyhow::ensure!(teacher.info.kind == "teacher", "{} is a {:?} checkpoint; pairs are made with a multi-step teacher", teacher_path.display(), teacher.info.kind);
     let mc = &teacher.info.config;
     let source = ShapesSource::new(ShapesConfig { frames: mc.frames, height: mc.height, width: mc.width, two_object_prob: 0.25 }, cfg.data_seed)?;
@@ -351,9 +362,9 @@ struct ConsistencyMetrics {
 
 /// Train the deterministic init. Writes `<out>/generator.safetensors` (the EMA) and returns it.
 #[allow(clippy::too_many_arguments)]
-pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &Path, out: &Path, resume: bool, device: &Device, workers: usize, stop_at: Option<u64>, quiet: bool) -> anyhow::Result<VideoDit> {
+pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &Path, out: &Path, resume: bool, device: &Device, workers: usize, stop_at: Option<u64>, quiet: bool) -> anyhow::Result<Backbone> {
     let cc = &cfg.consistency;
-    let teacher = Generator::load(teacher_path, device)?;
+    let teacher = load_teacher(teacher_path, device)?;
     let data = pairs::read_all(pairs_dir)?;
     let mc = &teacher.info.config;
     anyhow::ensure!(
@@ -514,10 +525,10 @@ fn stage_of(stages: &[AptStage], step: u64) -> (usize, u64) {
 
 /// Adversarial post-training. Writes `<out>/generator.safetensors` (the generator EMA) at every
 /// checkpoint and `<out>/generator-<stage>.safetensors` at each stage's end; returns the EMA.
-pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
+pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
     let AptArgs { cfg, teacher: teacher_path, init, out, resume, device, workers, stop_at, quiet } = args;
     let ac = &cfg.apt;
-    let teacher = Generator::load(teacher_path, &device)?;
+    let teacher = load_teacher(teacher_path, &device)?;
     anyhow::ensure!(teacher.info.kind == "teacher", "--teacher {} is a {:?} checkpoint; the discriminator starts from the multi-step teacher", teacher_path.display(), teacher.info.kind);
     let mc = teacher.info.config.clone();
     for s in &ac.stages {
@@ -583,7 +594,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<VideoDit> {
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
-    let save = |g: &VideoDit, g_ema: &VideoDit, d: &Discriminator, opt_g: &RmsProp, opt_d: &RmsProp, step: u64| -> anyhow::Result<()> {
+    let save = |g: &Backbone, g_ema: &Backbone, d: &Discriminator, opt_g: &RmsProp, opt_d: &RmsProp, step: u64| -> anyhow::Result<()> {
         let mut tensors = NamedTensors::new();
         module_tensors(g, "g.", &mut tensors);
         module_tensors(g_ema, "g_ema.", &mut tensors);

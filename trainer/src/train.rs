@@ -14,9 +14,9 @@ use anyhow::{Context, bail};
 use burn::prelude::*;
 use flick_core::checkpoint::{NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors};
 use flick_core::data::{ClipSource, folder::FolderDataset, shapes::{ShapesConfig, ShapesSource}, stack};
-use flick_core::flow::{noise, normal_vec};
+use flick_core::flow::normal_vec;
 use flick_core::generate::Generator;
-use flick_core::model::VideoDit;
+use flick_core::model::Backbone;
 use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -82,7 +82,7 @@ pub fn model_path(out: &Path) -> PathBuf {
 }
 
 /// Train (or resume) a teacher. Returns the final EMA model.
-pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
+pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     let TrainArgs { config: mut cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset, time_budget, profile_every } = args;
     if let Some(b) = time_budget {
         if !(b.is_finite() && b > 0.0) {
@@ -136,7 +136,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     if resume && state_path(&out).exists() {
         let (tensors, meta) = read_safetensors(&state_path(&out))?;
         let saved_cfg = meta.get("config").context("state file lacks its model config")?;
-        let saved = flick_core::model::VideoDitConfig::from_value(serde_json::from_str(saved_cfg)?).map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
+        let saved = flick_core::model::ModelConfig::from_value(serde_json::from_str(saved_cfg)?).map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
         if &saved != mc {
             bail!("{} was written for another model config; start a new run folder or use the same config", state_path(&out).display());
         }
@@ -175,7 +175,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<VideoDit> {
     eprintln!(
         "model: {} parameters ({} in the text encoder); config {}",
         flick_core::params::count(&model),
-        flick_core::params::count(&model.text),
+        flick_core::params::count(model.text()),
         config_path.display()
     );
 
@@ -394,14 +394,16 @@ fn make_batch(source: &dyn ClipSource, cfg: &TeacherConfig, step: u64) -> Batch 
     let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
     let (x0, shape) = stack(&clips);
     let times: Vec<f32> = (0..b).map(|_| cfg.flow.sample_time(&mut rng)).collect();
-    let eps = normal_vec(&mut rng, x0.len());
+    // Every resolution's noise (one for all but the nested U-Net): each level's block for the
+    // whole batch after the previous level's, so single-resolution streams are what they were.
+    let eps = normal_vec(&mut rng, b * cfg.model.noise_len(shape[2]));
     Batch { x0, shape, eps, times, prompts }
 }
 
 /// A model started from another run's weights.
 struct WarmStart {
-    model: VideoDit,
-    ema: VideoDit,
+    model: Backbone,
+    ema: Backbone,
     step: u64,
     skipped: u64,
     /// Parameters the source lacks (kept at their initialisation).
@@ -414,7 +416,7 @@ struct WarmStart {
 /// and shape are copied; parameters the source lacks keep their initialisation (zero-initialised
 /// branches such as `head_modulation` or the text encoder's conv leave the function unchanged,
 /// so a grown model starts exactly where the source stood).
-fn warm_start(src: &Path, model: VideoDit, ema: VideoDit, optim: &mut AdamW, reset: &[String], ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
+fn warm_start(src: &Path, model: Backbone, ema: Backbone, optim: &mut AdamW, reset: &[String], ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
     let (tensors, meta) = read_safetensors(src).with_context(|| format!("--init-from {}", src.display()))?;
     if meta.get("format").map(String::as_str) == Some("flick-train-state/1") {
         let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad, reset)?;
@@ -436,7 +438,7 @@ fn warm_start(src: &Path, model: VideoDit, ema: VideoDit, optim: &mut AdamW, res
 /// split over `workers` threads (see [`data_parallel_grads`]).
 #[allow(clippy::too_many_arguments)]
 fn parallel_grads(
-    model: &VideoDit,
+    model: &Backbone,
     x0: &[f32],
     shape: [usize; 5],
     eps: &[f32],
@@ -446,16 +448,25 @@ fn parallel_grads(
     ad: &Device,
 ) -> (f32, HashMap<String, Tensor<1>>) {
     let per_clip = x0.len() / shape[0];
-    data_parallel_grads(model, shape[0], workers, |local, lo, hi| {
+    let b = shape[0];
+    data_parallel_grads(model, b, workers, |local, lo, hi| {
         let n = hi - lo;
         let sh = [n, shape[1], shape[2], shape[3], shape[4]];
         let x0 = Tensor::<5>::from_data(TensorData::new(x0[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
-        let eps = Tensor::<5>::from_data(TensorData::new(eps[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
+        // Level r's noise: its block of the batch's noise, this worker's clips of it.
+        let mut offset = 0;
+        let eps: Vec<Tensor<5>> = (0..local.levels())
+            .map(|r| {
+                let (h, w) = (shape[3] >> r, shape[4] >> r);
+                let per = shape[1] * shape[2] * h * w;
+                let values = eps[offset + lo * per..offset + hi * per].to_vec();
+                offset += b * per;
+                Tensor::<5>::from_data(TensorData::new(values, [n, shape[1], shape[2], h, w]), ad)
+            })
+            .collect();
         let t = Tensor::<1>::from_data(TensorData::new(times[lo..hi].to_vec(), [n]), ad);
-        let (xt, target) = noise(x0, eps, t.clone());
         let text = local.encode_text(&prompts[lo..hi], ad);
-        let pred = local.forward(xt, t, &text);
-        (pred - target).powi_scalar(2).mean()
+        local.flow_loss(x0, eps, t, &text)
     })
 }
 
@@ -497,7 +508,7 @@ pub(crate) fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn save_state(out: &Path, cfg: &TeacherConfig, model: &VideoDit, ema: &VideoDit, optim: &AdamW, step: u64, skipped: u64, ema_from: u64) -> anyhow::Result<()> {
+fn save_state(out: &Path, cfg: &TeacherConfig, model: &Backbone, ema: &Backbone, optim: &AdamW, step: u64, skipped: u64, ema_from: u64) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "model.", &mut tensors);
     module_tensors(ema, "ema.", &mut tensors);
@@ -538,7 +549,7 @@ pub fn plot_metrics(out: &Path) -> anyhow::Result<()> {
     crate::plot::plot_curve(&out.join("loss.png"), &points)
 }
 
-fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &VideoDit, device: &Device, step: u64) -> anyhow::Result<()> {
+fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &Backbone, device: &Device, step: u64) -> anyhow::Result<()> {
     if cfg.sample.prompts.is_empty() {
         return Ok(());
     }

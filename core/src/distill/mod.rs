@@ -14,12 +14,12 @@ pub mod pairs;
 
 use burn::prelude::*;
 
-use crate::model::VideoDit;
+use crate::model::Backbone;
 use crate::text::TextContext;
 
 /// One-step generation: `x = z − v̂(z, c, t = 1)`, one Euler step from pure noise to t = 0.
 /// `z: [B, 3, T, H, W]` → `[B, 3, T, H, W]`.
-pub fn one_step(model: &VideoDit, z: Tensor<5>, text: &TextContext) -> Tensor<5> {
+pub fn one_step(model: &Backbone, z: Tensor<5>, text: &TextContext) -> Tensor<5> {
     let b = z.dims()[0];
     let t = Tensor::<1>::ones([b], &z.device());
     z.clone() - model.forward(z, t, text)

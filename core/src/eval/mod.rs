@@ -12,3 +12,4 @@
 pub mod metrics;
 pub mod probe;
 pub mod analytic;
+pub mod artifacts;

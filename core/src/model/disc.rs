@@ -17,7 +17,7 @@ use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::VideoDit;
+use super::Backbone;
 use super::layers::{Attention, AttentionConfig, layer_norm};
 use crate::text::TextContext;
 
@@ -53,7 +53,7 @@ impl QueryHead {
 /// Backbone + query heads → one logit per sample.
 #[derive(Module, Debug)]
 pub struct Discriminator {
-    pub backbone: VideoDit,
+    pub backbone: Backbone,
     pub heads: Vec<QueryHead>,
     pub norm: LayerNorm,
     pub proj: Linear,
@@ -62,14 +62,16 @@ pub struct Discriminator {
 }
 
 impl Discriminator {
-    /// A discriminator on `backbone` (the teacher's weights, APT's choice) with fresh heads.
-    pub fn new(backbone: VideoDit, heads: usize, device: &Device) -> Self {
-        let taps = tap_depths(backbone.blocks.len());
-        let d = backbone.dim;
+    /// A discriminator on `backbone` (the teacher's weights, APT's choice) with fresh heads, one
+    /// per tap of [`Backbone::tap_depths`] at that tap's width.
+    pub fn new(backbone: Backbone, heads: usize, device: &Device) -> Self {
+        let taps = backbone.tap_depths();
+        let dims: Vec<usize> = taps.iter().map(|&i| backbone.tap_dim(i)).collect();
+        let width: usize = dims.iter().sum();
         Self {
-            heads: taps.iter().map(|_| QueryHead::new(d, heads, device)).collect(),
-            norm: LayerNormConfig::new(taps.len() * d).init(device),
-            proj: LinearConfig::new(taps.len() * d, 1).init(device),
+            heads: dims.iter().map(|&d| QueryHead::new(d, heads, device)).collect(),
+            norm: LayerNormConfig::new(width).init(device),
+            proj: LinearConfig::new(width, 1).init(device),
             backbone,
             taps,
         }
@@ -92,7 +94,7 @@ impl Discriminator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::VideoDitConfig;
+    use crate::model::ModelConfig;
     use crate::text::TextEncoderConfig;
 
     #[test]
@@ -101,7 +103,7 @@ mod tests {
         assert_eq!(tap_depths(6), vec![3, 4, 6]);
         assert_eq!(tap_depths(2), vec![1, 2]);
         let device = Device::default();
-        let cfg = VideoDitConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
+        let cfg = ModelConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
             .with_frames(2)
             .with_height(8)
             .with_width(8)
@@ -118,6 +120,34 @@ mod tests {
         let b: Vec<f32> = d.forward(x + 0.5, t, &text).into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(a.len(), 2);
         assert!(a.iter().all(|v| v.is_finite()));
+        assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6), "logits ignore the clip: {a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn the_discriminator_runs_on_the_unet() {
+        // Heads at the bottleneck, the middle of the decoder and the last level, each at its
+        // own width; gradients reach the backbone from the logit.
+        let device = Device::flex().autodiff();
+        let cfg = ModelConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
+            .with_frames(2)
+            .with_height(16)
+            .with_width(16)
+            .with_kind(crate::model::BackboneKind::Unet)
+            .with_unet(crate::model::unet::UnetConfig::new().with_channels(vec![8, 16, 16]).with_cond_dim(16).with_heads(2));
+        cfg.validate().unwrap();
+        let d = Discriminator::new(cfg.init(&device), 2, &device);
+        assert_eq!(d.taps, vec![1, 3, 4]);
+        let text = d.encode_text(&["a red circle".to_string(), "a blue cross".to_string()], &device);
+        let x = Tensor::<5>::random([2, 3, 2, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_floats([0.3, 0.9], &device);
+        let logits = d.forward(x.clone(), t.clone(), &text);
+        assert_eq!(logits.dims(), [2]);
+        let grads = logits.clone().sum().backward();
+        let Backbone::Unet(u) = &d.backbone else { panic!("a U-Net backbone") };
+        let g: f32 = u.stem.weight.val().grad(&grads).expect("gradient").abs().sum().into_scalar();
+        assert!(g > 0.0, "no gradient reaches the U-Net's stem");
+        let b: Vec<f32> = d.forward(x + 0.5, t, &text).into_data().try_to_vec::<f32>().unwrap();
+        let a: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
         assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6), "logits ignore the clip: {a:?} vs {b:?}");
     }
 }

@@ -116,6 +116,14 @@ pub fn timestep_embedding(t: Tensor<1>, dim: usize) -> Tensor<2> {
     Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
 }
 
+/// The conditioning vector of every backbone: `silu(fc2(silu(fc1(emb(t)))) + pool(text))`, the
+/// timestep (256-wide sinusoidal embedding) plus the pooled prompt feature.
+/// `t: [B]`, `text.pooled: [B, text_dim]` → `[B, fc2's width]`
+pub fn condition(fc1: &Linear, fc2: &Linear, pool: &Linear, t: Tensor<1>, text: &crate::text::TextContext) -> Tensor<2> {
+    let temb = fc2.forward(burn::tensor::activation::silu(fc1.forward(timestep_embedding(t, 256))));
+    burn::tensor::activation::silu(temb + pool.forward(text.pooled.clone()))
+}
+
 /// Fixed factorised sin-cos positions for a `t × h × w` token grid: the width is split into a
 /// time part (a quarter) and two equal space parts, each a 1-D sin-cos code of its coordinate.
 /// Works for any grid size (clips and images alike). Returns `[t·h·w, dim]` as plain data.

@@ -16,8 +16,13 @@
 //! Depth is addressable: [`VideoDit::forward_taps`] returns the token features after any blocks
 //! (the APT discriminator taps 1/2, 3/4 and the end of depth).
 
+pub mod backbone;
 pub mod disc;
 pub mod layers;
+pub mod nested;
+pub mod unet;
+
+pub use backbone::{Backbone, BackboneKind};
 
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig3d};
@@ -26,7 +31,7 @@ use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::text::{TextContext, TextEncoder, TextEncoderConfig};
-use layers::{Attention, AttentionConfig, ConvBlock, Mlp, adaln, factorised_positions, timestep_embedding};
+use layers::{Attention, AttentionConfig, ConvBlock, Mlp, adaln, factorised_positions};
 
 /// How a block's self-attention spans the token grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +59,16 @@ pub enum Prediction {
 /// The smallest `t` the clean-clip parametrisation divides by (JiT's clip of the denominator).
 pub const CLEAN_T_MIN: f32 = 0.05;
 
-/// Configuration of the [`VideoDit`] backbone (and its text encoder).
+/// Configuration of a video model: which backbone ([`BackboneKind`]), the clip size, the text
+/// encoder, the parametrisation — shared by every backbone — and each backbone's own options
+/// (the DiT's at the top level, where they were before there were other backbones; the U-Net's
+/// under `unet`).
 #[derive(Config, Debug, PartialEq)]
-pub struct VideoDitConfig {
+pub struct ModelConfig {
+    /// The backbone: `dit` (the default; what checkpoints without the field hold), `unet` or
+    /// `nested`.
+    #[config(default = "BackboneKind::Dit")]
+    pub kind: BackboneKind,
     /// Clip size the model is trained on (positions are computed for any grid, but the
     /// checkpoint records what it saw).
     #[config(default = 8)]
@@ -100,20 +112,44 @@ pub struct VideoDitConfig {
     #[config(default = 0.8)]
     pub sigma_data: f32,
     pub text: TextEncoderConfig,
+    /// The U-Net's options (`kind = "unet"`; the inner network of `kind = "nested"`).
+    #[config(default = "unet::UnetConfig::new()")]
+    pub unet: unet::UnetConfig,
+    /// The nested U-Net's outer levels and loss (`kind = "nested"`).
+    #[config(default = "nested::NestedConfig::new()")]
+    pub nested: nested::NestedConfig,
 }
 
-impl VideoDitConfig {
+impl ModelConfig {
     /// Read a config from JSON-like data (checkpoint metadata, a TOML table), filling the
     /// fields it lacks with their defaults — checkpoints and config files written before a field
     /// existed keep loading and mean what they meant — and rejecting fields that do not exist.
     pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
-        let mut full = serde_json::to_value(VideoDitConfig::new(TextEncoderConfig::new())).map_err(|e| e.to_string())?;
+        let mut full = serde_json::to_value(ModelConfig::new(TextEncoderConfig::new())).map_err(|e| e.to_string())?;
         merge_config(&mut full, value, "")?;
         serde_json::from_value(full).map_err(|e| e.to_string())
     }
 
     /// Check the geometry before building anything.
     pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.frames == 0 || self.height == 0 || self.width == 0 {
+            return bad(format!("clip size {}×{}×{} must be ≥ 1 everywhere", self.frames, self.height, self.width));
+        }
+        if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
+            return bad(format!("text encoder: dim {} must divide by heads {}, max_len ≥ 2", self.text.dim, self.text.heads));
+        }
+        if self.text.conv_kernel % 2 == 0 && self.text.conv_kernel != 0 {
+            return bad(format!("text encoder: conv_kernel must be odd (or 0 for none), got {}", self.text.conv_kernel));
+        }
+        match self.kind {
+            BackboneKind::Dit => self.validate_dit(),
+            BackboneKind::Unet => self.unet.validate(self.height, self.width).map_err(crate::Error::Config),
+            BackboneKind::Nested => self.nested.validate(&self.unet, self.height, self.width).map_err(crate::Error::Config),
+        }
+    }
+
+    fn validate_dit(&self) -> Result<(), crate::Error> {
         let bad = |m: String| Err(crate::Error::Config(m));
         let [pt, ph, pw] = self.patch;
         if pt == 0 || ph == 0 || pw == 0 {
@@ -128,12 +164,6 @@ impl VideoDitConfig {
         if self.depth == 0 {
             return bad("depth must be ≥ 1".into());
         }
-        if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
-            return bad(format!("text encoder: dim {} must divide by heads {}, max_len ≥ 2", self.text.dim, self.text.heads));
-        }
-        if self.text.conv_kernel % 2 == 0 && self.text.conv_kernel != 0 {
-            return bad(format!("text encoder: conv_kernel must be odd (or 0 for none), got {}", self.text.conv_kernel));
-        }
         if self.head_modulation && self.stem_channels == 0 {
             return bad("head_modulation needs a conv head (stem_channels > 0)".into());
         }
@@ -143,7 +173,29 @@ impl VideoDitConfig {
         Ok(())
     }
 
-    pub fn init(&self, device: &Device) -> VideoDit {
+    /// `[height, width]` of every resolution the backbone denoises, full size first (the nested
+    /// U-Net: one per outer level and its inner; every other backbone: the clip's).
+    pub fn level_sizes(&self) -> Vec<[usize; 2]> {
+        let levels = if self.kind == BackboneKind::Nested { self.nested.outer_channels.len() + 1 } else { 1 };
+        (0..levels).map(|r| [self.height >> r, self.width >> r]).collect()
+    }
+
+    /// Noise values per clip over all resolutions (`3·T·Σ h_r·w_r`) for clips of `frames`.
+    pub fn noise_len(&self, frames: usize) -> usize {
+        self.level_sizes().iter().map(|[h, w]| 3 * frames * h * w).sum()
+    }
+
+    /// Build the configured backbone.
+    pub fn init(&self, device: &Device) -> Backbone {
+        match self.kind {
+            BackboneKind::Dit => Backbone::Dit(self.init_dit(device)),
+            BackboneKind::Unet => Backbone::Unet(self.unet.init(&self.text, self.sigma_data, self.prediction, device)),
+            BackboneKind::Nested => Backbone::Nested(self.nested.init(&self.unet, &self.text, self.sigma_data, self.prediction, device)),
+        }
+    }
+
+    /// Build the DiT (whatever `kind` says).
+    pub fn init_dit(&self, device: &Device) -> VideoDit {
         let d = self.dim;
         let [pt, ph, pw] = self.patch;
         let cs = self.stem_channels;
@@ -223,11 +275,11 @@ fn merge_config(base: &mut serde_json::Value, over: serde_json::Value, path: &st
     }
 }
 
-/// `serde(deserialize_with)` for a [`VideoDitConfig`] with defaults for missing fields (see
-/// [`VideoDitConfig::from_value`]).
-pub fn deserialize_config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<VideoDitConfig, D::Error> {
+/// `serde(deserialize_with)` for a [`ModelConfig`] with defaults for missing fields (see
+/// [`ModelConfig::from_value`]).
+pub fn deserialize_config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelConfig, D::Error> {
     let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
-    VideoDitConfig::from_value(value).map_err(serde::de::Error::custom)
+    ModelConfig::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// Which tokens a block's self-attention spans.
@@ -325,6 +377,45 @@ pub fn preconditioning(t: f32, sigma: f32) -> (f32, f32, f32) {
     (c_in, c_skip, c_out)
 }
 
+/// [`preconditioning`]'s factors per sample, on the device, and the two ends of a network
+/// wrapped in them (shared by every backbone).
+pub struct Preconditioning {
+    /// `[B, 1, 1, 1, 1]` each
+    pub c_in: Tensor<5>,
+    pub c_skip: Tensor<5>,
+    pub c_out: Tensor<5>,
+    pub t: Tensor<5>,
+}
+
+impl Preconditioning {
+    /// Factors for times `t: [B]` and data RMS `sigma`.
+    pub fn new(t: Tensor<1>, sigma: f32) -> Self {
+        let b = t.dims()[0];
+        let s2 = sigma * sigma;
+        let tt = t.reshape([b, 1, 1, 1, 1]);
+        let one_minus = tt.clone().neg() + 1.0;
+        let var_x = one_minus.clone().powi_scalar(2) * s2 + tt.clone().powi_scalar(2);
+        let cov = tt.clone() - one_minus * s2;
+        let c_in = var_x.clone().sqrt().recip();
+        let c_skip = cov.clone() / var_x.clone();
+        let c_out = ((cov.powi_scalar(2) / var_x).neg() + (1.0 + s2)).clamp_min(1e-8).sqrt();
+        Self { c_in, c_skip, c_out, t: tt }
+    }
+
+    /// The network's input `c_in·x_t`. `[B, 3, T, H, W]`
+    pub fn input(&self, x: Tensor<5>) -> Tensor<5> {
+        x * self.c_in.clone()
+    }
+
+    /// The velocity from the network's output `f` and the noisy input `x`. `[B, 3, T, H, W]`
+    pub fn output(&self, prediction: Prediction, x: Tensor<5>, f: Tensor<5>) -> Tensor<5> {
+        match prediction {
+            Prediction::Velocity => x * self.c_skip.clone() + f * self.c_out.clone(),
+            Prediction::Clean => (x - f) / self.t.clone().clamp_min(CLEAN_T_MIN),
+        }
+    }
+}
+
 impl VideoDit {
     /// Encode prompts once; reuse the context for every denoising step.
     pub fn encode_text(&self, prompts: &[String], device: &Device) -> TextContext {
@@ -358,23 +449,13 @@ impl VideoDit {
         let [b, _, frames, height, width] = x.dims();
         let [pt, ph, pw] = self.patch;
         let device = x.device();
-        // Per-sample preconditioning factors (see [`preconditioning`]), on the device.
-        let s2 = self.sigma_data * self.sigma_data;
-        let tt = t.clone().reshape([b, 1, 1, 1, 1]);
-        let t_col = tt.clone();
-        let one_minus = tt.clone().neg() + 1.0;
-        let var_x = one_minus.clone().powi_scalar(2) * s2 + tt.clone().powi_scalar(2);
-        let cov = tt - one_minus * s2;
-        let c_in = var_x.clone().sqrt().recip();
-        let c_skip = cov.clone() / var_x.clone();
-        let c_out = ((cov.powi_scalar(2) / var_x).neg() + (1.0 + s2)).clamp_min(1e-8).sqrt();
-        let x_in = x.clone() * c_in;
+        let pre = Preconditioning::new(t.clone(), self.sigma_data);
+        let x_in = pre.input(x.clone());
         let grid = [frames / pt, height / ph, width / pw];
         let n = grid[0] * grid[1] * grid[2];
         let d = self.dim;
 
-        let temb = self.t_fc2.forward(silu(self.t_fc1.forward(timestep_embedding(t, 256)))); // [B, d]
-        let c = silu(temb + self.text_pool.forward(text.pooled.clone())); // [B, d]
+        let c = layers::condition(&self.t_fc1, &self.t_fc2, &self.text_pool, t, text); // [B, d]
 
         let skip = self.stem.as_ref().map(|s| {
             let mut f = silu(layers::conv3d(s, x_in.clone())); // [B, cs, T, H, W]
@@ -423,11 +504,7 @@ impl VideoDit {
             }
             _ => out,
         };
-        let v = match self.prediction {
-            Prediction::Velocity => x * c_skip + f * c_out,
-            Prediction::Clean => (x - f) / t_col.clamp_min(CLEAN_T_MIN),
-        };
-        (Some(v), tapped)
+        (Some(pre.output(self.prediction, x, f)), tapped)
     }
 }
 
@@ -462,8 +539,8 @@ mod tests {
         }
     }
 
-    pub fn tiny() -> VideoDitConfig {
-        VideoDitConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
+    pub fn tiny() -> ModelConfig {
+        ModelConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
             .with_frames(4)
             .with_height(16)
             .with_width(16)
@@ -481,7 +558,7 @@ mod tests {
                 let mut cfg = tiny().with_attention(mode).with_stem_channels(stem).with_patch([2, 4, 4]).with_head_modulation(stem > 0);
                 cfg.text.conv_kernel = if stem > 0 { 5 } else { 0 };
                 cfg.validate().unwrap();
-                let model = cfg.init(&device);
+                let model = cfg.init_dit(&device);
                 let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
                 let t = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.9], [2]), &device);
                 let text = model.encode_text(&["a red ball".into(), "".into()], &device);
@@ -498,7 +575,7 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny().with_head_modulation(true);
         cfg.validate().unwrap();
-        let model = cfg.init(&device);
+        let model = cfg.init_dit(&device);
         let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.05f32, 0.7], [2]), &device);
         let text = model.encode_text(&["a red ball".into(), "".into()], &device);
@@ -511,7 +588,7 @@ mod tests {
 
         assert!(tiny().with_head_modulation(true).with_stem_channels(0).validate().is_err());
         // Clean-clip parametrisation: a fresh model (zero head) predicts x̂0 = 0, so v̂ = x_t / t.
-        let clean = tiny().with_prediction(Prediction::Clean).init(&device);
+        let clean = tiny().with_prediction(Prediction::Clean).init_dit(&device);
         let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.01f32, 0.5], [2]), &device);
         let v = clean.forward(x.clone(), t, &clean.encode_text(&["a".into(), "b".into()], &device));
@@ -520,10 +597,10 @@ mod tests {
         assert!(diff < 1e-4, "clean prediction: v̂ ≠ (x_t − 0)/max(t, {CLEAN_T_MIN}) by {diff}");
         // Configs written before a field existed load with its default; unknown fields are errors.
         let old = serde_json::json!({"dim": 64, "text": {"dim": 32, "depth": 1, "heads": 2, "max_len": 32}});
-        let cfg = VideoDitConfig::from_value(old).unwrap();
+        let cfg = ModelConfig::from_value(old).unwrap();
         assert_eq!((cfg.dim, cfg.head_modulation, cfg.text.conv_kernel, cfg.text.dim, cfg.frames), (64, false, 0, 32, 8));
         assert_eq!(cfg.prediction, Prediction::Velocity);
-        let err = VideoDitConfig::from_value(serde_json::json!({"text": {"dimm": 3}})).unwrap_err();
+        let err = ModelConfig::from_value(serde_json::json!({"text": {"dimm": 3}})).unwrap_err();
         assert!(err.contains("text.dimm"), "{err}");
         let mut even = tiny();
         even.text.conv_kernel = 4;
@@ -536,7 +613,7 @@ mod tests {
         let cfg = tiny().with_head_modulation(true).with_conv_blocks(2);
         cfg.validate().unwrap();
         assert!(tiny().with_stem_channels(0).with_conv_blocks(1).validate().is_err());
-        let model = cfg.init(&device);
+        let model = cfg.init_dit(&device);
         assert_eq!((model.stem_blocks.len(), model.head_blocks.len()), (2, 2));
         let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.9], [2]), &device);
@@ -549,7 +626,7 @@ mod tests {
         assert!(diff < 1e-6, "zero-initialised conv blocks changed the output by {diff}");
         // The zero-initialised output convolution gets a gradient (so the block can learn).
         let ad = device.clone().autodiff();
-        let mut m = cfg.init(&ad);
+        let mut m = cfg.init_dit(&ad);
         // The head's zero-initialised output convolution blocks every gradient upstream at
         // step 0 (adaLN-Zero style); give it weights as after the first update.
         m.head2 = Some(Conv3dConfig::new([cfg.stem_channels, 3], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(&ad));
