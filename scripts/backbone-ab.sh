@@ -6,15 +6,18 @@
 # continue interrupted runs (each resumes from its last checkpoint; the step count fixed by the
 # budget is in its config.resolved.toml) and redo the eval.
 #
-#   bash scripts/backbone-ab.sh [OUT=runs/backbone-ab] [BUDGET_S=2700] [CONFIG ...]
+#   bash scripts/backbone-ab.sh [OUT=runs/backbone-ab] [BUDGET_S=2400] [WARMUP_STEPS=20] [CONFIG ...]
 #
 # Default configs: teacher-small (DiT), teacher-unet (U-Net), teacher-nested (MDM nested U-Net).
+# A screen is a few hundred steps, so every config's learning-rate warm-up is set to
+# WARMUP_STEPS (the configs' 100 would be half the run); everything else is the config's.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 out="${1:-runs/backbone-ab}"
-budget="${2:-2700}"
-shift $(( $# > 2 ? 2 : $# )) || true
+budget="${2:-2400}"
+warmup="${3:-20}"
+shift $(( $# > 3 ? 3 : $# )) || true
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(configs/teacher-small.toml configs/teacher-unet.toml configs/teacher-nested.toml)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
@@ -30,7 +33,8 @@ for cfg in "${configs[@]}"; do
     # Continue with the step count the budget fixed the first time.
     "$flick" train-teacher --config "$run/config.resolved.toml" --out "$run" --resume --workers 1 > "$out/$name.log" 2>&1 &
   else
-    "$flick" train-teacher --config "$cfg" --out "$run" --workers 1 --time-budget "$budget" > "$out/$name.log" 2>&1 &
+    sed "s/^warmup_steps = .*/warmup_steps = $warmup/" "$cfg" > "$out/$name.screen.toml"
+    "$flick" train-teacher --config "$out/$name.screen.toml" --out "$run" --workers 1 --time-budget "$budget" > "$out/$name.log" 2>&1 &
   fi
   pids+=($!)
 done

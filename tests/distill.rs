@@ -109,3 +109,41 @@ fn pairs_consistency_and_apt_run_on_tiny() {
         }
     }
 }
+
+#[test]
+fn the_pipeline_distils_a_unet_teacher_and_refuses_a_nested_one() {
+    // Pairs → consistency init → APT on the U-Net backbone (the discriminator on its taps).
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_run = dir.path().join("teacher");
+    let path = common::root().join("configs/teacher-unet-tiny.toml");
+    let mut config = TeacherConfig::load(&path).unwrap();
+    config.train.steps = 4;
+    let nested_config = config.clone();
+    train_teacher(TrainArgs { config, config_path: path.clone(), out: teacher_run.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
+    let teacher = model_path(&teacher_run);
+    let mut cfg = DistillConfig::load(&common::root().join("configs/distill-tiny.toml")).unwrap();
+    cfg.sample_prompts.clear();
+    let device = Device::flex();
+    let cache = dir.path().join("pairs");
+    assert_eq!(make_pairs(&cfg.pairs, &teacher, &cache, &device, true).unwrap(), 6);
+    let cons = dir.path().join("consistency");
+    train_consistency(&cfg, &teacher, &cache, &cons, false, &device, 2, None, true).unwrap();
+    let init = cons.join("generator.safetensors");
+    let run = dir.path().join("apt");
+    apt(&cfg, &teacher, &init, &run, false, Some(2));
+    for field in ["d_loss", "penalty", "logit_real", "logit_fake"] {
+        assert!(metric(&run, field).iter().all(|x| x.is_finite()), "{field}");
+    }
+    let g = Generator::load(&run.join("generator.safetensors"), &device).unwrap();
+    assert_eq!((g.info.kind.as_str(), g.model.kind()), ("generator", flick_core::model::BackboneKind::Unet));
+    assert_eq!(g.generate("a small green cross moving up on gray", 3, 1, 1.0).unwrap().frames, 4);
+
+    // A nested teacher: a clear refusal, not a wrong distillation.
+    let mut nested = nested_config;
+    nested.model.kind = flick_core::model::BackboneKind::Nested;
+    nested.model.nested = flick_core::model::nested::NestedConfig::new().with_outer_channels(vec![8]);
+    let nested_run = dir.path().join("nested");
+    train_teacher(TrainArgs { config: nested, config_path: path, out: nested_run.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
+    let err = make_pairs(&cfg.pairs, &model_path(&nested_run), &dir.path().join("pairs-nested"), &device, true).unwrap_err().to_string();
+    assert!(err.contains("nested") && err.contains("not supported"), "{err}");
+}
