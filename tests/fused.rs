@@ -20,10 +20,26 @@ fn model_forward_and_gradients_agree_with_kernels_on_and_off() {
         Ok(d) => d,
         Err(e) => return common::unavailable(&format!("a wgpu adapter ({e})")),
     };
-    let cfg = TeacherConfig::load(&common::root().join("configs/teacher-tiny.toml")).unwrap().model;
-    let dh = (cfg.dim / cfg.heads) as u32;
-    assert!(flick_shaders::HEAD_DIMS.contains(&dh), "the tiny model's head width {dh} would not use the attention kernel");
-    let ad = gpu.autodiff();
+    // Both backbones: the DiT (attention, adaLN, pixel-resolution convolutions) and the U-Net
+    // (per-frame convolutions at every level, temporal and space-time attention).
+    for config in ["configs/teacher-tiny.toml", "configs/teacher-unet-tiny.toml"] {
+        let mut cfg = TeacherConfig::load(&common::root().join(config)).unwrap().model;
+        if cfg.kind != flick::model::BackboneKind::Dit {
+            // Convolutions at every level are slow on a CPU rasteriser: 2 frames of 8×8.
+            (cfg.frames, cfg.height, cfg.width) = (2, 8, 8);
+        }
+        let (width, heads) = match cfg.kind {
+            flick::model::BackboneKind::Dit => (cfg.dim, cfg.heads),
+            _ => (cfg.unet.channels[0], cfg.unet.heads),
+        };
+        let dh = (width / heads) as u32;
+        assert!(flick_shaders::HEAD_DIMS.contains(&dh), "{config}: head width {dh} would not use the attention kernel");
+        agree_with_kernels_on_and_off(&gpu, &cfg);
+    }
+}
+
+fn agree_with_kernels_on_and_off(gpu: &Device, cfg: &flick::model::ModelConfig) {
+    let ad = gpu.clone().autodiff();
     ad.seed(3);
     // Random weights everywhere (the zero-initialised adaLN-Zero and head layers would hide the
     // attention and norm paths).
