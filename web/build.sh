@@ -30,7 +30,9 @@ wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$CARGO_TARG
 cp web/index.html web/worker.js "$dist.tmp/"
 
 echo "web/build.sh: f16 copies of the bundled models"
-cargo build -q -p flick-trainer --bin flick
+# The `flick` binary built with the test command's package set (`-p flick-trainer` alone unifies
+# other features of the shared dependencies and would compile the burn stack a second time).
+cargo build -q --workspace --tests
 for m in generator-small teacher-small; do
   "$CARGO_TARGET_DIR/debug/flick" convert --f16 "models/$m.safetensors" "$dist.tmp/models/$m.safetensors"
 done
