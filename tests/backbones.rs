@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 
 use flick::burn::prelude::*;
 use flick::generate::Generator;
@@ -12,13 +11,7 @@ use flick::model::BackboneKind;
 use flick_trainer::config::TeacherConfig;
 use flick_trainer::train::{TrainArgs, model_path, train_teacher};
 
-fn losses(run: &Path) -> Vec<f32> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap() as f32)
-        .collect()
-}
+use common::losses;
 
 /// Train `config` for 60 steps, check the loss went down, reload the checkpoint and generate.
 fn trains_reloads_and_generates(config: TeacherConfig, path: std::path::PathBuf, kind: BackboneKind) {

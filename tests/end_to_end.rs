@@ -11,13 +11,7 @@ use flick_trainer::config::TeacherConfig;
 use flick_trainer::train::{TrainArgs, model_path, train_teacher};
 use image::AnimationDecoder;
 
-fn losses(run: &Path) -> Vec<f32> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap() as f32)
-        .collect()
-}
+use common::losses;
 
 fn train_tiny(out: &Path, steps: u64) {
     let path = common::root().join("configs/teacher-tiny.toml");

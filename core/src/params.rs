@@ -10,50 +10,62 @@ use burn::prelude::*;
 /// weights keep the paths they had before there were other backbones.
 const BACKBONE_ENUM: &str = "Enum:Backbone";
 
+/// The dotted path of the module being visited.
+#[derive(Default)]
+struct ParamPath(Vec<String>);
+
+impl ParamPath {
+    fn enter(&mut self, name: &str, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.0.push(name.to_string());
+        }
+    }
+    fn exit(&mut self, container: &str) {
+        if container != BACKBONE_ENUM {
+            self.0.pop();
+        }
+    }
+    fn join(&self) -> String {
+        self.0.join(".")
+    }
+}
+
 struct Visit<'a, F> {
-    path: Vec<String>,
+    path: ParamPath,
     f: &'a mut F,
 }
 
 impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize])> ModuleVisitor for Visit<'_, F> {
     fn enter_module(&mut self, name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container);
     }
     fn exit_module(&mut self, _name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.pop();
-        }
+        self.path.exit(container);
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         let dims = value.dims();
         let n = dims.iter().product::<usize>();
-        (self.f)(&self.path.join("."), param.id, value.reshape([n]), &dims);
+        (self.f)(&self.path.join(), param.id, value.reshape([n]), &dims);
     }
 }
 
 /// Call `f(path, id, flat value, shape)` for every float parameter, in a fixed order.
 pub fn visit_params<M: Module>(module: &M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize])) {
-    module.visit(&mut Visit { path: Vec::new(), f: &mut f });
+    module.visit(&mut Visit { path: ParamPath::default(), f: &mut f });
 }
 
 struct Map<'a, F> {
-    path: Vec<String>,
+    path: ParamPath,
     f: &'a mut F,
 }
 
 impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMapper for Map<'_, F> {
     fn enter_module(&mut self, name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container);
     }
     fn exit_module(&mut self, _name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.pop();
-        }
+        self.path.exit(container);
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, value, mapper) = param.consume();
@@ -62,9 +74,9 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
         let require_grad = value.is_require_grad();
         let autodiff = value.is_autodiff();
         let flat = value.clone().inner().reshape([n]);
-        let value = match (self.f)(&self.path.join("."), id, flat, &dims) {
+        let value = match (self.f)(&self.path.join(), id, flat, &dims) {
             Some(new) => {
-                assert_eq!(new.dims()[0], n, "replacement for {} has the wrong size", self.path.join("."));
+                assert_eq!(new.dims()[0], n, "replacement for {} has the wrong size", self.path.join());
                 let mut t = new.inner().reshape(dims);
                 if autodiff {
                     t = t.autodiff();
@@ -84,7 +96,7 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
 /// flat value (same element count), or `None` to keep the parameter. Autodiff parameters stay
 /// autodiff leaves that require gradients.
 pub fn map_params<M: Module>(module: M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>) -> M {
-    module.map(&mut Map { path: Vec::new(), f: &mut f })
+    module.map(&mut Map { path: ParamPath::default(), f: &mut f })
 }
 
 /// Exponential moving average of `source`'s parameters into `ema` (matched by path):
@@ -109,26 +121,22 @@ pub fn count<M: Module>(module: &M) -> usize {
 }
 
 struct Grads<'a> {
-    path: Vec<String>,
+    path: ParamPath,
     grads: &'a burn::tensor::Gradients,
     out: std::collections::HashMap<String, Tensor<1>>,
 }
 
 impl ModuleVisitor for Grads<'_> {
     fn enter_module(&mut self, name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.push(name.to_string());
-        }
+        self.path.enter(name, container);
     }
     fn exit_module(&mut self, _name: &str, container: &str) {
-        if container != BACKBONE_ENUM {
-            self.path.pop();
-        }
+        self.path.exit(container);
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = param.val().grad(self.grads) {
             let n = g.dims().iter().product::<usize>();
-            self.out.insert(self.path.join("."), g.reshape([n]));
+            self.out.insert(self.path.join(), g.reshape([n]));
         }
     }
 }
@@ -136,7 +144,7 @@ impl ModuleVisitor for Grads<'_> {
 /// The gradients of `module`'s parameters after `loss.backward()`, by path, flattened, without
 /// autodiff. Parameters that got no gradient are absent.
 pub fn grads_by_path<M: Module>(module: &M, grads: &burn::tensor::Gradients) -> std::collections::HashMap<String, Tensor<1>> {
-    let mut v = Grads { path: Vec::new(), grads, out: Default::default() };
+    let mut v = Grads { path: ParamPath::default(), grads, out: Default::default() };
     module.visit(&mut v);
     v.out
 }
