@@ -47,9 +47,8 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
     assert!(rows.iter().all(|r| r.adherence.is_none() && r.all_correct.is_none()));
     let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
     assert!(md.contains("Adherence not reported"), "{md}");
-    // Artifact columns: a second set of real clips scores about as the reference set does.
-    assert!(md.contains("patch grid") && md.contains("flicker"), "{md}");
-    assert!((0.3..3.0).contains(&rows[0].patch_grid), "real clips' patch grid {}", rows[0].patch_grid);
+    // The flicker column: a second set of real clips scores about as the reference set does.
+    assert!(md.contains("flicker"), "{md}");
     assert!(rows[0].flicker.is_some_and(|f| (0.3..3.0).contains(&f)), "real clips' flicker {:?}", rows[0].flicker);
     // An 8-step teacher makes noise: farther from real clips than real clips are.
     for r in &rows[1..] {

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use burn::prelude::*;
 use flick_core::data::shapes::{Attributes, ShapesConfig, ShapesSource, Split, canonical_caption};
 use flick_core::data::{Clip, stack};
-use flick_core::eval::artifacts::{mean_score, outline_flicker, patch_grid_energy};
+use flick_core::eval::artifacts::{mean_score, outline_flicker};
 use flick_core::eval::metrics::{adherence, diversity, frechet_distance, precision_recall};
 use flick_core::eval::probe::{self, HEADS, Probe, ProbeConfig};
 use flick_core::generate::Generator;
@@ -90,9 +90,6 @@ pub struct Row {
     pub precision: f64,
     pub recall: f64,
     pub diversity: f64,
-    /// Patch-grid energy at a 4-pixel period ([`patch_grid_energy`]) relative to real clips
-    /// (1 = as real clips; higher = a visible patch grid).
-    pub patch_grid: f64,
     /// Outline flicker ([`outline_flicker`]) relative to real clips (1 = as real clips);
     /// `None` if no clip had an object in every frame.
     pub flicker: Option<f64>,
@@ -100,8 +97,6 @@ pub struct Row {
     pub grid: String,
 }
 
-/// The patch size of Flick's DiT: the period at which `flick eval` measures a patch grid.
-pub const GRID_PERIOD: usize = 4;
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -182,7 +177,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
     let judged_a = judge(&probe, &real_a, device);
     let group = |clips: &[Clip]| -> Vec<Vec<Vec<f32>>> { clips.chunks(args.seeds).map(|g| g.iter().map(|c| c.data.clone()).collect()).collect() };
     let real_div = diversity(&group(&real_a));
-    let real_grid = mean_score(&real_a, |c| Some(patch_grid_energy(c, GRID_PERIOD))).unwrap_or(0.0);
     let real_flicker = mean_score(&real_a, outline_flicker);
 
     let mut rows = Vec::new();
@@ -201,7 +195,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
             precision,
             recall,
             diversity: diversity(&group(clips)) / real_div.max(1e-12),
-            patch_grid: mean_score(clips, |c| Some(patch_grid_energy(c, GRID_PERIOD))).unwrap_or(0.0) / real_grid.max(1e-12),
             flicker: mean_score(clips, outline_flicker).zip(real_flicker).map(|(m, r)| m / r.max(1e-12)),
             seconds_per_clip: secs,
             grid,
@@ -298,26 +291,25 @@ fn table(rows: &[Row], args: &EvalArgs, probe_acc: &BTreeMap<String, f64>, trust
     if !trusted {
         s += &format!("**Adherence not reported: the probe reads some attribute of real clips with less than {} accuracy.**\n\n", pct(PROBE_BAR));
     }
-    s += "| model | shape | colour | size | motion | background | all correct | FD-probe ↓ | precision | recall | diversity | patch grid ↓ | flicker ↓ | s/clip |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| model | shape | colour | size | motion | background | all correct | FD-probe ↓ | precision | recall | diversity | flicker ↓ | s/clip |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let adh = match &r.adherence {
             Some(a) => HEADS.iter().map(|(n, _)| pct(a[*n])).chain(r.all_correct.map(pct)).collect::<Vec<_>>(),
             None => vec!["—".to_string(); 6],
         };
         s += &format!(
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             r.name,
             adh.join(" | "),
             r.fd_probe,
             r.precision,
             r.recall,
             r.diversity,
-            r.patch_grid,
             r.flicker.map_or("—".to_string(), |v| format!("{v:.2}")),
             r.seconds_per_clip.map_or("—".to_string(), |v| format!("{v:.3}"))
         );
     }
-    s += &format!("\nPatch grid: the edge energy at a {GRID_PERIOD}-pixel period (the DiT's patch), flicker: the frame-to-frame change of the object's outline with its motion removed — both relative to real clips (1 = as real clips, lower is better).");
+    s += "\nFlicker: the frame-to-frame change of the object's outline with its motion removed, relative to real clips (1 = as real clips, lower is better).";
     s += "\nDiversity is relative to real clips of the same prompts (1 = as varied as the data, 0 = one clip per prompt). The real-clips row is a second, independent set of real clips scored like a model: the floor of FD-probe and the ceiling of the other columns.\n";
     s
 }

@@ -1,44 +1,8 @@
-//! Pixel statistics of two artifacts the attribute probe does not see: a **patch grid** (a
-//! patch-token model's linear head drawing every patch's edges on its own leaves a pattern with
-//! the patch period) and **outline flicker** (an object's outline redrawn differently in every
-//! frame). `flick eval` reports both relative to real clips (1 = as real clips).
+//! Pixel statistics of an artifact the attribute probe does not see: **outline flicker** (an
+//! object's outline redrawn differently in every frame). `flick eval` reports it relative to
+//! real clips (1 = as real clips).
 
 use crate::data::Clip;
-
-/// Energy of a clip's edge statistics at the period `period` (pixels): for every boundary
-/// between neighbouring pixels, the squared difference across it, averaged per boundary phase
-/// (column boundary `x → x+1` has phase `x mod period`, rows likewise, over channels and
-/// frames); returns the energy of that `period`-long profile at its non-zero frequencies over
-/// the energy at frequency 0 — `Σ_k (g_k − ḡ)² / (period · ḡ²)`. Content placed anywhere
-/// gives a flat profile (≈ 0); edges that fall on a grid of that period give a peaked one.
-pub fn patch_grid_energy(clip: &Clip, period: usize) -> f64 {
-    assert!(period >= 2, "a grid period is at least 2 pixels");
-    let mut sums = vec![0f64; period];
-    let mut counts = vec![0f64; period];
-    for c in 0..3 {
-        for t in 0..clip.frames {
-            for y in 0..clip.height {
-                for x in 0..clip.width {
-                    let v = clip.at(c, t, y, x) as f64;
-                    if x + 1 < clip.width {
-                        sums[x % period] += (clip.at(c, t, y, x + 1) as f64 - v).powi(2);
-                        counts[x % period] += 1.0;
-                    }
-                    if y + 1 < clip.height {
-                        sums[y % period] += (clip.at(c, t, y + 1, x) as f64 - v).powi(2);
-                        counts[y % period] += 1.0;
-                    }
-                }
-            }
-        }
-    }
-    let g: Vec<f64> = sums.iter().zip(&counts).map(|(s, n)| s / n.max(1.0)).collect();
-    let mean = g.iter().sum::<f64>() / period as f64;
-    if mean <= 1e-12 {
-        return 0.0;
-    }
-    g.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (period as f64 * mean * mean)
-}
 
 /// Foreground mask of every frame: pixels whose RGB (in [0, 1]) differs from the clip's
 /// background — the per-channel median over the clip — by more than 0.45 in L1 (the threshold
@@ -123,8 +87,8 @@ mod tests {
     use super::*;
 
     /// A `t × 16 × 16` clip on a dark background with a bright square of side `side` at
-    /// `(x0 + v·f, 2 + v·f)` in frame `f`; `grid` adds 0.5 stripes on every 4th row and column.
-    fn clip(frames: usize, side: impl Fn(usize) -> usize, x0: usize, vx: usize, grid: bool) -> Clip {
+    /// `(x0 + v·f, 2 + v·f)` in frame `f`.
+    fn clip(frames: usize, side: impl Fn(usize) -> usize, x0: usize, vx: usize) -> Clip {
         let (h, w) = (16, 16);
         let mut data = vec![-0.8f32; 3 * frames * h * w];
         for c in 0..3 {
@@ -137,9 +101,6 @@ mod tests {
                         if x >= ox && x < ox + s && y >= oy && y < oy + s {
                             data[i] = 0.9;
                         }
-                        if grid && (x % 4 == 3 || y % 4 == 3) {
-                            data[i] += 0.5;
-                        }
                     }
                 }
             }
@@ -148,22 +109,10 @@ mod tests {
     }
 
     #[test]
-    fn a_grid_with_the_patch_period_scores_high() {
-        // A square moving one pixel a frame for 8 frames puts its edges at every phase equally.
-        let plain = patch_grid_energy(&clip(8, |_| 5, 1, 1, false), 4);
-        let gridded = patch_grid_energy(&clip(8, |_| 5, 1, 1, true), 4);
-        assert!(plain < 0.05, "evenly placed edges score {plain}");
-        assert!(gridded > 5.0 * plain, "a 4-pixel grid scores only {gridded} (plain {plain})");
-        // A flat clip has no edges at all.
-        let flat = Clip { data: vec![0.2; 3 * 2 * 8 * 8], frames: 2, height: 8, width: 8 };
-        assert_eq!(patch_grid_energy(&flat, 4), 0.0);
-    }
-
-    #[test]
     fn outline_flicker_ignores_motion_and_sees_redrawn_outlines() {
-        let still = outline_flicker(&clip(6, |_| 5, 4, 0, false)).unwrap();
-        let moving = outline_flicker(&clip(5, |_| 5, 1, 2, false)).unwrap();
-        let pulsing = outline_flicker(&clip(6, |f| if f % 2 == 0 { 4 } else { 6 }, 4, 0, false)).unwrap();
+        let still = outline_flicker(&clip(6, |_| 5, 4, 0)).unwrap();
+        let moving = outline_flicker(&clip(5, |_| 5, 1, 2)).unwrap();
+        let pulsing = outline_flicker(&clip(6, |f| if f % 2 == 0 { 4 } else { 6 }, 4, 0)).unwrap();
         assert_eq!(still, 0.0);
         assert!(moving < 1e-9, "a translating square flickers by {moving}");
         assert!(pulsing > 0.3, "a square redrawn every frame flickers only {pulsing}");
