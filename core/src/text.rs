@@ -74,7 +74,7 @@ pub struct TextEncoderConfig {
     /// Width (odd) of a 1-D convolution over the byte embeddings, added to them before the
     /// transformer: every token starts with features of its neighbourhood (a word is ≤ 9 bytes
     /// here), so words need not be assembled by attention from near-zero learned positions.
-    /// 0 = none (the bundled session-1/2 model).
+    /// 0 = none (the first bundled models).
     #[config(default = 0)]
     pub conv_kernel: usize,
 }
