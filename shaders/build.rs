@@ -9,10 +9,20 @@ fn main() {
     for (name, src) in KERNELS {
         for v in variants(src) {
             let text = instantiate(src, v);
-            let module = naga::front::wgsl::parse_str(&text).unwrap_or_else(|e| panic!("kernels/{name}.wgsl ({v:?}): {}", e.emit_to_string(&text)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("kernels/{name}.wgsl ({v:?}) does not validate: {}", e.emit_to_string(&text)));
+            let module = naga::front::wgsl::parse_str(&text).unwrap_or_else(|e| {
+                panic!("kernels/{name}.wgsl ({v:?}): {}", e.emit_to_string(&text))
+            });
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::default(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "kernels/{name}.wgsl ({v:?}) does not validate: {}",
+                    e.emit_to_string(&text)
+                )
+            });
         }
     }
 }

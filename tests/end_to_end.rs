@@ -18,7 +18,21 @@ fn train_tiny(out: &Path, steps: u64) {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.train.steps = steps;
     config.train.log_every = 1;
-    train_teacher(TrainArgs { config, config_path: path, out: out.to_path_buf(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 2, init_from: None, init_reset: vec![], time_budget: None, profile_every: Some(10) }).unwrap();
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: out.to_path_buf(),
+        resume: false,
+        device: Device::flex(),
+        stop_at: None,
+        quiet: true,
+        workers: 2,
+        init_from: None,
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: Some(10),
+    })
+    .unwrap();
 }
 
 #[test]
@@ -32,7 +46,10 @@ fn tiny_teacher_trains_saves_reloads_and_generates_a_gif() {
     assert!(l.iter().all(|v| v.is_finite()));
     let first: f32 = l[..10].iter().sum::<f32>() / 10.0;
     let last: f32 = l[50..].iter().sum::<f32>() / 10.0;
-    assert!(last < 0.8 * first, "loss did not go down: first 10 mean {first}, last 10 mean {last}");
+    assert!(
+        last < 0.8 * first,
+        "loss did not go down: first 10 mean {first}, last 10 mean {last}"
+    );
     assert!(run.join("loss.png").exists() && run.join("config.resolved.toml").exists());
 
     let device = Device::flex();
@@ -40,10 +57,15 @@ fn tiny_teacher_trains_saves_reloads_and_generates_a_gif() {
     assert_eq!(g.info.kind, "teacher");
     assert_eq!(g.defaults().steps, 4);
     for steps in [1, 3] {
-        let video = g.generate("a large red circle moving left on black", 7, steps, 2.0).unwrap();
+        let video = g
+            .generate("a large red circle moving left on black", 7, steps, 2.0)
+            .unwrap();
         let gif = dir.path().join(format!("clip{steps}.gif"));
         video.write_gif(&gif, 8).unwrap();
-        let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&gif).unwrap())).unwrap();
+        let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(
+            std::fs::File::open(&gif).unwrap(),
+        ))
+        .unwrap();
         let frames = decoder.into_frames().collect_frames().unwrap();
         assert_eq!(frames.len(), 4);
         assert_eq!(frames[0].buffer().dimensions(), (16, 16));
@@ -68,9 +90,23 @@ fn wgpu_backend_matches_cpu_on_the_same_checkpoint() {
     let gpu = Generator::load(&model_path(&run), &gpu).unwrap();
     let prompts = vec!["a small green cross rising on gray".to_string()];
     let z = cpu.noise(3);
-    let a: Vec<f32> = cpu.sample(&prompts, z.clone(), 3, 2.5, |_, _| {}).unwrap().into_data().try_to_vec::<f32>().unwrap();
-    let b: Vec<f32> = gpu.sample(&prompts, z, 3, 2.5, |_, _| {}).unwrap().into_data().try_to_vec::<f32>().unwrap();
-    let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let a: Vec<f32> = cpu
+        .sample(&prompts, z.clone(), 3, 2.5, |_, _| {})
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b: Vec<f32> = gpu
+        .sample(&prompts, z, 3, 2.5, |_, _| {})
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
     assert!(max_diff < 1e-3, "wgpu and cpu disagree by {max_diff}");
     assert!(a.iter().any(|v| v.abs() > 0.05), "output is trivially zero");
 }
@@ -87,7 +123,21 @@ fn wgpu_backend_trains() {
     config.train.steps = 3;
     config.train.log_every = 1;
     let out = dir.path().join("run");
-    train_teacher(TrainArgs { config, config_path: path, out: out.clone(), resume: false, device: gpu, stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: out.clone(),
+        resume: false,
+        device: gpu,
+        stop_at: None,
+        quiet: true,
+        workers: 1,
+        init_from: None,
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: None,
+    })
+    .unwrap();
     let l = losses(&out);
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
@@ -111,18 +161,57 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     let device = Device::flex();
     let source = Generator::load(&model_path(&a), &device).unwrap();
     let (tensors, _) = flick::checkpoint::read_safetensors(&model_path(&a)).unwrap();
-    let (grown, fresh) = flick::checkpoint::load_module_partial(config.model.init(&device), &tensors, "", &device, &[]).unwrap();
-    assert!(fresh.iter().any(|p| p.starts_with("head_ada")) && fresh.iter().any(|p| p.starts_with("text.conv")), "{fresh:?}");
-    let x = Tensor::<5>::random([2, 3, 4, 16, 16], flick::burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let (grown, fresh) = flick::checkpoint::load_module_partial(
+        config.model.init(&device),
+        &tensors,
+        "",
+        &device,
+        &[],
+    )
+    .unwrap();
+    assert!(
+        fresh.iter().any(|p| p.starts_with("head_ada"))
+            && fresh.iter().any(|p| p.starts_with("text.conv")),
+        "{fresh:?}"
+    );
+    let x = Tensor::<5>::random(
+        [2, 3, 4, 16, 16],
+        flick::burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.8], [2]), &device);
-    let prompts = ["a red ball".to_string(), "a cyan cross moving up".to_string()];
-    let v0 = source.model.forward(x.clone(), t.clone(), &source.model.encode_text(&prompts, &device));
+    let prompts = [
+        "a red ball".to_string(),
+        "a cyan cross moving up".to_string(),
+    ];
+    let v0 = source.model.forward(
+        x.clone(),
+        t.clone(),
+        &source.model.encode_text(&prompts, &device),
+    );
     let v1 = grown.forward(x, t, &grown.encode_text(&prompts, &device));
     let diff: f32 = (v0 - v1).abs().max().into_scalar();
-    assert!(diff < 1e-5, "warm-started model differs from its source by {diff}");
+    assert!(
+        diff < 1e-5,
+        "warm-started model differs from its source by {diff}"
+    );
 
     // The new run continues at the source's step (schedule, data position) with its curve.
-    train_teacher(TrainArgs { config, config_path: path.clone(), out: b.clone(), resume: false, device, stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec![], time_budget: None, profile_every: None }).unwrap();
+    train_teacher(TrainArgs {
+        config,
+        config_path: path.clone(),
+        out: b.clone(),
+        resume: false,
+        device,
+        stop_at: None,
+        quiet: true,
+        workers: 1,
+        init_from: Some(a.join("state.safetensors")),
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: None,
+    })
+    .unwrap();
     let (la, lb) = (losses(&a), losses(&b));
     assert_eq!(lb.len(), 9);
     assert_eq!(lb[..6], la[..]);
@@ -136,9 +225,26 @@ fn warm_start_grows_the_model_without_changing_it_and_continues_the_run() {
     let mut config = TeacherConfig::load(&path).unwrap();
     config.model.prediction = flick::model::Prediction::Clean;
     config.train.steps = 8;
-    train_teacher(TrainArgs { config, config_path: path, out: c.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: Some(a.join("state.safetensors")), init_reset: vec!["head2".into()], time_budget: None, profile_every: None }).unwrap();
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: c.clone(),
+        resume: false,
+        device: Device::flex(),
+        stop_at: None,
+        quiet: true,
+        workers: 1,
+        init_from: Some(a.join("state.safetensors")),
+        init_reset: vec!["head2".into()],
+        time_budget: None,
+        profile_every: None,
+    })
+    .unwrap();
     let (_, meta) = flick::checkpoint::read_safetensors(&c.join("state.safetensors")).unwrap();
-    assert_eq!((meta["step"].as_str(), meta["ema_from_step"].as_str()), ("8", "6"));
+    assert_eq!(
+        (meta["step"].as_str(), meta["ema_from_step"].as_str()),
+        ("8", "6")
+    );
     assert!(losses(&c).iter().all(|l| l.is_finite()));
 }
 
@@ -154,9 +260,26 @@ fn a_time_budget_ends_the_run_at_the_total_it_resolved() {
     config.train.steps = 500;
     config.train.log_every = 1;
     config.train.sample_every = 0;
-    train_teacher(TrainArgs { config, config_path: path, out: run.clone(), resume: false, device: Device::flex(), stop_at: None, quiet: true, workers: 1, init_from: None, init_reset: vec![], time_budget: Some(1e-3), profile_every: None }).unwrap();
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: run.clone(),
+        resume: false,
+        device: Device::flex(),
+        stop_at: None,
+        quiet: true,
+        workers: 1,
+        init_from: None,
+        init_reset: vec![],
+        time_budget: Some(1e-3),
+        profile_every: None,
+    })
+    .unwrap();
     let resolved = TeacherConfig::load(&run.join("config.resolved.toml")).unwrap();
-    assert_eq!(resolved.train.steps, 20, "5 skipped + 15 timed steps, then nothing left of the budget");
+    assert_eq!(
+        resolved.train.steps, 20,
+        "5 skipped + 15 timed steps, then nothing left of the budget"
+    );
     assert_eq!(resolved.train.cooldown_steps, 0);
     assert_eq!(losses(&run).len(), 20);
     assert!(model_path(&run).exists());

@@ -36,14 +36,22 @@ pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// Read every float parameter of `module` to host memory, by path, under `prefix`.
 pub fn module_tensors<M: Module>(module: &M, prefix: &str, out: &mut NamedTensors) {
     visit_params(module, |path, _, value, shape| {
-        let data: Vec<f32> = value.into_data().try_to_vec::<f32>().expect("float parameter");
+        let data: Vec<f32> = value
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float parameter");
         out.insert(format!("{prefix}{path}"), (shape.to_vec(), data));
     });
 }
 
 /// Load the tensors under `prefix` into `module` (built with the right config). Every parameter
 /// must be present with the right shape; the error lists what is missing or mismatched.
-pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device) -> Result<M, Error> {
+pub fn load_module<M: Module>(
+    module: M,
+    tensors: &NamedTensors,
+    prefix: &str,
+    device: &Device,
+) -> Result<M, Error> {
     load_params(module, tensors, prefix, device, false, &[]).map(|(m, _)| m)
 }
 
@@ -51,11 +59,24 @@ pub fn load_module<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, d
 /// are copied, parameters the file lacks — and those whose path starts with one of `reset` —
 /// keep their initialisation and are returned by path; a parameter present with another shape
 /// is an error.
-pub fn load_module_partial<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, reset: &[String]) -> Result<(M, Vec<String>), Error> {
+pub fn load_module_partial<M: Module>(
+    module: M,
+    tensors: &NamedTensors,
+    prefix: &str,
+    device: &Device,
+    reset: &[String],
+) -> Result<(M, Vec<String>), Error> {
     load_params(module, tensors, prefix, device, true, reset)
 }
 
-fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, device: &Device, allow_missing: bool, reset: &[String]) -> Result<(M, Vec<String>), Error> {
+fn load_params<M: Module>(
+    module: M,
+    tensors: &NamedTensors,
+    prefix: &str,
+    device: &Device,
+    allow_missing: bool,
+    reset: &[String],
+) -> Result<(M, Vec<String>), Error> {
     let mut problems = Vec::new();
     let mut fresh = Vec::new();
     let module = map_params(module, |path, _, _, shape| {
@@ -65,9 +86,14 @@ fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, devic
             return None;
         }
         match tensors.get(&name) {
-            Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device)),
+            Some((s, data)) if s.as_slice() == shape => Some(Tensor::<1>::from_data(
+                TensorData::new(data.clone(), [data.len()]),
+                device,
+            )),
             Some((s, _)) => {
-                problems.push(format!("{name}: shape {s:?} in file, model expects {shape:?}"));
+                problems.push(format!(
+                    "{name}: shape {s:?} in file, model expects {shape:?}"
+                ));
                 None
             }
             None if allow_missing => {
@@ -85,21 +111,32 @@ fn load_params<M: Module>(module: M, tensors: &NamedTensors, prefix: &str, devic
     } else {
         let n = problems.len();
         problems.truncate(8);
-        Err(Error::Checkpoint(format!("{n} parameter(s) do not match: {}", problems.join("; "))))
+        Err(Error::Checkpoint(format!(
+            "{n} parameter(s) do not match: {}",
+            problems.join("; ")
+        )))
     }
 }
 
 /// Write named tensors plus metadata atomically (temp file, then rename).
-pub fn write_safetensors(path: &Path, tensors: &NamedTensors, metadata: BTreeMap<String, String>) -> Result<(), Error> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &NamedTensors,
+    metadata: BTreeMap<String, String>,
+) -> Result<(), Error> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, (shape, data))| {
             let bytes: &[u8] = bytemuck_f32(data);
-            (name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"))
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape matches data"),
+            )
         })
         .collect();
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", path.display())))?;
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
@@ -126,7 +163,10 @@ pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
         for &w in data {
             let h = half::f16::from_f32(w);
             if w.is_finite() && !h.is_finite() {
-                return Err(Error::Checkpoint(format!("{}: weight {w} of {name} does not fit in f16", input.display())));
+                return Err(Error::Checkpoint(format!(
+                    "{}: weight {w} of {name} does not fit in f16",
+                    input.display()
+                )));
             }
             max_change = max_change.max((h.to_f32() - w).abs());
             bytes.extend_from_slice(&h.to_le_bytes());
@@ -134,9 +174,18 @@ pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
         halves.insert(name.clone(), (shape.clone(), bytes));
     }
     metadata.insert("stored_dtype".into(), "f16".into());
-    let views: Vec<(String, TensorView<'_>)> = halves.iter().map(|(name, (shape, bytes))| (name.clone(), TensorView::new(Dtype::F16, shape.clone(), bytes).expect("shape matches data"))).collect();
+    let views: Vec<(String, TensorView<'_>)> = halves
+        .iter()
+        .map(|(name, (shape, bytes))| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F16, shape.clone(), bytes).expect("shape matches data"),
+            )
+        })
+        .collect();
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
     write_atomic(output, &bytes)?;
     Ok(max_change)
 }
@@ -152,25 +201,48 @@ compile_error!("safetensors files are little-endian; Flick supports little-endia
 /// Read a safetensors file: all f32 tensors and the metadata. Errors name the file and what is
 /// wrong with it (missing, truncated, not safetensors, unexpected dtype).
 pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>), Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
-    read_safetensors_bytes(&bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    read_safetensors_bytes(&bytes)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
 }
 
 /// [`read_safetensors`] from memory (the browser has no files).
-pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<(NamedTensors, BTreeMap<String, String>), String> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
+pub fn read_safetensors_bytes(
+    bytes: &[u8],
+) -> Result<(NamedTensors, BTreeMap<String, String>), String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
     let mut out = NamedTensors::new();
     for (name, view) in st.tensors() {
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             // Half-size copies (`flick convert --f16`, the web page's download) widen on load.
-            Dtype::F16 => view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(format!("tensor {name} has dtype {other:?}; Flick checkpoints are f32 (or f16 copies)")),
+            Dtype::F16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(format!(
+                    "tensor {name} has dtype {other:?}; Flick checkpoints are f32 (or f16 copies)"
+                ));
+            }
         };
         out.insert(name, (view.shape().to_vec(), data));
     }
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok((out, metadata))
 }
 
@@ -178,28 +250,61 @@ pub fn read_safetensors_bytes(bytes: &[u8]) -> Result<(NamedTensors, BTreeMap<St
 pub fn info_from_metadata(meta: &BTreeMap<String, String>) -> Result<CheckpointInfo, String> {
     match meta.get("format") {
         Some(f) if f == FORMAT => {}
-        Some(f) => return Err(format!("checkpoint format {f:?} is not supported (expected {FORMAT:?})")),
+        Some(f) => {
+            return Err(format!(
+                "checkpoint format {f:?} is not supported (expected {FORMAT:?})"
+            ));
+        }
         None => return Err("not a Flick checkpoint (no \"format\" metadata)".into()),
     }
-    let kind = meta.get("kind").cloned().ok_or("checkpoint metadata lacks \"kind\"")?;
-    let config_json = meta.get("config").ok_or("checkpoint metadata lacks the model \"config\"")?;
-    let config = serde_json::from_str(config_json).map_err(|e| e.to_string()).and_then(ModelConfig::from_value).map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
+    let kind = meta
+        .get("kind")
+        .cloned()
+        .ok_or("checkpoint metadata lacks \"kind\"")?;
+    let config_json = meta
+        .get("config")
+        .ok_or("checkpoint metadata lacks the model \"config\"")?;
+    let config = serde_json::from_str(config_json)
+        .map_err(|e| e.to_string())
+        .and_then(ModelConfig::from_value)
+        .map_err(|e| format!("checkpoint model config unreadable: {e}"))?;
     config.validate().map_err(|e| e.to_string())?;
-    let extra = meta.iter().filter(|(k, _)| !["format", "kind", "config"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    Ok(CheckpointInfo { kind, config, extra })
+    let extra = meta
+        .iter()
+        .filter(|(k, _)| !["format", "kind", "config"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(CheckpointInfo {
+        kind,
+        config,
+        extra,
+    })
 }
 
 /// Metadata of a model checkpoint.
-pub fn model_metadata(kind: &str, config: &ModelConfig, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn model_metadata(
+    kind: &str,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut meta = extra.clone();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("kind".into(), kind.into());
-    meta.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
+    meta.insert(
+        "config".into(),
+        serde_json::to_string(config).expect("config serialises"),
+    );
     meta
 }
 
 /// Save a model checkpoint.
-pub fn save_model(path: &Path, model: &Backbone, kind: &str, config: &ModelConfig, extra: &BTreeMap<String, String>) -> Result<(), Error> {
+pub fn save_model(
+    path: &Path,
+    model: &Backbone,
+    kind: &str,
+    config: &ModelConfig,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), Error> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "", &mut tensors);
     write_safetensors(path, &tensors, model_metadata(kind, config, extra))
@@ -207,15 +312,21 @@ pub fn save_model(path: &Path, model: &Backbone, kind: &str, config: &ModelConfi
 
 /// Load a model checkpoint onto `device`.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Backbone, CheckpointInfo), Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
-    load_model_bytes(&bytes, device).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    load_model_bytes(&bytes, device)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
 }
 
 /// Load a model checkpoint from memory.
-pub fn load_model_bytes(bytes: &[u8], device: &Device) -> Result<(Backbone, CheckpointInfo), String> {
+pub fn load_model_bytes(
+    bytes: &[u8],
+    device: &Device,
+) -> Result<(Backbone, CheckpointInfo), String> {
     let (tensors, meta) = read_safetensors_bytes(bytes)?;
     let info = info_from_metadata(&meta)?;
-    let model = load_module(info.config.init(device), &tensors, "", device).map_err(|e| e.to_string())?;
+    let model =
+        load_module(info.config.init(device), &tensors, "", device).map_err(|e| e.to_string())?;
     Ok((model, info))
 }
 
@@ -225,14 +336,20 @@ mod tests {
     use crate::text::TextEncoderConfig;
 
     fn tiny() -> ModelConfig {
-        ModelConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
-            .with_frames(2)
-            .with_height(8)
-            .with_width(8)
-            .with_dim(16)
-            .with_depth(1)
-            .with_heads(2)
-            .with_stem_channels(4)
+        ModelConfig::new(
+            TextEncoderConfig::new()
+                .with_dim(16)
+                .with_depth(1)
+                .with_heads(2)
+                .with_max_len(16),
+        )
+        .with_frames(2)
+        .with_height(8)
+        .with_width(8)
+        .with_dim(16)
+        .with_depth(1)
+        .with_heads(2)
+        .with_stem_channels(4)
     }
 
     #[test]
@@ -253,7 +370,11 @@ mod tests {
         module_tensors(&model, "", &mut a);
         module_tensors(&back, "", &mut b);
         assert_eq!(a, b);
-        assert!(a.contains_key("blocks.0.attn.q.weight"), "names: {:?}", a.keys().collect::<Vec<_>>());
+        assert!(
+            a.contains_key("blocks.0.attn.q.weight"),
+            "names: {:?}",
+            a.keys().collect::<Vec<_>>()
+        );
         assert!(a.contains_key("text.layers.0.mlp.fc1.bias"));
     }
 
@@ -266,7 +387,9 @@ mod tests {
         save_model(&p, &cfg.init(&device), "teacher", &cfg, &BTreeMap::new()).unwrap();
         let bytes = std::fs::read(&p).unwrap();
 
-        let missing = load_model(&dir.path().join("nope.safetensors"), &device).unwrap_err().to_string();
+        let missing = load_model(&dir.path().join("nope.safetensors"), &device)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("cannot read"), "{missing}");
 
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
@@ -287,15 +410,28 @@ mod tests {
         let other = tiny().with_dim(32);
         let mut tensors = NamedTensors::new();
         module_tensors(&other.init(&device), "", &mut tensors);
-        write_safetensors(&p, &tensors, model_metadata("teacher", &cfg, &BTreeMap::new())).unwrap();
+        write_safetensors(
+            &p,
+            &tensors,
+            model_metadata("teacher", &cfg, &BTreeMap::new()),
+        )
+        .unwrap();
         let mismatch = load_model(&p, &device).unwrap_err().to_string();
-        assert!(mismatch.contains("shape") && mismatch.contains("model expects"), "{mismatch}");
+        assert!(
+            mismatch.contains("shape") && mismatch.contains("model expects"),
+            "{mismatch}"
+        );
 
         // Missing tensors.
         let mut tensors = NamedTensors::new();
         module_tensors(&cfg.init(&device), "", &mut tensors);
         tensors.remove("final_proj.weight");
-        write_safetensors(&p, &tensors, model_metadata("teacher", &cfg, &BTreeMap::new())).unwrap();
+        write_safetensors(
+            &p,
+            &tensors,
+            model_metadata("teacher", &cfg, &BTreeMap::new()),
+        )
+        .unwrap();
         let gone = load_model(&p, &device).unwrap_err().to_string();
         assert!(gone.contains("final_proj.weight: missing"), "{gone}");
     }
@@ -306,16 +442,28 @@ mod tests {
         let cfg = tiny();
         let model = cfg.init(&device);
         let dir = tempfile::tempdir().unwrap();
-        let (full, halfp) = (dir.path().join("m.safetensors"), dir.path().join("m16.safetensors"));
+        let (full, halfp) = (
+            dir.path().join("m.safetensors"),
+            dir.path().join("m16.safetensors"),
+        );
         save_model(&full, &model, "generator", &cfg, &BTreeMap::new()).unwrap();
         let max_change = convert_to_f16(&full, &halfp).unwrap();
         // Rounding to f16 moves a weight by at most half a unit in the last place: 2⁻¹¹ of it
         // (the init is random: the bound scales with the largest weight, not a fixed 1e-3).
         let mut weights = NamedTensors::new();
         module_tensors(&model, "", &mut weights);
-        let largest = weights.values().flat_map(|(_, v)| v.iter()).fold(0f32, |m, v| m.max(v.abs()));
-        assert!(max_change > 0.0 && max_change <= largest * 2f32.powi(-11) * 1.001, "largest weight change {max_change} (largest weight {largest})");
-        let (a, b) = (std::fs::metadata(&full).unwrap().len(), std::fs::metadata(&halfp).unwrap().len());
+        let largest = weights
+            .values()
+            .flat_map(|(_, v)| v.iter())
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_change > 0.0 && max_change <= largest * 2f32.powi(-11) * 1.001,
+            "largest weight change {max_change} (largest weight {largest})"
+        );
+        let (a, b) = (
+            std::fs::metadata(&full).unwrap().len(),
+            std::fs::metadata(&halfp).unwrap().len(),
+        );
         assert!(b * 10 < a * 6, "f16 copy {b} bytes vs f32 {a}");
         let (back, info) = load_model(&halfp, &device).unwrap();
         assert_eq!(info.extra["stored_dtype"], "f16");
@@ -324,14 +472,28 @@ mod tests {
         module_tensors(&back, "", &mut wb);
         for (name, (_, x)) in &wa {
             for (u, v) in x.iter().zip(&wb[name].1) {
-                assert!((u - v).abs() <= u.abs() * 1e-3 + 1e-7, "{name}: {u} became {v}");
+                assert!(
+                    (u - v).abs() <= u.abs() * 1e-3 + 1e-7,
+                    "{name}: {u} became {v}"
+                );
             }
         }
         let g32 = crate::generate::Generator::load(&full, &device).unwrap();
         let g16 = crate::generate::Generator::load(&halfp, &device).unwrap();
-        let (c32, c16) = (g32.generate("a red circle", 3, 1, 1.0).unwrap(), g16.generate("a red circle", 3, 1, 1.0).unwrap());
-        let differ = c32.rgba.iter().zip(&c16.rgba).filter(|(x, y)| x.abs_diff(**y) > 2).count();
-        assert!(differ == 0, "{differ} channel values moved by more than 2/255");
+        let (c32, c16) = (
+            g32.generate("a red circle", 3, 1, 1.0).unwrap(),
+            g16.generate("a red circle", 3, 1, 1.0).unwrap(),
+        );
+        let differ = c32
+            .rgba
+            .iter()
+            .zip(&c16.rgba)
+            .filter(|(x, y)| x.abs_diff(**y) > 2)
+            .count();
+        assert!(
+            differ == 0,
+            "{differ} channel values moved by more than 2/255"
+        );
         // A weight out of f16's range is refused, not turned into infinity.
         let t = NamedTensors::from([("w".to_string(), (vec![2], vec![1.0, 1e6]))]);
         write_safetensors(&full, &t, BTreeMap::new()).unwrap();

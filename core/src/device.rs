@@ -21,7 +21,9 @@ impl std::str::FromStr for BackendKind {
         match s.to_ascii_lowercase().as_str() {
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
-            other => Err(crate::Error::Device(format!("unknown backend {other:?}: use `cpu` or `wgpu`"))),
+            other => Err(crate::Error::Device(format!(
+                "unknown backend {other:?}: use `cpu` or `wgpu`"
+            ))),
         }
     }
 }
@@ -45,7 +47,9 @@ pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
             .map_err(crate::Error::Device)
         }
         #[cfg(target_family = "wasm")]
-        BackendKind::Wgpu => Err(crate::Error::Device("in the browser, initialise wgpu asynchronously".into())),
+        BackendKind::Wgpu => Err(crate::Error::Device(
+            "in the browser, initialise wgpu asynchronously".into(),
+        )),
     }
 }
 

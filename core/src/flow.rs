@@ -33,7 +33,13 @@ pub struct FlowConfig {
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        Self { time_law: TimeLaw::LogitNormal { mean: 0.0, std: 1.0 }, shift: 1.0 }
+        Self {
+            time_law: TimeLaw::LogitNormal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            shift: 1.0,
+        }
     }
 }
 
@@ -52,7 +58,9 @@ impl FlowConfig {
 
     /// The `steps + 1` sampling times from 1 down to 0 (uniform grid, then shifted).
     pub fn sampling_times(&self, steps: usize) -> Vec<f32> {
-        (0..=steps).map(|i| shift(1.0 - i as f32 / steps as f32, self.shift)).collect()
+        (0..=steps)
+            .map(|i| shift(1.0 - i as f32 / steps as f32, self.shift))
+            .collect()
     }
 }
 
@@ -73,7 +81,11 @@ pub fn normal_vec<R: Rng>(rng: &mut R, n: usize) -> Vec<f32> {
 ///
 /// # Shapes
 /// `x0`, `eps`: `[B, ...]`, `t`: `[B]`.
-pub fn noise<const D: usize>(x0: Tensor<D>, eps: Tensor<D>, t: Tensor<1>) -> (Tensor<D>, Tensor<D>) {
+pub fn noise<const D: usize>(
+    x0: Tensor<D>,
+    eps: Tensor<D>,
+    t: Tensor<1>,
+) -> (Tensor<D>, Tensor<D>) {
     let b = t.dims()[0];
     let mut shape = [1usize; D];
     shape[0] = b;
@@ -84,7 +96,11 @@ pub fn noise<const D: usize>(x0: Tensor<D>, eps: Tensor<D>, t: Tensor<1>) -> (Te
 
 /// Euler integration of `dx/dt = v(x, t)` over `times` (descending from 1 to 0).
 /// `velocity(x, t, i)` gets the current sample, the scalar time and the step index.
-pub fn euler<const D: usize>(mut x: Tensor<D>, times: &[f32], mut velocity: impl FnMut(Tensor<D>, f32, usize) -> Tensor<D>) -> Tensor<D> {
+pub fn euler<const D: usize>(
+    mut x: Tensor<D>,
+    times: &[f32],
+    mut velocity: impl FnMut(Tensor<D>, f32, usize) -> Tensor<D>,
+) -> Tensor<D> {
     for (i, pair) in times.windows(2).enumerate() {
         let (t, t_next) = (pair[0], pair[1]);
         let v = velocity(x.clone(), t, i);
@@ -125,11 +141,16 @@ mod tests {
         let x0 = vec![0.5f32, -1.0, 2.0, 0.0];
         let z = vec![1.0f32, 0.3, -0.7, 2.5];
         for (steps, s) in [(1, 1.0), (3, 1.0), (7, 3.0), (25, 12.0)] {
-            let flow = FlowConfig { shift: s, ..FlowConfig::default() };
+            let flow = FlowConfig {
+                shift: s,
+                ..FlowConfig::default()
+            };
             let target = Tensor::<2>::from_data(TensorData::new(x0.clone(), [2, 2]), &device);
-            let out = euler(Tensor::<2>::from_data(TensorData::new(z.clone(), [2, 2]), &device), &flow.sampling_times(steps), |x, t, _| {
-                (x - target.clone()) / t
-            });
+            let out = euler(
+                Tensor::<2>::from_data(TensorData::new(z.clone(), [2, 2]), &device),
+                &flow.sampling_times(steps),
+                |x, t, _| (x - target.clone()) / t,
+            );
             let got: Vec<f32> = out.into_data().try_to_vec::<f32>().unwrap();
             for (g, e) in got.iter().zip(&x0) {
                 assert!((g - e).abs() < 1e-4, "steps {steps}: {got:?} vs {x0:?}");
@@ -140,8 +161,14 @@ mod tests {
     #[test]
     fn noising_matches_the_formula() {
         let device = Device::flex();
-        let x0 = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), &device);
-        let eps = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 1.0, -1.0, 0.5], [2, 2]), &device);
+        let x0 = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]),
+            &device,
+        );
+        let eps = Tensor::<2>::from_data(
+            TensorData::new(vec![0.0f32, 1.0, -1.0, 0.5], [2, 2]),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.25f32, 1.0], [2]), &device);
         let (xt, v) = noise(x0, eps, t);
         let xt: Vec<f32> = xt.into_data().try_to_vec::<f32>().unwrap();
@@ -154,8 +181,13 @@ mod tests {
     fn training_times_stay_in_range_and_follow_the_shift() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let plain = FlowConfig::default();
-        let shifted = FlowConfig { shift: 4.0, ..plain };
-        let mean = |f: &FlowConfig, rng: &mut rand_chacha::ChaCha8Rng| (0..4000).map(|_| f.sample_time(rng)).sum::<f32>() / 4000.0;
+        let shifted = FlowConfig {
+            shift: 4.0,
+            ..plain
+        };
+        let mean = |f: &FlowConfig, rng: &mut rand_chacha::ChaCha8Rng| {
+            (0..4000).map(|_| f.sample_time(rng)).sum::<f32>() / 4000.0
+        };
         let (m1, m2) = (mean(&plain, &mut rng), mean(&shifted, &mut rng));
         assert!((m1 - 0.5).abs() < 0.03, "{m1}");
         assert!(m2 > 0.7, "{m2}");

@@ -52,7 +52,10 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize])> ModuleVisitor for Visit<'_, F
 
 /// Call `f(path, id, flat value, shape)` for every float parameter, in a fixed order.
 pub fn visit_params<M: Module>(module: &M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize])) {
-    module.visit(&mut Visit { path: ParamPath::default(), f: &mut f });
+    module.visit(&mut Visit {
+        path: ParamPath::default(),
+        f: &mut f,
+    });
 }
 
 struct Map<'a, F> {
@@ -60,7 +63,9 @@ struct Map<'a, F> {
     f: &'a mut F,
 }
 
-impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMapper for Map<'_, F> {
+impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMapper
+    for Map<'_, F>
+{
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
     }
@@ -76,7 +81,12 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
         let flat = value.clone().inner().reshape([n]);
         let value = match (self.f)(&self.path.join(), id, flat, &dims) {
             Some(new) => {
-                assert_eq!(new.dims()[0], n, "replacement for {} has the wrong size", self.path.join());
+                assert_eq!(
+                    new.dims()[0],
+                    n,
+                    "replacement for {} has the wrong size",
+                    self.path.join()
+                );
                 let mut t = new.inner().reshape(dims);
                 if autodiff {
                     t = t.autodiff();
@@ -95,8 +105,14 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
 /// Replace float parameters: `f(path, id, flat value without autodiff, shape)` returns the new
 /// flat value (same element count), or `None` to keep the parameter. Autodiff parameters stay
 /// autodiff leaves that require gradients.
-pub fn map_params<M: Module>(module: M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>) -> M {
-    module.map(&mut Map { path: ParamPath::default(), f: &mut f })
+pub fn map_params<M: Module>(
+    module: M,
+    mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>,
+) -> M {
+    module.map(&mut Map {
+        path: ParamPath::default(),
+        f: &mut f,
+    })
 }
 
 /// Exponential moving average of `source`'s parameters into `ema` (matched by path):
@@ -107,8 +123,14 @@ pub fn ema_update<M: Module>(ema: M, source: &M, decay: f32) -> M {
         values.insert(path.to_string(), v.inner());
     });
     map_params(ema, |path, _, e, _| {
-        let s = values.remove(path).expect("EMA and source share the same parameters");
-        let s = if s.device() != e.device() { s.to_device(&e.device()) } else { s };
+        let s = values
+            .remove(path)
+            .expect("EMA and source share the same parameters");
+        let s = if s.device() != e.device() {
+            s.to_device(&e.device())
+        } else {
+            s
+        };
         Some(e * decay + s * (1.0 - decay))
     })
 }
@@ -116,7 +138,9 @@ pub fn ema_update<M: Module>(ema: M, source: &M, decay: f32) -> M {
 /// Total number of float parameters.
 pub fn count<M: Module>(module: &M) -> usize {
     let mut n = 0;
-    visit_params(module, |_, _, _, shape| n += shape.iter().product::<usize>());
+    visit_params(module, |_, _, _, shape| {
+        n += shape.iter().product::<usize>()
+    });
     n
 }
 
@@ -143,8 +167,15 @@ impl ModuleVisitor for Grads<'_> {
 
 /// The gradients of `module`'s parameters after `loss.backward()`, by path, flattened, without
 /// autodiff. Parameters that got no gradient are absent.
-pub fn grads_by_path<M: Module>(module: &M, grads: &burn::tensor::Gradients) -> std::collections::HashMap<String, Tensor<1>> {
-    let mut v = Grads { path: ParamPath::default(), grads, out: Default::default() };
+pub fn grads_by_path<M: Module>(
+    module: &M,
+    grads: &burn::tensor::Gradients,
+) -> std::collections::HashMap<String, Tensor<1>> {
+    let mut v = Grads {
+        path: ParamPath::default(),
+        grads,
+        out: Default::default(),
+    };
     module.visit(&mut v);
     v.out
 }

@@ -26,7 +26,11 @@ pub struct Tokens {
 
 /// Lower-case and collapse whitespace, as the training captions are written.
 pub fn normalize(prompt: &str) -> String {
-    prompt.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    prompt
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Tokenize `prompt` into exactly `max_len` (≥ 2) ids. Over-long prompts are cut at a byte
@@ -43,18 +47,28 @@ pub fn tokenize(prompt: &str, max_len: usize) -> Tokens {
     ids.push(EOS);
     let len = ids.len();
     ids.resize(max_len, PAD);
-    Tokens { ids, len, truncated }
+    Tokens {
+        ids,
+        len,
+        truncated,
+    }
 }
 
 /// Decode ids back to text (lossy for cut UTF-8 sequences); specials are dropped.
 pub fn detokenize(ids: &[u32]) -> String {
-    let bytes: Vec<u8> = ids.iter().filter(|&&i| i >= 3 && (i as usize) < VOCAB).map(|&i| (i - 3) as u8).collect();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .filter(|&&i| i >= 3 && (i as usize) < VOCAB)
+        .map(|&i| (i - 3) as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 use burn::module::Param;
 use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, PaddingConfig1d,
+};
 use burn::prelude::*;
 
 use crate::model::layers::{Attention, AttentionConfig, Mlp};
@@ -113,7 +127,11 @@ pub struct TextContext {
 
 impl TextEncoderConfig {
     pub fn init(&self, device: &Device) -> TextEncoder {
-        let pos = Tensor::<2>::random([self.max_len, self.dim], burn::tensor::Distribution::Normal(0.0, 0.02), device);
+        let pos = Tensor::<2>::random(
+            [self.max_len, self.dim],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
         TextEncoder {
             embed: EmbeddingConfig::new(VOCAB, self.dim).init(device),
             pos: Param::from_tensor(pos),
@@ -121,7 +139,10 @@ impl TextEncoderConfig {
                 let k = self.conv_kernel;
                 // Zero-initialised: the branch starts as nothing and grows (an encoder gains it without
                 // changing what it computes, e.g. when warm-starting from one without).
-                Conv1dConfig::new(self.dim, self.dim, k).with_padding(PaddingConfig1d::Explicit(k / 2, k / 2)).with_initializer(Initializer::Zeros).init(device)
+                Conv1dConfig::new(self.dim, self.dim, k)
+                    .with_padding(PaddingConfig1d::Explicit(k / 2, k / 2))
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
             }),
             layers: (0..self.depth)
                 .map(|_| TextLayer {
@@ -187,8 +208,14 @@ impl TextEncoder {
             x = x.clone() + layer.mlp.forward(layer.norm2.forward(x));
         }
         let tokens = self.norm.forward(x); // [B, L, dim]
-        let pooled = (tokens.clone() * mask.unsqueeze_dim::<3>(2)).sum_dim(1).squeeze_dim::<2>(1); // [B, dim]
-        TextContext { tokens, bias, pooled }
+        let pooled = (tokens.clone() * mask.unsqueeze_dim::<3>(2))
+            .sum_dim(1)
+            .squeeze_dim::<2>(1); // [B, dim]
+        TextContext {
+            tokens,
+            bias,
+            pooled,
+        }
     }
 }
 
@@ -198,7 +225,13 @@ mod tests {
 
     #[test]
     fn any_bytes_tokenize_and_round_trip() {
-        for s in ["", "a red ball", "ünïcödé ✓ 日本語", "\0\u{7f}\u{feff}", "  Mixed   CASE\tand\nspace  "] {
+        for s in [
+            "",
+            "a red ball",
+            "ünïcödé ✓ 日本語",
+            "\0\u{7f}\u{feff}",
+            "  Mixed   CASE\tand\nspace  ",
+        ] {
             let t = tokenize(s, 64);
             assert_eq!(t.ids.len(), 64);
             assert_eq!(t.ids[0], BOS);
@@ -207,7 +240,10 @@ mod tests {
             assert!(!t.truncated);
             assert_eq!(detokenize(&t.ids), normalize(s));
         }
-        assert_eq!(normalize("  Mixed   CASE\tand\nspace  "), "mixed case and space");
+        assert_eq!(
+            normalize("  Mixed   CASE\tand\nspace  "),
+            "mixed case and space"
+        );
         // Every byte value is representable.
         let all: Vec<u8> = (0..=255u8).collect();
         let lossy = String::from_utf8_lossy(&all).into_owned();
@@ -230,7 +266,12 @@ mod tests {
     #[test]
     fn encoder_masks_padding() {
         let device = Device::flex();
-        let enc = TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(24).init(&device);
+        let enc = TextEncoderConfig::new()
+            .with_dim(32)
+            .with_depth(1)
+            .with_heads(2)
+            .with_max_len(24)
+            .init(&device);
         let ctx = enc.forward(&["red".into(), "".into()], &device);
         assert_eq!(ctx.tokens.dims(), [2, 24, 32]);
         assert_eq!(ctx.pooled.dims(), [2, 32]);

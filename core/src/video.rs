@@ -21,7 +21,12 @@ impl Video {
     pub fn new(frames: usize, height: usize, width: usize) -> Self {
         let mut rgba = vec![0u8; frames * height * width * 4];
         rgba.chunks_mut(4).for_each(|p| p[3] = 255);
-        Self { frames, height, width, rgba }
+        Self {
+            frames,
+            height,
+            width,
+            rgba,
+        }
     }
 
     /// Convert a model clip in [-1, 1] (clamped) to RGBA8.
@@ -76,7 +81,8 @@ impl Video {
         let tmp = path.with_extension("gif.tmp");
         {
             let file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-            self.encode_gif(file, fps).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            self.encode_gif(file, fps)
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         }
         std::fs::rename(&tmp, path).map_err(io)
     }
@@ -89,11 +95,14 @@ impl Video {
     }
 
     fn encode_gif<W: std::io::Write>(&self, out: W, fps: u32) -> Result<(), String> {
-        let mut enc = gif::Encoder::new(out, self.width as u16, self.height as u16, &[]).map_err(|e| e.to_string())?;
-        enc.set_repeat(gif::Repeat::Infinite).map_err(|e| e.to_string())?;
+        let mut enc = gif::Encoder::new(out, self.width as u16, self.height as u16, &[])
+            .map_err(|e| e.to_string())?;
+        enc.set_repeat(gif::Repeat::Infinite)
+            .map_err(|e| e.to_string())?;
         for f in 0..self.frames {
             let mut pixels = self.frame(f).to_vec();
-            let mut frame = gif::Frame::from_rgba_speed(self.width as u16, self.height as u16, &mut pixels, 10);
+            let mut frame =
+                gif::Frame::from_rgba_speed(self.width as u16, self.height as u16, &mut pixels, 10);
             frame.delay = (100 / fps.max(1)).max(1) as u16;
             enc.write_frame(&frame).map_err(|e| e.to_string())?;
         }
@@ -104,9 +113,15 @@ impl Video {
     pub fn write_png_frames(&self, dir: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
         for f in 0..self.frames {
-            let img = image::RgbaImage::from_raw(self.width as u32, self.height as u32, self.frame(f).to_vec()).expect("frame size");
+            let img = image::RgbaImage::from_raw(
+                self.width as u32,
+                self.height as u32,
+                self.frame(f).to_vec(),
+            )
+            .expect("frame size");
             let p = dir.join(format!("frame_{f:03}.png"));
-            img.save(&p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+            img.save(&p)
+                .map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
         }
         Ok(())
     }
@@ -130,7 +145,11 @@ pub fn frame_grid(videos: &[Video], scale: usize) -> image::RgbaImage {
                 for x in 0..w {
                     let s = ((f * h + y) * w + x) * 4;
                     let px = image::Rgba([v.rgba[s], v.rgba[s + 1], v.rgba[s + 2], 255]);
-                    img.put_pixel((gap + f * (w + gap) + x) as u32, (gap + r * (h + gap) + y) as u32, px);
+                    img.put_pixel(
+                        (gap + f * (w + gap) + x) as u32,
+                        (gap + r * (h + gap) + y) as u32,
+                        px,
+                    );
                 }
             }
         }
@@ -144,7 +163,14 @@ mod tests {
 
     #[test]
     fn gif_round_trip_keeps_frames_and_size() {
-        let clip = Clip { data: (0..3 * 4 * 8 * 16).map(|i| ((i % 7) as f32 / 3.0) - 1.0).collect(), frames: 4, height: 8, width: 16 };
+        let clip = Clip {
+            data: (0..3 * 4 * 8 * 16)
+                .map(|i| ((i % 7) as f32 / 3.0) - 1.0)
+                .collect(),
+            frames: 4,
+            height: 8,
+            width: 16,
+        };
         let v = Video::from_clip(&clip);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.gif");
@@ -161,7 +187,12 @@ mod tests {
 
     #[test]
     fn clip_values_map_to_bytes() {
-        let clip = Clip { data: vec![-1.0, 0.0, 1.0, 2.0, -3.0, 1.0], frames: 1, height: 1, width: 2 };
+        let clip = Clip {
+            data: vec![-1.0, 0.0, 1.0, 2.0, -3.0, 1.0],
+            frames: 1,
+            height: 1,
+            width: 2,
+        };
         let v = Video::from_clip(&clip);
         // channel-major input: r = [-1, 0], g = [1, 2], b = [-3, 1]
         assert_eq!(&v.rgba, &[0, 255, 0, 255, 128, 255, 255, 255]);

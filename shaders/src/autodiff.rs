@@ -17,9 +17,22 @@ struct AttentionBackward;
 
 impl<B: Backend + FusedOps> Backward<B, 3> for AttentionBackward {
     /// q, k, v, bias, o, lse, scale
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f32);
+    type State = (
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        f32,
+    );
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_q, node_k, node_v] = ops.parents;
         let dout = grads.consume::<B>(&ops.node);
         let (q, k, v, bias, o, lse, scale) = ops.state;
@@ -39,7 +52,12 @@ impl<B: Backend + FusedOps> Backward<B, 3> for AdaLnBackward {
     /// x, scale, stats
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_x, node_shift, node_scale] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, scale, stats) = ops.state;
@@ -59,7 +77,12 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
     /// x, w
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_x, node_w, node_bias] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
@@ -79,29 +102,65 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
 }
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
         let guards = [q.node(), k.node(), v.node()];
-        let (q, k, v, bias) = (q.into_primitive(), k.into_primitive(), v.into_primitive(), bias.into_primitive());
+        let (q, k, v, bias) = (
+            q.into_primitive(),
+            k.into_primitive(),
+            v.into_primitive(),
+            bias.into_primitive(),
+        );
         let (o, lse) = B::fused_attention_fwd(q.clone(), k.clone(), v.clone(), bias.clone(), scale);
-        match AttentionBackward.prepare::<C>(guards).compute_bound().stateful() {
+        match AttentionBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish((q, k, v, bias, o.clone(), lse, scale), o),
             OpsKind::UnTracked(prep) => prep.finish(o),
         }
     }
 
-    fn fused_adaln(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+    fn fused_adaln(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
         let guards = [x.node(), shift.node(), scale.node()];
-        let (x, shift, scale) = (x.into_primitive(), shift.into_primitive(), scale.into_primitive());
+        let (x, shift, scale) = (
+            x.into_primitive(),
+            shift.into_primitive(),
+            scale.into_primitive(),
+        );
         let (y, stats) = B::fused_adaln_fwd(x.clone(), shift, scale.clone(), eps);
-        match AdaLnBackward.prepare::<C>(guards).compute_bound().stateful() {
+        match AdaLnBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish((x, scale, stats), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
-    fn fused_conv3d(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let guards = [x.node(), w.node(), bias.node()];
-        let (x, w, bias) = (x.into_primitive(), w.into_primitive(), bias.into_primitive());
+        let (x, w, bias) = (
+            x.into_primitive(),
+            w.into_primitive(),
+            bias.into_primitive(),
+        );
         let y = B::fused_conv3d_fwd(x.clone(), w.clone(), bias);
         match ConvBackward.prepare::<C>(guards).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, w), y),

@@ -3,7 +3,9 @@
 //! compilers, the CUDA/HIP/CPU runtimes), or the dtype is not f32, or a head is wider than the
 //! kernels are built for, the composed reference runs instead.
 
-use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous,
+};
 use burn::backend::{Shape, TensorMetadata, ops::FloatTensorOps, tensor::FloatTensor};
 use cubecl::prelude::KernelId;
 use cubecl::server::KernelArguments;
@@ -24,11 +26,17 @@ struct Wgsl {
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
-        let src = KERNELS.iter().find(|(n, _)| *n == self.name).map(|(_, s)| *s).expect("a kernel of kernels/");
+        let src = KERNELS
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, s)| *s)
+            .expect("a kernel of kernels/");
         SourceTemplate::new(instantiate(src, self.v))
     }
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.v.dh, self.v.splits, self.v.kt)).cube_dim(CubeDim::new_1d(WORKGROUP).0)
+        KernelId::new::<Self>()
+            .info((self.name, self.v.dh, self.v.splits, self.v.kt))
+            .cube_dim(CubeDim::new_1d(WORKGROUP).0)
     }
     fn lang(&self) -> &'static str {
         "wgsl"
@@ -54,12 +62,24 @@ fn grid(workgroups: usize) -> CubeCount {
 
 fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     let bytes = shape.num_elements() * like.dtype.size();
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, like.client.empty(bytes), like.dtype)
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        like.client.empty(bytes),
+        like.dtype,
+    )
 }
 
 /// Launch kernel `name` instantiated with `v` on `workgroups` workgroups over `buffers` (in
 /// binding order), the last binding being `params` as u32 words.
-fn launch(name: &'static str, v: Variant, workgroups: usize, buffers: &[&CubeTensor], params: &[u32]) {
+fn launch(
+    name: &'static str,
+    v: Variant,
+    workgroups: usize,
+    buffers: &[&CubeTensor],
+    params: &[u32],
+) {
     crate::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client = buffers[0].client.clone();
     // Always 8 words: kernels copy all 8 into workgroup memory (bounds checks are off).
@@ -69,7 +89,10 @@ fn launch(name: &'static str, v: Variant, workgroups: usize, buffers: &[&CubeTen
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
     bindings.push(params.binding());
     client.launch(
-        Box::new(SourceKernel::new(Wgsl { name, v }, CubeDim::new_1d(WORKGROUP))),
+        Box::new(SourceKernel::new(
+            Wgsl { name, v },
+            CubeDim::new_1d(WORKGROUP),
+        )),
         grid(workgroups),
         KernelArguments::new().with_buffers(bindings),
     );
@@ -84,7 +107,11 @@ fn attention_kernels_apply(q: &CubeTensor) -> bool {
 /// The convolution kernels apply to f32 tensors on a WGSL device with a `kt×3×3` kernel
 /// (`kt` in [`CONV_KT`]).
 fn conv_kernels_apply(x: &CubeTensor, w: &Shape) -> bool {
-    wgsl_device(x) && ops::is_f32(x.dtype) && CONV_KT.contains(&(w[2] as u32)) && w[3] == 3 && w[4] == 3
+    wgsl_device(x)
+        && ops::is_f32(x.dtype)
+        && CONV_KT.contains(&(w[2] as u32))
+        && w[3] == 3
+        && w[4] == 3
 }
 
 /// `y = conv(x, w) (+ bias)` by `conv_fwd`: `x [B, Ci, T, H, W]`, `w [Co, Ci, KT, 3, 3]`.
@@ -94,20 +121,46 @@ fn conv_forward(x: &CubeTensor, w: &CubeTensor, bias: Option<&CubeTensor>) -> Cu
     let y = empty(x, Shape::new([b, co, t, h, wd]));
     let blocks = co.div_ceil(4);
     let dims = [b, ci, co, t, h, wd].map(|v| v as u32);
-    launch("conv_fwd", Variant::conv(kt as u32), (b * blocks * t * h * wd).div_ceil(64), &[x, w, bias.unwrap_or(w), &y], &[dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], bias.is_some() as u32]);
+    launch(
+        "conv_fwd",
+        Variant::conv(kt as u32),
+        (b * blocks * t * h * wd).div_ceil(64),
+        &[x, w, bias.unwrap_or(w), &y],
+        &[
+            dims[0],
+            dims[1],
+            dims[2],
+            dims[3],
+            dims[4],
+            dims[5],
+            bias.is_some() as u32,
+        ],
+    );
     y
 }
 
 impl FusedOps for CubeBackend {
-    fn fused_conv3d_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         if !conv_kernels_apply(&x, &w.shape()) {
             return ops::conv3d_fwd_reference::<Self>(x, w, bias);
         }
-        let (x, w, bias) = (into_contiguous(x), into_contiguous(w), into_contiguous(bias));
+        let (x, w, bias) = (
+            into_contiguous(x),
+            into_contiguous(w),
+            into_contiguous(bias),
+        );
         conv_forward(&x, &w, Some(&bias))
     }
 
-    fn fused_conv3d_bwd_x(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d_bwd_x(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         if !conv_kernels_apply(&x, &w.shape()) {
             return ops::conv3d_bwd_x_reference::<Self>(x, w, dy);
         }
@@ -117,7 +170,11 @@ impl FusedOps for CubeBackend {
         conv_forward(&into_contiguous(dy), &flipped, None)
     }
 
-    fn fused_conv3d_bwd_w(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_conv3d_bwd_w(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !conv_kernels_apply(&x, &w.shape()) {
             return ops::conv3d_bwd_w_reference::<Self>(x, w, dy);
         }
@@ -126,26 +183,59 @@ impl FusedOps for CubeBackend {
         let (x, dy) = (into_contiguous(x), into_contiguous(dy));
         // Partial sums over chunks of positions, then their sum.
         let (pairs, positions) = (co * ci, b * t * h * wd);
-        let chunks = CONV_TARGET_WORKGROUPS.div_ceil(pairs).min(positions.div_ceil(1024)).max(1);
+        let chunks = CONV_TARGET_WORKGROUPS
+            .div_ceil(pairs)
+            .min(positions.div_ceil(1024))
+            .max(1);
         let part = empty(&x, Shape::new([chunks, co, ci, kt, 3, 3]));
         let dims = [b, ci, co, t, h, wd, chunks].map(|v| v as u32);
-        launch("conv_bwd_w", Variant::conv(kt as u32), chunks * pairs, &[&x, &dy, &part], &dims);
+        launch(
+            "conv_bwd_w",
+            Variant::conv(kt as u32),
+            chunks * pairs,
+            &[&x, &dy, &part],
+            &dims,
+        );
         let dw = Self::float_reshape(Self::float_sum_dim(part, 0), Shape::new([co, ci, kt, 3, 3]));
         (dw, ops::conv_bias_grad::<Self>(dy))
     }
 
-    fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !attention_kernels_apply(&q) {
             return ops::attention_fwd_reference::<Self>(q, k, v, bias, scale);
         }
         let [b, h, nq, dh] = q.shape().dims();
         let nk = k.shape()[2];
-        let (q, k, v, bias) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias));
+        let (q, k, v, bias) = (
+            into_contiguous(q),
+            into_contiguous(k),
+            into_contiguous(v),
+            into_contiguous(bias),
+        );
         let o = empty(&q, Shape::new([b, h, nq, dh]));
         let lse = empty(&q, Shape::new([b, h, nq]));
         let s = crate::attention_splits(dh as u32, b * h, nq);
         let qtiles = nq.div_ceil(64 / s as usize);
-        launch("attn_fwd", Variant::attention(dh as u32, s), b * h * qtiles, &[&q, &k, &v, &bias, &o, &lse], &[(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), qtiles as u32]);
+        launch(
+            "attn_fwd",
+            Variant::attention(dh as u32, s),
+            b * h * qtiles,
+            &[&q, &k, &v, &bias, &o, &lse],
+            &[
+                (b * h) as u32,
+                h as u32,
+                nq as u32,
+                nk as u32,
+                scale.to_bits(),
+                qtiles as u32,
+            ],
+        );
         (o, lse)
     }
 
@@ -164,47 +254,131 @@ impl FusedOps for CubeBackend {
         }
         let [b, h, nq, dh] = q.shape().dims();
         let nk = k.shape()[2];
-        let (q, k, v, bias, dout) = (into_contiguous(q), into_contiguous(k), into_contiguous(v), into_contiguous(bias), into_contiguous(dout));
+        let (q, k, v, bias, dout) = (
+            into_contiguous(q),
+            into_contiguous(k),
+            into_contiguous(v),
+            into_contiguous(bias),
+            into_contiguous(dout),
+        );
         // D_i = do_i·o_i, packed after lse: [2, B·H·Nq] (one buffer, to stay within WebGPU's
         // 8 storage buffers per kernel).
-        let d = Self::float_reshape(Self::float_sum_dim(Self::float_mul(dout.clone(), o), 3), Shape::new([b * h * nq]));
-        let ld = into_contiguous(Self::float_cat(vec![Self::float_reshape(lse, Shape::new([b * h * nq])), d], 0));
-        let params = |tiles: usize| [(b * h) as u32, h as u32, nq as u32, nk as u32, scale.to_bits(), tiles as u32];
+        let d = Self::float_reshape(
+            Self::float_sum_dim(Self::float_mul(dout.clone(), o), 3),
+            Shape::new([b * h * nq]),
+        );
+        let ld = into_contiguous(Self::float_cat(
+            vec![Self::float_reshape(lse, Shape::new([b * h * nq])), d],
+            0,
+        ));
+        let params = |tiles: usize| {
+            [
+                (b * h) as u32,
+                h as u32,
+                nq as u32,
+                nk as u32,
+                scale.to_bits(),
+                tiles as u32,
+            ]
+        };
         let dq = empty(&q, Shape::new([b, h, nq, dh]));
         let s = crate::attention_splits(dh as u32, b * h, nq);
         let qtiles = nq.div_ceil(64 / s as usize);
-        launch("attn_bwd_dq", Variant::attention(dh as u32, s), b * h * qtiles, &[&q, &k, &v, &bias, &dout, &ld, &dq], &params(qtiles));
+        launch(
+            "attn_bwd_dq",
+            Variant::attention(dh as u32, s),
+            b * h * qtiles,
+            &[&q, &k, &v, &bias, &dout, &ld, &dq],
+            &params(qtiles),
+        );
         let dkv = empty(&q, Shape::new([2, b, h, nk, dh]));
         let s = crate::attention_splits(dh as u32, b * h, nk);
         let ktiles = nk.div_ceil(64 / s as usize);
-        launch("attn_bwd_dkdv", Variant::attention(dh as u32, s), b * h * ktiles, &[&q, &k, &v, &bias, &dout, &ld, &dkv], &params(ktiles));
-        let half = |i: usize| Self::float_reshape(Self::float_slice(dkv.clone(), &[(i..i + 1).into(), (0..b).into(), (0..h).into(), (0..nk).into(), (0..dh).into()]), Shape::new([b, h, nk, dh]));
+        launch(
+            "attn_bwd_dkdv",
+            Variant::attention(dh as u32, s),
+            b * h * ktiles,
+            &[&q, &k, &v, &bias, &dout, &ld, &dkv],
+            &params(ktiles),
+        );
+        let half = |i: usize| {
+            Self::float_reshape(
+                Self::float_slice(
+                    dkv.clone(),
+                    &[
+                        (i..i + 1).into(),
+                        (0..b).into(),
+                        (0..h).into(),
+                        (0..nk).into(),
+                        (0..dh).into(),
+                    ],
+                ),
+                Shape::new([b, h, nk, dh]),
+            )
+        };
         (dq, half(0), half(1))
     }
 
-    fn fused_adaln_fwd(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_adaln_fwd(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
             return ops::adaln_fwd_reference::<Self>(x, shift, scale, eps);
         }
         let [b, n, d] = x.shape().dims();
-        let (x, shift, scale) = (into_contiguous(x), into_contiguous(shift), into_contiguous(scale));
+        let (x, shift, scale) = (
+            into_contiguous(x),
+            into_contiguous(shift),
+            into_contiguous(scale),
+        );
         let y = empty(&x, Shape::new([b, n, d]));
         let stats = empty(&x, Shape::new([b, n, 2]));
-        launch("adaln_fwd", Variant::PLAIN, b * n, &[&x, &shift, &scale, &y, &stats], &[(b * n) as u32, n as u32, d as u32, eps.to_bits()]);
+        launch(
+            "adaln_fwd",
+            Variant::PLAIN,
+            b * n,
+            &[&x, &shift, &scale, &y, &stats],
+            &[(b * n) as u32, n as u32, d as u32, eps.to_bits()],
+        );
         (y, stats)
     }
 
-    fn fused_adaln_bwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, stats: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_adaln_bwd(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
             return ops::adaln_bwd_reference::<Self>(x, scale, stats, dy);
         }
         let [b, n, d] = x.shape().dims();
-        let (x, scale, stats, dy) = (into_contiguous(x), into_contiguous(scale), into_contiguous(stats), into_contiguous(dy));
+        let (x, scale, stats, dy) = (
+            into_contiguous(x),
+            into_contiguous(scale),
+            into_contiguous(stats),
+            into_contiguous(dy),
+        );
         let dx = empty(&x, Shape::new([b, n, d]));
-        launch("adaln_bwd_dx", Variant::PLAIN, b * n, &[&x, &scale, &stats, &dy, &dx], &[(b * n) as u32, n as u32, d as u32]);
+        launch(
+            "adaln_bwd_dx",
+            Variant::PLAIN,
+            b * n,
+            &[&x, &scale, &stats, &dy, &dx],
+            &[(b * n) as u32, n as u32, d as u32],
+        );
         let dshift = empty(&x, Shape::new([b, d]));
         let dscale = empty(&x, Shape::new([b, d]));
-        launch("adaln_bwd_mod", Variant::PLAIN, (b * d).div_ceil(64), &[&x, &stats, &dy, &dshift, &dscale], &[b as u32, n as u32, d as u32]);
+        launch(
+            "adaln_bwd_mod",
+            Variant::PLAIN,
+            (b * d).div_ceil(64),
+            &[&x, &stats, &dy, &dshift, &dscale],
+            &[b as u32, n as u32, d as u32],
+        );
         (dx, dshift, dscale)
     }
 
@@ -216,7 +390,13 @@ impl FusedOps for CubeBackend {
         let x = into_contiguous(x);
         let out = empty(&x, Shape::new([b, t, h, w]));
         let pixels = t * h * w;
-        launch("clip_pixels", Variant::PLAIN, (b * pixels).div_ceil(64), &[&x, &out], &[b as u32, pixels as u32]);
+        launch(
+            "clip_pixels",
+            Variant::PLAIN,
+            (b * pixels).div_ceil(64),
+            &[&x, &out],
+            &[b as u32, pixels as u32],
+        );
         out
     }
 }

@@ -32,7 +32,10 @@ use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 pub use ops::FusedOps;
-pub use template::{ATTENTION_TARGET_WORKGROUPS, CONV_KT, HEAD_DIMS, KERNELS, SPLITS, Variant, attention_tile, instantiate, splits_valid, variants};
+pub use template::{
+    ATTENTION_TARGET_WORKGROUPS, CONV_KT, HEAD_DIMS, KERNELS, SPLITS, Variant, attention_tile,
+    instantiate, splits_valid, variants,
+};
 
 static FUSED: AtomicBool = AtomicBool::new(true);
 static FORCED_SPLITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -95,7 +98,13 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<2
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([b, nk], &device));
     let scale = 1.0 / (dh as f32).sqrt();
-    Tensor::from_dispatch(Dispatch::fused_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch(), scale))
+    Tensor::from_dispatch(Dispatch::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+    ))
 }
 
 /// adaLN: `layer_norm(x)·(1 + scale) + shift`, the layer norm without affine parameters over
@@ -108,7 +117,12 @@ pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
         let normed = centred / (var + LN_EPS as f64).sqrt();
         return normed * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1);
     }
-    Tensor::from_dispatch(Dispatch::fused_adaln(x.into_dispatch(), shift.into_dispatch(), scale.into_dispatch(), LN_EPS))
+    Tensor::from_dispatch(Dispatch::fused_adaln(
+        x.into_dispatch(),
+        shift.into_dispatch(),
+        scale.into_dispatch(),
+        LN_EPS,
+    ))
 }
 
 /// 3-D convolution of `x [B, Ci, T, H, W]` with `weight [Co, Ci, KT, KH, KW]` (odd sizes) and
@@ -119,11 +133,16 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
     let [co, _, kt, kh, kw] = weight.dims();
     let device = x.device();
     if !fused_on(&device) {
-        let options = burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, kh / 2, kw / 2], [1, 1, 1], 1);
+        let options =
+            burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, kh / 2, kw / 2], [1, 1, 1], 1);
         return burn::tensor::module::conv3d(x, weight, bias, options);
     }
     let bias = bias.unwrap_or_else(|| Tensor::zeros([co], &device));
-    Tensor::from_dispatch(Dispatch::fused_conv3d(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch()))
+    Tensor::from_dispatch(Dispatch::fused_conv3d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
 }
 
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per
@@ -135,7 +154,10 @@ pub fn clip_pixels(x: Tensor<5>) -> Result<Vec<Vec<u8>>, String> {
     if !fused_on(&x.device()) {
         return Ok(rgba_on_cpu(read(x.into_data())?, dims));
     }
-    Ok(unpack(read(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch())).into_data())?, dims))
+    Ok(unpack(
+        read(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch())).into_data())?,
+        dims,
+    ))
 }
 
 /// [`clip_pixels`] with an asynchronous read-back (the browser).
@@ -147,7 +169,10 @@ pub async fn clip_pixels_async(x: Tensor<5>) -> Result<Vec<Vec<u8>>, String> {
         return Ok(rgba_on_cpu(read(data)?, dims));
     }
     let packed = Tensor::<4>::from_dispatch(Dispatch::clip_pixels(x.into_dispatch()));
-    let data = packed.into_data_async().await.map_err(|e| format!("{e:?}"))?;
+    let data = packed
+        .into_data_async()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     Ok(unpack(read(data)?, dims))
 }
 
@@ -161,7 +186,9 @@ fn rgba_on_cpu(values: Vec<f32>, [b, c, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
     (0..b)
         .map(|i| {
             let clip = &values[i * 3 * n..(i + 1) * 3 * n];
-            (0..n).flat_map(|p| [byte(clip[p]), byte(clip[n + p]), byte(clip[2 * n + p]), 255]).collect()
+            (0..n)
+                .flat_map(|p| [byte(clip[p]), byte(clip[n + p]), byte(clip[2 * n + p]), 255])
+                .collect()
         })
         .collect()
 }
@@ -174,7 +201,12 @@ fn unpack(packed: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
                 .iter()
                 .flat_map(|&p| {
                     let p = p as u32;
-                    [(p & 255) as u8, ((p >> 8) & 255) as u8, ((p >> 16) & 255) as u8, 255]
+                    [
+                        (p & 255) as u8,
+                        ((p >> 8) & 255) as u8,
+                        ((p >> 16) & 255) as u8,
+                        255,
+                    ]
                 })
                 .collect()
         })

@@ -7,7 +7,9 @@
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ops::ConvOptions;
-use burn::backend::{Backend, DType, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Backend, DType, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
 
 fn sc(x: f32) -> Scalar {
     x.into()
@@ -25,13 +27,25 @@ fn sc(x: f32) -> Scalar {
 pub trait FusedOps: Backend {
     /// `softmax(q·kᵀ·scale + bias)·v`.
     #[fusion(dtype = q, shape = q)]
-    fn fused_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> FloatTensor<Self> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
         Self::fused_attention_fwd(q, k, v, bias, scale).0
     }
 
     /// [`Self::fused_attention`] with the log-sum-exp of each query's scores: `(o, lse)`.
     #[fusion(meta = attention_fwd_meta)]
-    fn fused_attention_fwd(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, bias: FloatTensor<Self>, scale: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         attention_fwd_reference::<Self>(q, k, v, bias, scale)
     }
 
@@ -54,45 +68,76 @@ pub trait FusedOps: Backend {
     /// adaLN: `layer_norm(x)·(1 + scale) + shift` (layer norm without affine parameters over the
     /// last axis, `1/sqrt(var + eps)`; shift and scale per sample).
     #[fusion(dtype = x, shape = x)]
-    fn fused_adaln(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+    fn fused_adaln(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
         Self::fused_adaln_fwd(x, shift, scale, eps).0
     }
 
     /// [`Self::fused_adaln`] with each row's `(mean, 1/std)`: `(y, stats)`.
     #[fusion(meta = adaln_fwd_meta)]
-    fn fused_adaln_fwd(x: FloatTensor<Self>, shift: FloatTensor<Self>, scale: FloatTensor<Self>, eps: f32) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_adaln_fwd(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         adaln_fwd_reference::<Self>(x, shift, scale, eps)
     }
 
     /// Gradients `(dx, dshift, dscale)` of [`Self::fused_adaln`] given the output's gradient.
     #[fusion(meta = adaln_bwd_meta)]
-    fn fused_adaln_bwd(x: FloatTensor<Self>, scale: FloatTensor<Self>, stats: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_adaln_bwd(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         adaln_bwd_reference::<Self>(x, scale, stats, dy)
     }
 
     /// 3-D convolution, stride 1, zero padding `(KT/2, KH/2, KW/2)` (the output keeps the
     /// input's size), one group.
     #[fusion(meta = conv_fwd_meta)]
-    fn fused_conv3d(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         Self::fused_conv3d_fwd(x, w, bias)
     }
 
     /// The forward half of [`Self::fused_conv3d`] (what the autodiff backend runs).
     #[fusion(meta = conv_fwd_meta)]
-    fn fused_conv3d_fwd(x: FloatTensor<Self>, w: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         conv3d_fwd_reference::<Self>(x, w, bias)
     }
 
     /// The input gradient of [`Self::fused_conv3d`] given the output's gradient `dy` (`x` for
     /// its shape).
     #[fusion(meta = conv_bwd_x_meta)]
-    fn fused_conv3d_bwd_x(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_conv3d_bwd_x(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         conv3d_bwd_x_reference::<Self>(x, w, dy)
     }
 
     /// The weight and bias gradients `(dw, dbias)` of [`Self::fused_conv3d`].
     #[fusion(meta = conv_bwd_w_meta)]
-    fn fused_conv3d_bwd_w(x: FloatTensor<Self>, w: FloatTensor<Self>, dy: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn fused_conv3d_bwd_w(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         conv3d_bwd_w_reference::<Self>(x, w, dy)
     }
 
@@ -104,22 +149,53 @@ pub trait FusedOps: Backend {
     }
 }
 
-fn attention_fwd_meta(q: &TensorSpec, _k: &TensorSpec, _v: &TensorSpec, _bias: &TensorSpec, _scale: &f32) -> (TensorSpec, TensorSpec) {
+fn attention_fwd_meta(
+    q: &TensorSpec,
+    _k: &TensorSpec,
+    _v: &TensorSpec,
+    _bias: &TensorSpec,
+    _scale: &f32,
+) -> (TensorSpec, TensorSpec) {
     let s = &q.shape;
-    (q.clone(), TensorSpec::new(Shape::new([s[0], s[1], s[2]]), q.dtype))
+    (
+        q.clone(),
+        TensorSpec::new(Shape::new([s[0], s[1], s[2]]), q.dtype),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
-fn attention_bwd_meta(q: &TensorSpec, k: &TensorSpec, v: &TensorSpec, _b: &TensorSpec, _o: &TensorSpec, _l: &TensorSpec, _d: &TensorSpec, _s: &f32) -> (TensorSpec, TensorSpec, TensorSpec) {
+fn attention_bwd_meta(
+    q: &TensorSpec,
+    k: &TensorSpec,
+    v: &TensorSpec,
+    _b: &TensorSpec,
+    _o: &TensorSpec,
+    _l: &TensorSpec,
+    _d: &TensorSpec,
+    _s: &f32,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
     (q.clone(), k.clone(), v.clone())
 }
 
-fn adaln_fwd_meta(x: &TensorSpec, _shift: &TensorSpec, _scale: &TensorSpec, _eps: &f32) -> (TensorSpec, TensorSpec) {
+fn adaln_fwd_meta(
+    x: &TensorSpec,
+    _shift: &TensorSpec,
+    _scale: &TensorSpec,
+    _eps: &f32,
+) -> (TensorSpec, TensorSpec) {
     let s = &x.shape;
-    (x.clone(), TensorSpec::new(Shape::new([s[0], s[1], 2]), x.dtype))
+    (
+        x.clone(),
+        TensorSpec::new(Shape::new([s[0], s[1], 2]), x.dtype),
+    )
 }
 
-fn adaln_bwd_meta(x: &TensorSpec, scale: &TensorSpec, _stats: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec, TensorSpec) {
+fn adaln_bwd_meta(
+    x: &TensorSpec,
+    scale: &TensorSpec,
+    _stats: &TensorSpec,
+    _dy: &TensorSpec,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
     (x.clone(), scale.clone(), scale.clone())
 }
 
@@ -133,7 +209,10 @@ fn conv_bwd_x_meta(x: &TensorSpec, _w: &TensorSpec, _dy: &TensorSpec) -> TensorS
 }
 
 fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec) {
-    (w.clone(), TensorSpec::new(Shape::new([w.shape[0]]), w.dtype))
+    (
+        w.clone(),
+        TensorSpec::new(Shape::new([w.shape[0]]), w.dtype),
+    )
 }
 
 fn pixels_meta(x: &TensorSpec) -> TensorSpec {
@@ -144,23 +223,40 @@ fn pixels_meta(x: &TensorSpec) -> TensorSpec {
 /// `[B, Nk]` key bias → `[B, H, Nq, Nk]`.
 fn expand_bias<B: Backend>(bias: FloatTensor<B>, h: usize, nq: usize) -> FloatTensor<B> {
     let [b, nk] = bias.shape().dims();
-    B::float_expand(B::float_reshape(bias, Shape::new([b, 1, 1, nk])), Shape::new([b, h, nq, nk]))
+    B::float_expand(
+        B::float_reshape(bias, Shape::new([b, 1, 1, nk])),
+        Shape::new([b, h, nq, nk]),
+    )
 }
 
 /// Scores `q·kᵀ·scale + bias`: `[B, H, Nq, Nk]`.
-fn scores<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, bias: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+fn scores<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f32,
+) -> FloatTensor<B> {
     let [_, h, nq, _] = q.shape().dims();
     let s = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), sc(scale));
     B::float_add(s, expand_bias::<B>(bias, h, nq))
 }
 
 /// The composed attention forward (the reference): scores, a max-shifted softmax, the product.
-pub fn attention_fwd_reference<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, bias: FloatTensor<B>, scale: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+pub fn attention_fwd_reference<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let [b, h, nq, _] = q.shape().dims();
     let nk = k.shape()[2];
     let s = scores::<B>(q, k, bias, scale);
     let m = B::float_max_dim(s.clone(), 3); // [B, H, Nq, 1]
-    let e = B::float_exp(B::float_sub(s, B::float_expand(m.clone(), Shape::new([b, h, nq, nk]))));
+    let e = B::float_exp(B::float_sub(
+        s,
+        B::float_expand(m.clone(), Shape::new([b, h, nq, nk])),
+    ));
     let l = B::float_sum_dim(e.clone(), 3);
     let p = B::float_div(e, B::float_expand(l.clone(), Shape::new([b, h, nq, nk])));
     let o = B::float_matmul(p, v);
@@ -186,7 +282,10 @@ pub fn attention_bwd_reference<B: Backend>(
     let nk = k.shape()[2];
     let full = Shape::new([b, h, nq, nk]);
     let s = scores::<B>(q.clone(), k.clone(), bias, scale);
-    let lse = B::float_expand(B::float_reshape(lse, Shape::new([b, h, nq, 1])), full.clone());
+    let lse = B::float_expand(
+        B::float_reshape(lse, Shape::new([b, h, nq, 1])),
+        full.clone(),
+    );
     let p = B::float_exp(B::float_sub(s, lse));
     let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), dout.clone());
     let dp = B::float_matmul(dout.clone(), B::float_swap_dims(v, 2, 3));
@@ -200,11 +299,19 @@ pub fn attention_bwd_reference<B: Backend>(
 /// `[B, d] → [B, N, d]`.
 fn per_sample<B: Backend>(t: FloatTensor<B>, n: usize) -> FloatTensor<B> {
     let [b, d] = t.shape().dims();
-    B::float_expand(B::float_reshape(t, Shape::new([b, 1, d])), Shape::new([b, n, d]))
+    B::float_expand(
+        B::float_reshape(t, Shape::new([b, 1, d])),
+        Shape::new([b, n, d]),
+    )
 }
 
 /// The composed adaLN forward (the reference).
-pub fn adaln_fwd_reference<B: Backend>(x: FloatTensor<B>, shift: FloatTensor<B>, scale: FloatTensor<B>, eps: f32) -> (FloatTensor<B>, FloatTensor<B>) {
+pub fn adaln_fwd_reference<B: Backend>(
+    x: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    eps: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let [b, n, d] = x.shape().dims();
     let full = Shape::new([b, n, d]);
     let mean = B::float_mean_dim(x.clone(), 2); // [B, N, 1]
@@ -212,24 +319,53 @@ pub fn adaln_fwd_reference<B: Backend>(x: FloatTensor<B>, shift: FloatTensor<B>,
     let var = B::float_mean_dim(B::float_mul(c.clone(), c.clone()), 2);
     let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, sc(eps))));
     let xh = B::float_mul(c, B::float_expand(rstd.clone(), full));
-    let y = B::float_add(B::float_mul(xh, B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0))), per_sample::<B>(shift, n));
+    let y = B::float_add(
+        B::float_mul(xh, B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0))),
+        per_sample::<B>(shift, n),
+    );
     (y, B::float_cat(vec![mean, rstd], 2))
 }
 
 /// The composed adaLN backward (the reference): with `xh = (x − mean)·rstd` and
 /// `g = dy·(1 + scale)`, `dx = rstd·(g − mean(g) − xh·mean(g·xh))`, `dscale = Σ_N dy·xh`,
 /// `dshift = Σ_N dy`.
-pub fn adaln_bwd_reference<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>, stats: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+pub fn adaln_bwd_reference<B: Backend>(
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let [b, n, d] = x.shape().dims();
     let full = Shape::new([b, n, d]);
-    let mean = B::float_slice(stats.clone(), &[(0..b).into(), (0..n).into(), (0..1).into()]);
-    let rstd = B::float_expand(B::float_slice(stats, &[(0..b).into(), (0..n).into(), (1..2).into()]), full.clone());
-    let xh = B::float_mul(B::float_sub(x, B::float_expand(mean, full.clone())), rstd.clone());
-    let g = B::float_mul(dy.clone(), B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0)));
+    let mean = B::float_slice(
+        stats.clone(),
+        &[(0..b).into(), (0..n).into(), (0..1).into()],
+    );
+    let rstd = B::float_expand(
+        B::float_slice(stats, &[(0..b).into(), (0..n).into(), (1..2).into()]),
+        full.clone(),
+    );
+    let xh = B::float_mul(
+        B::float_sub(x, B::float_expand(mean, full.clone())),
+        rstd.clone(),
+    );
+    let g = B::float_mul(
+        dy.clone(),
+        B::float_add_scalar(per_sample::<B>(scale, n), sc(1.0)),
+    );
     let mg = B::float_expand(B::float_mean_dim(g.clone(), 2), full.clone());
-    let mgx = B::float_expand(B::float_mean_dim(B::float_mul(g.clone(), xh.clone()), 2), full);
-    let dx = B::float_mul(rstd, B::float_sub(B::float_sub(g, mg), B::float_mul(xh.clone(), mgx)));
-    let dscale = B::float_reshape(B::float_sum_dim(B::float_mul(dy.clone(), xh), 1), Shape::new([b, d]));
+    let mgx = B::float_expand(
+        B::float_mean_dim(B::float_mul(g.clone(), xh.clone()), 2),
+        full,
+    );
+    let dx = B::float_mul(
+        rstd,
+        B::float_sub(B::float_sub(g, mg), B::float_mul(xh.clone(), mgx)),
+    );
+    let dscale = B::float_reshape(
+        B::float_sum_dim(B::float_mul(dy.clone(), xh), 1),
+        Shape::new([b, d]),
+    );
     let dshift = B::float_reshape(B::float_sum_dim(dy, 1), Shape::new([b, d]));
     (dx, dshift, dscale)
 }
@@ -237,9 +373,29 @@ pub fn adaln_bwd_reference<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>,
 /// The composed pixel packing (the reference).
 pub fn pixels_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let [b, _, t, h, w] = x.shape().dims();
-    let bytes = B::float_floor(B::float_add_scalar(B::float_mul_scalar(B::float_add_scalar(B::float_clamp(x, sc(-1.0), sc(1.0)), sc(1.0)), sc(127.5)), sc(0.5)));
-    let channel = |c: usize| B::float_slice(bytes.clone(), &[(0..b).into(), (c..c + 1).into(), (0..t).into(), (0..h).into(), (0..w).into()]);
-    let packed = B::float_add(B::float_add(channel(0), B::float_mul_scalar(channel(1), sc(256.0))), B::float_mul_scalar(channel(2), sc(65536.0)));
+    let bytes = B::float_floor(B::float_add_scalar(
+        B::float_mul_scalar(
+            B::float_add_scalar(B::float_clamp(x, sc(-1.0), sc(1.0)), sc(1.0)),
+            sc(127.5),
+        ),
+        sc(0.5),
+    ));
+    let channel = |c: usize| {
+        B::float_slice(
+            bytes.clone(),
+            &[
+                (0..b).into(),
+                (c..c + 1).into(),
+                (0..t).into(),
+                (0..h).into(),
+                (0..w).into(),
+            ],
+        )
+    };
+    let packed = B::float_add(
+        B::float_add(channel(0), B::float_mul_scalar(channel(1), sc(256.0))),
+        B::float_mul_scalar(channel(2), sc(65536.0)),
+    );
     B::float_reshape(packed, Shape::new([b, t, h, w]))
 }
 
@@ -249,20 +405,32 @@ pub(crate) fn conv_options(w: &Shape) -> ConvOptions<3> {
 }
 
 /// The composed convolution (the reference): burn's own `conv3d`.
-pub fn conv3d_fwd_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+pub fn conv3d_fwd_reference<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
     let options = conv_options(&w.shape());
     B::conv3d(x, w, Some(bias), options)
 }
 
 /// The composed convolution input gradient (the reference): burn's own.
-pub fn conv3d_bwd_x_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+pub fn conv3d_bwd_x_reference<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
     let options = conv_options(&w.shape());
     B::conv3d_x_backward(x, w, dy, options)
 }
 
 /// The composed convolution weight and bias gradients (the reference): burn's own weight
 /// gradient, the bias gradient as the sum over everything but the channel.
-pub fn conv3d_bwd_w_reference<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>, dy: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+pub fn conv3d_bwd_w_reference<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let options = conv_options(&w.shape());
     let dw = B::conv3d_weight_backward(x, w, dy.clone(), options);
     (dw, conv_bias_grad::<B>(dy))

@@ -5,11 +5,17 @@
 pub const KERNELS: &[(&str, &str)] = &[
     ("adaln_fwd", include_str!("../kernels/adaln_fwd.wgsl")),
     ("adaln_bwd_dx", include_str!("../kernels/adaln_bwd_dx.wgsl")),
-    ("adaln_bwd_mod", include_str!("../kernels/adaln_bwd_mod.wgsl")),
+    (
+        "adaln_bwd_mod",
+        include_str!("../kernels/adaln_bwd_mod.wgsl"),
+    ),
     ("clip_pixels", include_str!("../kernels/clip_pixels.wgsl")),
     ("attn_fwd", include_str!("../kernels/attn_fwd.wgsl")),
     ("attn_bwd_dq", include_str!("../kernels/attn_bwd_dq.wgsl")),
-    ("attn_bwd_dkdv", include_str!("../kernels/attn_bwd_dkdv.wgsl")),
+    (
+        "attn_bwd_dkdv",
+        include_str!("../kernels/attn_bwd_dkdv.wgsl"),
+    ),
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
 ];
@@ -27,14 +33,22 @@ pub struct Variant {
 
 impl Variant {
     /// For kernels without templates.
-    pub const PLAIN: Variant = Variant { dh: 0, splits: 1, kt: 1 };
+    pub const PLAIN: Variant = Variant {
+        dh: 0,
+        splits: 1,
+        kt: 1,
+    };
 
     pub const fn attention(dh: u32, splits: u32) -> Variant {
         Variant { dh, splits, kt: 1 }
     }
 
     pub const fn conv(kt: u32) -> Variant {
-        Variant { dh: 0, splits: 1, kt }
+        Variant {
+            dh: 0,
+            splits: 1,
+            kt,
+        }
     }
 }
 
@@ -43,9 +57,21 @@ pub const CONV_KT: &[u32] = &[1, 3];
 
 /// Every valid instantiation of kernel `src` (what the build script validates).
 pub fn variants(src: &str) -> Vec<Variant> {
-    let dhs: &[u32] = if src.contains("{{ dh }}") { HEAD_DIMS } else { &[0] };
-    let splits: &[u32] = if src.contains("{{ splits }}") { SPLITS } else { &[1] };
-    let kts: &[u32] = if src.contains("{{ kt }}") { CONV_KT } else { &[1] };
+    let dhs: &[u32] = if src.contains("{{ dh }}") {
+        HEAD_DIMS
+    } else {
+        &[0]
+    };
+    let splits: &[u32] = if src.contains("{{ splits }}") {
+        SPLITS
+    } else {
+        &[1]
+    };
+    let kts: &[u32] = if src.contains("{{ kt }}") {
+        CONV_KT
+    } else {
+        &[1]
+    };
     let mut out = Vec::new();
     for &dh in dhs {
         for &s in splits.iter().filter(|&&s| splits_valid(dh, s)) {
@@ -96,7 +122,9 @@ pub const ATTENTION_TARGET_WORKGROUPS: usize = 2048;
 /// memory: flash-decoding's split within a workgroup, for short sequences and small batches.
 pub fn attention_splits(dh: u32, heads: usize, rows: usize) -> u32 {
     for &s in SPLITS {
-        if splits_valid(dh, s) && heads * rows.div_ceil(64 / s as usize) >= ATTENTION_TARGET_WORKGROUPS {
+        if splits_valid(dh, s)
+            && heads * rows.div_ceil(64 / s as usize) >= ATTENTION_TARGET_WORKGROUPS
+        {
             return s;
         }
     }

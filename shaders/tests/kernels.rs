@@ -13,7 +13,8 @@ use flick_shaders::FusedOps;
 
 fn gpu() -> Option<Device> {
     static GPU: OnceLock<Option<Device>> = OnceLock::new();
-    GPU.get_or_init(|| Device::wgpu_options().init().ok()).clone()
+    GPU.get_or_init(|| Device::wgpu_options().init().ok())
+        .clone()
 }
 
 /// The wgpu device, or `None` after saying so (a failure under CI=true).
@@ -21,9 +22,13 @@ fn gpu_or_not_run(test: &str) -> Option<Device> {
     let device = gpu();
     if device.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("{test}: no wgpu adapter, and CI=true requires one (run scripts/setup.sh: mesa-vulkan-drivers)");
+            panic!(
+                "{test}: no wgpu adapter, and CI=true requires one (run scripts/setup.sh: mesa-vulkan-drivers)"
+            );
         }
-        eprintln!("\n*** NOT RUN: {test}: no wgpu adapter on this machine (CI=true would fail) ***\n");
+        eprintln!(
+            "\n*** NOT RUN: {test}: no wgpu adapter on this machine (CI=true would fail) ***\n"
+        );
     }
     device
 }
@@ -50,14 +55,23 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 /// The textbook attention (burn operations, on whatever device the inputs live): `(o, lse)`.
-fn textbook_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Tensor<2>) -> (Tensor<4>, Tensor<3>) {
+fn textbook_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<2>,
+) -> (Tensor<4>, Tensor<3>) {
     let [b, h, nq, dh] = q.dims();
     let nk = k.dims()[2];
-    let s = q.matmul(k.swap_dims(2, 3)) / (dh as f32).sqrt() + bias.reshape([b, 1, 1, nk]).expand([b, h, nq, nk]);
+    let s = q.matmul(k.swap_dims(2, 3)) / (dh as f32).sqrt()
+        + bias.reshape([b, 1, 1, nk]).expand([b, h, nq, nk]);
     let m = s.clone().max_dim(3);
     let e = (s - m.clone()).exp();
     let l = e.clone().sum_dim(3);
@@ -81,44 +95,105 @@ fn key_bias(b: usize, nk: usize, pad: usize, seed: u64) -> Tensor<2> {
 static SPLITS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// (B, H, Nq, Nk, dh): tile-aligned, ragged, fewer keys than a tile, every head width.
-const ATTENTION_SHAPES: [[usize; 5]; 5] = [[2, 2, 64, 64, 32], [1, 3, 37, 50, 16], [2, 1, 100, 7, 8], [2, 2, 70, 96, 64], [3, 4, 129, 33, 32]];
+const ATTENTION_SHAPES: [[usize; 5]; 5] = [
+    [2, 2, 64, 64, 32],
+    [1, 3, 37, 50, 16],
+    [2, 1, 100, 7, 8],
+    [2, 2, 70, 96, 64],
+    [3, 4, 129, 33, 32],
+];
 
 fn attention_forward_matches(device: &Device, what: &str) {
     for (i, &[b, h, nq, nk, dh]) in ATTENTION_SHAPES.iter().enumerate() {
         let seed = 10 * i as u64;
-        let (q, k, v) = (random([b, h, nq, dh], seed), random([b, h, nk, dh], seed + 1), random([b, h, nk, dh], seed + 2));
+        let (q, k, v) = (
+            random([b, h, nq, dh], seed),
+            random([b, h, nk, dh], seed + 1),
+            random([b, h, nk, dh], seed + 2),
+        );
         let bias = key_bias(b, nk, nk / 3, seed + 3);
         let (o_ref, lse_ref) = textbook_attention(q.clone(), k.clone(), v.clone(), bias.clone());
         let scale = 1.0 / (dh as f32).sqrt();
-        let (o, lse) = Dispatch::fused_attention_fwd(to(&q, device).into_dispatch(), to(&k, device).into_dispatch(), to(&v, device).into_dispatch(), Tensor::<2>::from_data(bias.to_data(), device).into_dispatch(), scale);
-        let (o, lse) = (Tensor::<4>::from_dispatch(o), Tensor::<3>::from_dispatch(lse));
+        let (o, lse) = Dispatch::fused_attention_fwd(
+            to(&q, device).into_dispatch(),
+            to(&k, device).into_dispatch(),
+            to(&v, device).into_dispatch(),
+            Tensor::<2>::from_data(bias.to_data(), device).into_dispatch(),
+            scale,
+        );
+        let (o, lse) = (
+            Tensor::<4>::from_dispatch(o),
+            Tensor::<3>::from_dispatch(lse),
+        );
         assert_eq!(o.dims(), [b, h, nq, dh]);
-        let (d_o, d_lse) = (rel_diff(&values(o), &values(o_ref)), rel_diff(&values(lse), &values(lse_ref)));
-        assert!(d_o < 1e-4 && d_lse < 1e-4, "{what}: attention {:?}: output differs by {d_o:e}, lse by {d_lse:e}", [b, h, nq, nk, dh]);
+        let (d_o, d_lse) = (
+            rel_diff(&values(o), &values(o_ref)),
+            rel_diff(&values(lse), &values(lse_ref)),
+        );
+        assert!(
+            d_o < 1e-4 && d_lse < 1e-4,
+            "{what}: attention {:?}: output differs by {d_o:e}, lse by {d_lse:e}",
+            [b, h, nq, nk, dh]
+        );
     }
 }
 
 fn attention_gradients_match(device: &Device, what: &str) {
     for (i, &[b, h, nq, nk, dh]) in ATTENTION_SHAPES.iter().enumerate() {
         let seed = 100 + 10 * i as u64;
-        let (q, k, v) = (random([b, h, nq, dh], seed), random([b, h, nk, dh], seed + 1), random([b, h, nk, dh], seed + 2));
+        let (q, k, v) = (
+            random([b, h, nq, dh], seed),
+            random([b, h, nk, dh], seed + 1),
+            random([b, h, nk, dh], seed + 2),
+        );
         let bias = key_bias(b, nk, nk / 3, seed + 3);
         let g = random([b, h, nq, dh], seed + 4);
         // Textbook gradients of Σ o·g, by burn's autodiff on the CPU.
         let ad = cpu().autodiff();
-        let (qa, ka, va) = (to(&q, &ad).require_grad(), to(&k, &ad).require_grad(), to(&v, &ad).require_grad());
-        let (o, _) = textbook_attention(qa.clone(), ka.clone(), va.clone(), Tensor::from_data(bias.to_data(), &ad));
+        let (qa, ka, va) = (
+            to(&q, &ad).require_grad(),
+            to(&k, &ad).require_grad(),
+            to(&v, &ad).require_grad(),
+        );
+        let (o, _) = textbook_attention(
+            qa.clone(),
+            ka.clone(),
+            va.clone(),
+            Tensor::from_data(bias.to_data(), &ad),
+        );
         let grads = (o * to(&g, &ad)).sum().backward();
-        let expect = [qa.grad(&grads).unwrap(), ka.grad(&grads).unwrap(), va.grad(&grads).unwrap()];
+        let expect = [
+            qa.grad(&grads).unwrap(),
+            ka.grad(&grads).unwrap(),
+            va.grad(&grads).unwrap(),
+        ];
         // The fused operation under autodiff (its backward is the fused backward).
         let ad = device.clone().autodiff();
-        let (qa, ka, va) = (to(&q, &ad).require_grad(), to(&k, &ad).require_grad(), to(&v, &ad).require_grad());
-        let o = Tensor::<4>::from_dispatch(Dispatch::fused_attention(qa.clone().into_dispatch(), ka.clone().into_dispatch(), va.clone().into_dispatch(), Tensor::<2>::from_data(bias.to_data(), &ad).into_dispatch(), 1.0 / (dh as f32).sqrt()));
+        let (qa, ka, va) = (
+            to(&q, &ad).require_grad(),
+            to(&k, &ad).require_grad(),
+            to(&v, &ad).require_grad(),
+        );
+        let o = Tensor::<4>::from_dispatch(Dispatch::fused_attention(
+            qa.clone().into_dispatch(),
+            ka.clone().into_dispatch(),
+            va.clone().into_dispatch(),
+            Tensor::<2>::from_data(bias.to_data(), &ad).into_dispatch(),
+            1.0 / (dh as f32).sqrt(),
+        ));
         let grads = (o * to(&g, &ad)).sum().backward();
-        let got = [qa.grad(&grads).unwrap(), ka.grad(&grads).unwrap(), va.grad(&grads).unwrap()];
+        let got = [
+            qa.grad(&grads).unwrap(),
+            ka.grad(&grads).unwrap(),
+            va.grad(&grads).unwrap(),
+        ];
         for (name, (got, expect)) in ["dq", "dk", "dv"].iter().zip(got.into_iter().zip(expect)) {
             let d = rel_diff(&values(got), &values(expect));
-            assert!(d < 1e-3, "{what}: attention {:?}: {name} differs by {d:e}", [b, h, nq, nk, dh]);
+            assert!(
+                d < 1e-3,
+                "{what}: attention {:?}: {name} differs by {d:e}",
+                [b, h, nq, nk, dh]
+            );
         }
     }
 }
@@ -137,28 +212,58 @@ fn adaln_matches(device: &Device, what: &str) {
     for (i, &[b, n, d]) in ADALN_SHAPES.iter().enumerate() {
         let seed = 200 + 10 * i as u64;
         let x = random([b, n, d], seed) * 2.0 + 0.5;
-        let (shift, scale) = (random([b, d], seed + 1) * 0.5, random([b, d], seed + 2) * 0.5);
+        let (shift, scale) = (
+            random([b, d], seed + 1) * 0.5,
+            random([b, d], seed + 2) * 0.5,
+        );
         let g = random([b, n, d], seed + 3);
         let ad = cpu().autodiff();
         let on = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &ad).require_grad();
         let on2 = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &ad).require_grad();
         let (xa, sha, sca) = (on(&x), on2(&shift), on2(&scale));
         let y_ref = textbook_adaln(xa.clone(), sha.clone(), sca.clone());
-        let grads = (y_ref.clone() * Tensor::from_data(g.to_data(), &ad)).sum().backward();
-        let expect = (values(xa.grad(&grads).unwrap()), values(sha.grad(&grads).unwrap()), values(sca.grad(&grads).unwrap()));
+        let grads = (y_ref.clone() * Tensor::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let expect = (
+            values(xa.grad(&grads).unwrap()),
+            values(sha.grad(&grads).unwrap()),
+            values(sca.grad(&grads).unwrap()),
+        );
 
         let ad = device.clone().autodiff();
         let on = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), &ad).require_grad();
         let on2 = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &ad).require_grad();
         let (xa, sha, sca) = (on(&x), on2(&shift), on2(&scale));
-        let y = Tensor::<3>::from_dispatch(Dispatch::fused_adaln(xa.clone().into_dispatch(), sha.clone().into_dispatch(), sca.clone().into_dispatch(), flick_shaders::LN_EPS));
+        let y = Tensor::<3>::from_dispatch(Dispatch::fused_adaln(
+            xa.clone().into_dispatch(),
+            sha.clone().into_dispatch(),
+            sca.clone().into_dispatch(),
+            flick_shaders::LN_EPS,
+        ));
         let dy = rel_diff(&values(y.clone()), &values(y_ref));
-        assert!(dy < 1e-4, "{what}: adaLN {:?}: output differs by {dy:e}", [b, n, d]);
+        assert!(
+            dy < 1e-4,
+            "{what}: adaLN {:?}: output differs by {dy:e}",
+            [b, n, d]
+        );
         let grads = (y * Tensor::from_data(g.to_data(), &ad)).sum().backward();
-        let got = (values(xa.grad(&grads).unwrap()), values(sha.grad(&grads).unwrap()), values(sca.grad(&grads).unwrap()));
-        for (name, got, expect) in [("dx", got.0, expect.0), ("dshift", got.1, expect.1), ("dscale", got.2, expect.2)] {
+        let got = (
+            values(xa.grad(&grads).unwrap()),
+            values(sha.grad(&grads).unwrap()),
+            values(sca.grad(&grads).unwrap()),
+        );
+        for (name, got, expect) in [
+            ("dx", got.0, expect.0),
+            ("dshift", got.1, expect.1),
+            ("dscale", got.2, expect.2),
+        ] {
             let diff = rel_diff(&got, &expect);
-            assert!(diff < 1e-3, "{what}: adaLN {:?}: {name} differs by {diff:e}", [b, n, d]);
+            assert!(
+                diff < 1e-3,
+                "{what}: adaLN {:?}: {name} differs by {diff:e}",
+                [b, n, d]
+            );
         }
     }
 }
@@ -171,7 +276,9 @@ fn pixels_match(device: &Device, what: &str) {
         x[1] = 2.5;
         x[2] = 1.0 / 255.0;
         let t = Tensor::<5>::from_data(TensorData::new(x.clone(), shape), device);
-        let packed = values(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(t.into_dispatch())));
+        let packed = values(Tensor::<4>::from_dispatch(Dispatch::clip_pixels(
+            t.into_dispatch(),
+        )));
         let [b, _, f, h, w] = shape;
         let n = f * h * w;
         let mut worst = 0i32;
@@ -179,12 +286,16 @@ fn pixels_match(device: &Device, what: &str) {
             for p in 0..n {
                 let got = packed[clip * n + p] as u32;
                 for c in 0..3 {
-                    let expect = ((x[(clip * 3 + c) * n + p].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as i32;
+                    let expect =
+                        ((x[(clip * 3 + c) * n + p].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as i32;
                     worst = worst.max((((got >> (8 * c)) & 255) as i32 - expect).abs());
                 }
             }
         }
-        assert_eq!(worst, 0, "{what}: clip pixels {shape:?} differ from the CPU's bytes by up to {worst}");
+        assert_eq!(
+            worst, 0,
+            "{what}: clip pixels {shape:?} differ from the CPU's bytes by up to {worst}"
+        );
     }
 }
 
@@ -198,7 +309,10 @@ fn attention_forward_kernel_matches_the_textbook() {
             attention_forward_matches(&gpu, &format!("wgpu kernel, splits {s:?}"));
         }
         flick_shaders::force_attention_splits(None);
-        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+        assert!(
+            flick_shaders::kernel_launches() > before,
+            "no WGSL kernel was launched: the composed fallback ran"
+        );
     }
 }
 
@@ -212,7 +326,10 @@ fn attention_backward_kernels_match_autodiff_of_the_textbook() {
             attention_gradients_match(&gpu, &format!("wgpu kernels, splits {s:?}"));
         }
         flick_shaders::force_attention_splits(None);
-        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+        assert!(
+            flick_shaders::kernel_launches() > before,
+            "no WGSL kernel was launched: the composed fallback ran"
+        );
     }
 }
 
@@ -221,7 +338,10 @@ fn adaln_kernels_match_the_textbook_forward_and_backward() {
     if let Some(gpu) = gpu_or_not_run("adaln_kernels_match_the_textbook_forward_and_backward") {
         let before = flick_shaders::kernel_launches();
         adaln_matches(&gpu, "wgpu kernels");
-        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+        assert!(
+            flick_shaders::kernel_launches() > before,
+            "no WGSL kernel was launched: the composed fallback ran"
+        );
     }
 }
 
@@ -230,7 +350,10 @@ fn clip_pixel_kernel_gives_the_cpu_bytes() {
     if let Some(gpu) = gpu_or_not_run("clip_pixel_kernel_gives_the_cpu_bytes") {
         let before = flick_shaders::kernel_launches();
         pixels_match(&gpu, "wgpu kernel");
-        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+        assert!(
+            flick_shaders::kernel_launches() > before,
+            "no WGSL kernel was launched: the composed fallback ran"
+        );
     }
 }
 
@@ -247,65 +370,157 @@ fn composed_reference_matches_the_textbook_on_the_cpu() {
 /// The public wrappers with the kernels on (on the GPU) agree with burn's own operations.
 #[test]
 fn wrappers_match_burn_operations() {
-    let Some(gpu) = gpu_or_not_run("wrappers_match_burn_operations") else { return };
-    let (q, k, v) = (random([2, 4, 45, 32], 1), random([2, 4, 20, 32], 2), random([2, 4, 20, 32], 3));
+    let Some(gpu) = gpu_or_not_run("wrappers_match_burn_operations") else {
+        return;
+    };
+    let (q, k, v) = (
+        random([2, 4, 45, 32], 1),
+        random([2, 4, 20, 32], 2),
+        random([2, 4, 20, 32], 3),
+    );
     let bias = key_bias(2, 20, 5, 4);
-    let burn_o = burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone().reshape([2, 1, 1, 20]).expand([2, 4, 45, 20])), Default::default());
-    let o = flick_shaders::attention(to(&q, &gpu), to(&k, &gpu), to(&v, &gpu), Some(Tensor::from_data(bias.to_data(), &gpu)));
+    let burn_o = burn::tensor::module::attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        None,
+        Some(bias.clone().reshape([2, 1, 1, 20]).expand([2, 4, 45, 20])),
+        Default::default(),
+    );
+    let o = flick_shaders::attention(
+        to(&q, &gpu),
+        to(&k, &gpu),
+        to(&v, &gpu),
+        Some(Tensor::from_data(bias.to_data(), &gpu)),
+    );
     let d = rel_diff(&values(o), &values(burn_o));
     assert!(d < 1e-4, "fused attention vs burn's differs by {d:e}");
     let clips = random([2, 3, 4, 8, 8], 5);
     let on_gpu = flick_shaders::clip_pixels(Tensor::from_data(clips.to_data(), &gpu)).unwrap();
     let on_cpu = flick_shaders::clip_pixels(clips).unwrap();
-    assert_eq!(on_gpu, on_cpu, "RGBA frames from the GPU kernel differ from the CPU's");
+    assert_eq!(
+        on_gpu, on_cpu,
+        "RGBA frames from the GPU kernel differ from the CPU's"
+    );
     assert_eq!(on_gpu[0].len(), 4 * 8 * 8 * 4);
 }
 
 /// (B, Ci, Co, T, H, W, KT): the stem (3×3×3 from RGB), the head (32 → 16, 16 → 3: output
 /// channels not a multiple of the kernel's block of 4), a row wider than a workgroup, odd sizes.
-const CONV_SHAPES: [[usize; 7]; 4] = [[2, 3, 16, 4, 9, 11, 3], [1, 32, 16, 2, 8, 8, 1], [2, 16, 3, 3, 5, 70, 1], [1, 5, 6, 5, 7, 6, 3]];
+const CONV_SHAPES: [[usize; 7]; 4] = [
+    [2, 3, 16, 4, 9, 11, 3],
+    [1, 32, 16, 2, 8, 8, 1],
+    [2, 16, 3, 3, 5, 70, 1],
+    [1, 5, 6, 5, 7, 6, 3],
+];
 
 fn conv_forward_matches(device: &Device, what: &str) {
     for (i, &[b, ci, co, t, h, w, kt]) in CONV_SHAPES.iter().enumerate() {
         let seed = 300 + 10 * i as u64;
-        let (x, wt, bias) = (random([b, ci, t, h, w], seed), random([co, ci, kt, 3, 3], seed + 1), random::<1>([co], seed + 2));
-        let (expect, _) = flick_shaders::textbook::conv3d(&values(x.clone()), [b, ci, t, h, w], &values(wt.clone()), [co, ci, kt, 3, 3], &values(bias.clone()), [1, 1, 1], [kt / 2, 1, 1]);
-        let y = Dispatch::fused_conv3d_fwd(Tensor::<5>::from_data(x.to_data(), device).into_dispatch(), Tensor::<5>::from_data(wt.to_data(), device).into_dispatch(), Tensor::<1>::from_data(bias.to_data(), device).into_dispatch());
+        let (x, wt, bias) = (
+            random([b, ci, t, h, w], seed),
+            random([co, ci, kt, 3, 3], seed + 1),
+            random::<1>([co], seed + 2),
+        );
+        let (expect, _) = flick_shaders::textbook::conv3d(
+            &values(x.clone()),
+            [b, ci, t, h, w],
+            &values(wt.clone()),
+            [co, ci, kt, 3, 3],
+            &values(bias.clone()),
+            [1, 1, 1],
+            [kt / 2, 1, 1],
+        );
+        let y = Dispatch::fused_conv3d_fwd(
+            Tensor::<5>::from_data(x.to_data(), device).into_dispatch(),
+            Tensor::<5>::from_data(wt.to_data(), device).into_dispatch(),
+            Tensor::<1>::from_data(bias.to_data(), device).into_dispatch(),
+        );
         let y = Tensor::<5>::from_dispatch(y);
         assert_eq!(y.dims(), [b, co, t, h, w]);
         let d = rel_diff(&values(y), &expect);
-        assert!(d < 1e-5, "{what}: conv {:?}: output differs by {d:e}", [b, ci, co, t, h, w, kt]);
+        assert!(
+            d < 1e-5,
+            "{what}: conv {:?}: output differs by {d:e}",
+            [b, ci, co, t, h, w, kt]
+        );
     }
 }
 
 fn conv_gradients_match(device: &Device, what: &str) {
     for (i, &[b, ci, co, t, h, w, kt]) in CONV_SHAPES.iter().enumerate() {
         let seed = 400 + 10 * i as u64;
-        let (x, wt, bias, g) = (random([b, ci, t, h, w], seed), random([co, ci, kt, 3, 3], seed + 1), random::<1>([co], seed + 2), random([b, co, t, h, w], seed + 3));
+        let (x, wt, bias, g) = (
+            random([b, ci, t, h, w], seed),
+            random([co, ci, kt, 3, 3], seed + 1),
+            random::<1>([co], seed + 2),
+            random([b, co, t, h, w], seed + 3),
+        );
         // Gradients of Σ y·g by burn's autodiff of burn's own conv3d on the CPU.
         let ad = cpu().autodiff();
-        let (xa, wa, ba) = (Tensor::<5>::from_data(x.to_data(), &ad).require_grad(), Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(), Tensor::<1>::from_data(bias.to_data(), &ad).require_grad());
+        let (xa, wa, ba) = (
+            Tensor::<5>::from_data(x.to_data(), &ad).require_grad(),
+            Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(),
+            Tensor::<1>::from_data(bias.to_data(), &ad).require_grad(),
+        );
         let options = burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, 1, 1], [1, 1, 1], 1);
         let y = burn::tensor::module::conv3d(xa.clone(), wa.clone(), Some(ba.clone()), options);
-        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
-        let expect = [values(xa.grad(&grads).unwrap()), values(wa.grad(&grads).unwrap()), values(ba.grad(&grads).unwrap())];
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let expect = [
+            values(xa.grad(&grads).unwrap()),
+            values(wa.grad(&grads).unwrap()),
+            values(ba.grad(&grads).unwrap()),
+        ];
         // The fused operation under autodiff on `device`.
         let ad = device.clone().autodiff();
-        let (xa, wa, ba) = (Tensor::<5>::from_data(x.to_data(), &ad).require_grad(), Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(), Tensor::<1>::from_data(bias.to_data(), &ad).require_grad());
-        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(xa.clone().into_dispatch(), wa.clone().into_dispatch(), ba.clone().into_dispatch()));
-        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
-        let got = [values(xa.grad(&grads).unwrap()), values(wa.grad(&grads).unwrap()), values(ba.grad(&grads).unwrap())];
+        let (xa, wa, ba) = (
+            Tensor::<5>::from_data(x.to_data(), &ad).require_grad(),
+            Tensor::<5>::from_data(wt.to_data(), &ad).require_grad(),
+            Tensor::<1>::from_data(bias.to_data(), &ad).require_grad(),
+        );
+        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(
+            xa.clone().into_dispatch(),
+            wa.clone().into_dispatch(),
+            ba.clone().into_dispatch(),
+        ));
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let got = [
+            values(xa.grad(&grads).unwrap()),
+            values(wa.grad(&grads).unwrap()),
+            values(ba.grad(&grads).unwrap()),
+        ];
         for (name, (got, expect)) in ["dx", "dw", "dbias"].iter().zip(got.iter().zip(&expect)) {
             let d = rel_diff(got, expect);
-            assert!(d < 1e-4, "{what}: conv {:?}: {name} differs by {d:e}", [b, ci, co, t, h, w, kt]);
+            assert!(
+                d < 1e-4,
+                "{what}: conv {:?}: {name} differs by {d:e}",
+                [b, ci, co, t, h, w, kt]
+            );
         }
         // An input that needs no gradient (a clip entering the stem): the weight gradients alone.
         let xa = Tensor::<5>::from_data(x.to_data(), &ad);
-        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(xa.clone().into_dispatch(), wa.clone().into_dispatch(), ba.clone().into_dispatch()));
-        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad)).sum().backward();
-        assert!(xa.grad(&grads).is_none(), "{what}: a gradient for an input that needs none");
+        let y = Tensor::<5>::from_dispatch(Dispatch::fused_conv3d(
+            xa.clone().into_dispatch(),
+            wa.clone().into_dispatch(),
+            ba.clone().into_dispatch(),
+        ));
+        let grads = (y * Tensor::<5>::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        assert!(
+            xa.grad(&grads).is_none(),
+            "{what}: a gradient for an input that needs none"
+        );
         let d = rel_diff(&values(wa.grad(&grads).unwrap()), &expect[1]);
-        assert!(d < 1e-4, "{what}: conv {:?}, input without gradient: dw differs by {d:e}", [b, ci, co, t, h, w, kt]);
+        assert!(
+            d < 1e-4,
+            "{what}: conv {:?}, input without gradient: dw differs by {d:e}",
+            [b, ci, co, t, h, w, kt]
+        );
     }
 }
 
@@ -315,7 +530,10 @@ fn conv_kernels_match_the_textbook_forward_and_backward() {
         let before = flick_shaders::kernel_launches();
         conv_forward_matches(&gpu, "wgpu kernel");
         conv_gradients_match(&gpu, "wgpu kernels");
-        assert!(flick_shaders::kernel_launches() > before, "no WGSL kernel was launched: the composed fallback ran");
+        assert!(
+            flick_shaders::kernel_launches() > before,
+            "no WGSL kernel was launched: the composed fallback ran"
+        );
     }
 }
 

@@ -11,13 +11,23 @@ use flick_core::generate::Generator;
 use crate::{config, train};
 
 /// The model `flick generate` uses when no `--checkpoint` is given.
-pub const BUNDLED_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/teacher-small.safetensors");
+pub const BUNDLED_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/teacher-small.safetensors"
+);
 /// The one-step generator `flick generate --steps 1` uses when no `--checkpoint` is given (if
 /// bundled; otherwise the teacher at one step).
-pub const BUNDLED_GENERATOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/generator-small.safetensors");
+pub const BUNDLED_GENERATOR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/generator-small.safetensors"
+);
 
 #[derive(Parser)]
-#[command(name = "flick", version, about = "One-step text-to-video generation that runs anywhere WebGPU does")]
+#[command(
+    name = "flick",
+    version,
+    about = "One-step text-to-video generation that runs anywhere WebGPU does"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -303,32 +313,63 @@ enum DistillStage {
 
 fn distill(stage: DistillStage) -> anyhow::Result<()> {
     let common = match &stage {
-        DistillStage::Pairs { common } | DistillStage::Consistency { common, .. } | DistillStage::Apt { common, .. } => common,
+        DistillStage::Pairs { common }
+        | DistillStage::Consistency { common, .. }
+        | DistillStage::Apt { common, .. } => common,
     };
     let mut cfg = crate::distill::DistillConfig::load(&common.config)?;
     if let DistillStage::Apt { loss, r1, .. } = &stage {
         if let Some(l) = loss {
-            cfg.apt.loss = serde_json::from_value(serde_json::Value::String(l.clone())).with_context(|| format!("--loss {l}"))?;
+            cfg.apt.loss = serde_json::from_value(serde_json::Value::String(l.clone()))
+                .with_context(|| format!("--loss {l}"))?;
         }
         if let Some(r) = r1 {
-            cfg.apt.r1 = serde_json::from_value(serde_json::Value::String(r.clone())).with_context(|| format!("--r1 {r}"))?;
+            cfg.apt.r1 = serde_json::from_value(serde_json::Value::String(r.clone()))
+                .with_context(|| format!("--r1 {r}"))?;
         }
     }
-    let teacher = common.teacher.clone().unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    let teacher = common
+        .teacher
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
     let device = open(common.backend)?;
     eprintln!("backend: {}", describe(&device));
-    let workers = common.workers.unwrap_or_else(|| default_workers(common.backend));
+    let workers = common
+        .workers
+        .unwrap_or_else(|| default_workers(common.backend));
     match &stage {
         DistillStage::Pairs { common } => {
-            if !common.resume && common.out.exists() && std::fs::read_dir(&common.out).with_context(|| format!("--out {}", common.out.display()))?.next().is_some() {
-                anyhow::bail!("{} is not empty; pass --resume to complete that cache or choose another --out", common.out.display());
+            if !common.resume
+                && common.out.exists()
+                && std::fs::read_dir(&common.out)
+                    .with_context(|| format!("--out {}", common.out.display()))?
+                    .next()
+                    .is_some()
+            {
+                anyhow::bail!(
+                    "{} is not empty; pass --resume to complete that cache or choose another --out",
+                    common.out.display()
+                );
             }
             let n = crate::distill::make_pairs(&cfg.pairs, &teacher, &common.out, &device, false)?;
             eprintln!("done: {n} pairs in {}", common.out.display());
         }
         DistillStage::Consistency { common, pairs } => {
-            crate::distill::train_consistency(&cfg, &teacher, pairs, &common.out, common.resume, &device, workers, common.stop_at, false)?;
-            eprintln!("done: generator in {}", common.out.join("generator.safetensors").display());
+            crate::distill::train_consistency(
+                &cfg,
+                &teacher,
+                pairs,
+                &common.out,
+                common.resume,
+                &device,
+                workers,
+                common.stop_at,
+                false,
+            )?;
+            eprintln!(
+                "done: generator in {}",
+                common.out.join("generator.safetensors").display()
+            );
         }
         DistillStage::Apt { common, init, .. } => {
             crate::distill::train_apt(crate::distill::AptArgs {
@@ -342,7 +383,10 @@ fn distill(stage: DistillStage) -> anyhow::Result<()> {
                 stop_at: common.stop_at,
                 quiet: false,
             })?;
-            eprintln!("done: generator (EMA) in {}", common.out.join("generator.safetensors").display());
+            eprintln!(
+                "done: generator (EMA) in {}",
+                common.out.join("generator.safetensors").display()
+            );
         }
     }
     Ok(())
@@ -360,50 +404,133 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     flick_core::shaders::set_fused(!cli.no_fused);
     flick_core::shaders::force_attention_splits(cli.attention_splits);
     match cli.command {
-        Command::TrainTeacher { config, out, resume, backend, stop_at, steps, workers, init_from, init_reset, time_budget, profile_every } => {
+        Command::TrainTeacher {
+            config,
+            out,
+            resume,
+            backend,
+            stop_at,
+            steps,
+            workers,
+            init_from,
+            init_reset,
+            time_budget,
+            profile_every,
+        } => {
             let mut cfg = config::TeacherConfig::load(&config)?;
             if let Some(s) = steps {
                 cfg.train.steps = s;
             }
-            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(config.file_stem().unwrap_or_default()));
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
+            });
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             eprintln!("data-parallel workers: {workers}");
-            train::train_teacher(train::TrainArgs { config: cfg, config_path: config, out: out.clone(), resume, device, stop_at, quiet: false, workers, init_from, init_reset, time_budget, profile_every })?;
-            eprintln!("done: model in {}, curve in {}", train::model_path(&out).display(), out.join("loss.png").display());
+            train::train_teacher(train::TrainArgs {
+                config: cfg,
+                config_path: config,
+                out: out.clone(),
+                resume,
+                device,
+                stop_at,
+                quiet: false,
+                workers,
+                init_from,
+                init_reset,
+                time_budget,
+                profile_every,
+            })?;
+            eprintln!(
+                "done: model in {}, curve in {}",
+                train::model_path(&out).display(),
+                out.join("loss.png").display()
+            );
             Ok(())
         }
-        Command::TrainProbe { config, out, resume, backend, workers } => {
+        Command::TrainProbe {
+            config,
+            out,
+            resume,
+            backend,
+            workers,
+        } => {
             let cfg = crate::probe::ProbeTrainConfig::load(&config)?;
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let workers = workers.unwrap_or_else(|| default_workers(backend));
             let acc = crate::probe::train_probe(&cfg, &out, resume, &device, workers, false)?;
-            let line = acc.iter().map(|(k, v)| format!("{k} {:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ");
-            eprintln!("done: probe in {}; held-out accuracy: {line}", crate::probe::model_path(&out).display());
+            let line = acc
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ");
+            eprintln!(
+                "done: probe in {}; held-out accuracy: {line}",
+                crate::probe::model_path(&out).display()
+            );
             Ok(())
         }
         Command::Distill { stage } => distill(stage),
         Command::Convert { input, output, f16 } => {
             anyhow::ensure!(f16, "say what to convert to: --f16");
             let change = flick_core::checkpoint::convert_to_f16(&input, &output)?;
-            let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
-            eprintln!("wrote {} ({:.1} MB, from {:.1} MB; largest weight change {change:.2e})", output.display(), size(&output), size(&input));
+            let size = |p: &PathBuf| {
+                std::fs::metadata(p)
+                    .map(|m| m.len() as f64 / 1e6)
+                    .unwrap_or(f64::NAN)
+            };
+            eprintln!(
+                "wrote {} ({:.1} MB, from {:.1} MB; largest weight change {change:.2e})",
+                output.display(),
+                size(&output),
+                size(&input)
+            );
             Ok(())
         }
-        Command::Eval { models, probe, prompts, seeds, batch, out, backend } => {
+        Command::Eval {
+            models,
+            probe,
+            prompts,
+            seeds,
+            batch,
+            out,
+            backend,
+        } => {
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let models = if models.is_empty() {
-                [1, 2, 4, 8, 25].into_iter().map(|steps| crate::eval::ModelSpec { path: PathBuf::from(BUNDLED_MODEL), steps, guidance: None, label: Some("teacher".into()) }).collect()
+                [1, 2, 4, 8, 25]
+                    .into_iter()
+                    .map(|steps| crate::eval::ModelSpec {
+                        path: PathBuf::from(BUNDLED_MODEL),
+                        steps,
+                        guidance: None,
+                        label: Some("teacher".into()),
+                    })
+                    .collect()
             } else {
                 models
             };
-            crate::eval::run(&crate::eval::EvalArgs { models, probe, prompts, seeds, batch, out, device, quiet: false })?;
+            crate::eval::run(&crate::eval::EvalArgs {
+                models,
+                probe,
+                prompts,
+                seeds,
+                batch,
+                out,
+                device,
+                quiet: false,
+            })?;
             Ok(())
         }
-        Command::DataPreview { out, count, seed, split } => {
+        Command::DataPreview {
+            out,
+            count,
+            seed,
+            split,
+        } => {
             use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
             let split = match split.as_str() {
                 "train" => Split::Train,
@@ -421,13 +548,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        Command::Score { checkpoint, steps, guidance, shift, no_sensitivity, renoise, prompts, batch, grids, backend } => {
+        Command::Score {
+            checkpoint,
+            steps,
+            guidance,
+            shift,
+            no_sensitivity,
+            renoise,
+            prompts,
+            batch,
+            grids,
+            backend,
+        } => {
             let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let mut generator = Generator::load(&path, &device)?;
             if let Some(s) = shift {
-                anyhow::ensure!(s > 0.0 && s.is_finite(), "--shift must be a positive number");
+                anyhow::ensure!(
+                    s > 0.0 && s.is_finite(),
+                    "--shift must be a positive number"
+                );
                 generator.shift = s;
             }
             let guidance = guidance.unwrap_or(generator.defaults().guidance);
@@ -435,8 +576,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // `--prompts 0`: no attribute table, only the diagnostics below.
             for s in steps.into_iter().filter(|_| prompts > 0) {
                 anyhow::ensure!(s >= 1, "--steps must be ≥ 1");
-                eprintln!("scoring {} at {s} steps, guidance {guidance}, {prompts} prompts per split…", path.display());
-                rows.push((format!("{} @{s} (w={guidance}, shift {})", path.file_stem().unwrap_or_default().to_string_lossy(), generator.shift), crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?));
+                eprintln!(
+                    "scoring {} at {s} steps, guidance {guidance}, {prompts} prompts per split…",
+                    path.display()
+                );
+                rows.push((
+                    format!(
+                        "{} @{s} (w={guidance}, shift {})",
+                        path.file_stem().unwrap_or_default().to_string_lossy(),
+                        generator.shift
+                    ),
+                    crate::score::score(&generator, prompts, s, guidance, batch, grids.as_deref())?,
+                ));
             }
             if !rows.is_empty() {
                 println!("{}", crate::score::table(&rows));
@@ -448,37 +599,92 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if no_sensitivity {
                 return Ok(());
             }
-            println!("denoising error on 32 real train-like clips with their captions:\n\n| t | loss \\|v̂ − v\\|² | best linear guess | RMS error of x̂0 |\n|---|---|---|---|");
-            for (t, loss, linear, x0) in crate::score::loss_by_time(&generator, 32, &[0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95]) {
+            println!(
+                "denoising error on 32 real train-like clips with their captions:\n\n| t | loss \\|v̂ − v\\|² | best linear guess | RMS error of x̂0 |\n|---|---|---|---|"
+            );
+            for (t, loss, linear, x0) in crate::score::loss_by_time(
+                &generator,
+                32,
+                &[0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95],
+            ) {
                 println!("| {t} | {loss:.4} | {linear:.4} | {x0:.4} |");
             }
-            let sens = crate::score::caption_sensitivity(&generator, 16, &[0.2, 0.5, 0.8, 0.9, 0.95, 0.99]);
-            println!("caption sensitivity (|v(c) − v(·)| / |v(c)|, 16 train-like prompts, x_t from their real clips):\n\n| t | vs empty prompt | vs a wrong caption |\n|---|---|---|");
+            let sens = crate::score::caption_sensitivity(
+                &generator,
+                16,
+                &[0.2, 0.5, 0.8, 0.9, 0.95, 0.99],
+            );
+            println!(
+                "caption sensitivity (|v(c) − v(·)| / |v(c)|, 16 train-like prompts, x_t from their real clips):\n\n| t | vs empty prompt | vs a wrong caption |\n|---|---|---|"
+            );
             for (t, u, w) in sens {
                 println!("| {t} | {u:.3} | {w:.3} |");
             }
             let attr = crate::score::attribute_sensitivity(&generator, 16, &[0.5, 0.8, 0.9, 0.95]);
-            println!("\none word changed (|v(c) − v(c')| / |v(c)|, c' = the caption with one attribute changed):\n\n| t | shape | colour | size | motion |\n|---|---|---|---|---|");
+            println!(
+                "\none word changed (|v(c) − v(c')| / |v(c)|, c' = the caption with one attribute changed):\n\n| t | shape | colour | size | motion |\n|---|---|---|---|---|"
+            );
             for (t, [sh, co, si, mo]) in attr {
                 println!("| {t} | {sh:.3} | {co:.3} | {si:.3} | {mo:.3} |");
             }
             let times = [0.3, 0.5, 0.7, 0.8, 0.9, 0.95];
-            println!("\nthe model as a classifier (32 real train-like clips noised to t, one noise draw: the share where the caption with the clip's own value of an attribute denoises best among every value of that attribute):\n\n| t | shape (chance 25%) | colour (14%) | size (50%) | motion (17%) |\n|---|---|---|---|---|");
-            for (i, [sh, co, si, mo]) in crate::score::word_classification(&generator, 32, &times).into_iter().enumerate() {
-                let t = times.get(i).map_or("all (summed)".to_string(), |t| t.to_string());
-                println!("| {t} | {:.0}% | {:.0}% | {:.0}% | {:.0}% |", sh * 100.0, co * 100.0, si * 100.0, mo * 100.0);
+            println!(
+                "\nthe model as a classifier (32 real train-like clips noised to t, one noise draw: the share where the caption with the clip's own value of an attribute denoises best among every value of that attribute):\n\n| t | shape (chance 25%) | colour (14%) | size (50%) | motion (17%) |\n|---|---|---|---|---|"
+            );
+            for (i, [sh, co, si, mo]) in crate::score::word_classification(&generator, 32, &times)
+                .into_iter()
+                .enumerate()
+            {
+                let t = times
+                    .get(i)
+                    .map_or("all (summed)".to_string(), |t| t.to_string());
+                println!(
+                    "| {t} | {:.0}% | {:.0}% | {:.0}% | {:.0}% |",
+                    sh * 100.0,
+                    co * 100.0,
+                    si * 100.0,
+                    mo * 100.0
+                );
             }
             Ok(())
         }
-        Command::Bench { backend, out, quick, batch, only } => {
+        Command::Bench {
+            backend,
+            out,
+            quick,
+            batch,
+            only,
+        } => {
             let device = open(backend)?;
             let device_name = describe(&device);
             eprintln!("backend: {device_name}");
-            crate::bench::run(crate::bench::BenchArgs { device, device_name, out: out.clone(), quick, batch, teacher: PathBuf::from(BUNDLED_MODEL), generator: PathBuf::from(BUNDLED_GENERATOR), only })?;
+            crate::bench::run(crate::bench::BenchArgs {
+                device,
+                device_name,
+                out: out.clone(),
+                quick,
+                batch,
+                teacher: PathBuf::from(BUNDLED_MODEL),
+                generator: PathBuf::from(BUNDLED_GENERATOR),
+                only,
+            })?;
             eprintln!("wrote {}", out.join("bench.md").display());
             Ok(())
         }
-        Command::Generate { prompt, seed, steps, guidance, shift, out, frames_dir, trajectory, checkpoint, backend, scale, fps } => {
+        Command::Generate {
+            prompt,
+            seed,
+            steps,
+            guidance,
+            shift,
+            out,
+            frames_dir,
+            trajectory,
+            checkpoint,
+            backend,
+            scale,
+            fps,
+        } => {
             let path = checkpoint.unwrap_or_else(|| {
                 if steps == Some(1) && Path::new(BUNDLED_GENERATOR).exists() {
                     eprintln!("one step: the bundled one-step generator (pass --checkpoint {BUNDLED_MODEL} for the teacher at one step)");
@@ -487,7 +693,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     PathBuf::from(BUNDLED_MODEL)
                 }
             });
-            generate(&prompt, seed, steps, guidance, shift, &out, frames_dir.as_deref(), trajectory.as_deref(), &path, backend, scale, fps)
+            generate(
+                &prompt,
+                seed,
+                steps,
+                guidance,
+                shift,
+                &out,
+                frames_dir.as_deref(),
+                trajectory.as_deref(),
+                &path,
+                backend,
+                scale,
+                fps,
+            )
         }
     }
 }
@@ -501,31 +720,71 @@ fn default_workers(backend: BackendKind) -> usize {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<f32>, shift: Option<f32>, out: &Path, frames_dir: Option<&Path>, trajectory: Option<&Path>, checkpoint: &Path, backend: BackendKind, scale: usize, fps: u32) -> anyhow::Result<()> {
+pub fn generate(
+    prompt: &str,
+    seed: u64,
+    steps: Option<usize>,
+    guidance: Option<f32>,
+    shift: Option<f32>,
+    out: &Path,
+    frames_dir: Option<&Path>,
+    trajectory: Option<&Path>,
+    checkpoint: &Path,
+    backend: BackendKind,
+    scale: usize,
+    fps: u32,
+) -> anyhow::Result<()> {
     anyhow::ensure!(scale >= 1, "--scale must be ≥ 1");
     if !checkpoint.exists() {
-        anyhow::bail!("checkpoint {} not found (pass --checkpoint FILE.safetensors)", checkpoint.display());
+        anyhow::bail!(
+            "checkpoint {} not found (pass --checkpoint FILE.safetensors)",
+            checkpoint.display()
+        );
     }
     let device = open(backend)?;
     eprintln!("backend: {}", describe(&device));
     let t0 = Instant::now();
     let mut generator = Generator::load(checkpoint, &device)?;
     if let Some(s) = shift {
-        anyhow::ensure!(s > 0.0 && s.is_finite(), "--shift must be a positive number");
+        anyhow::ensure!(
+            s > 0.0 && s.is_finite(),
+            "--shift must be a positive number"
+        );
         generator.shift = s;
     }
     let defaults = generator.defaults();
-    let (steps, guidance) = (steps.unwrap_or(defaults.steps), guidance.unwrap_or(defaults.guidance));
+    let (steps, guidance) = (
+        steps.unwrap_or(defaults.steps),
+        guidance.unwrap_or(defaults.guidance),
+    );
     anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
-    eprintln!("model: {} ({}, {} steps, guidance {guidance}) loaded in {:.2}s", checkpoint.display(), generator.info.kind, steps, t0.elapsed().as_secs_f32());
+    eprintln!(
+        "model: {} ({}, {} steps, guidance {guidance}) loaded in {:.2}s",
+        checkpoint.display(),
+        generator.info.kind,
+        steps,
+        t0.elapsed().as_secs_f32()
+    );
     if let Some(w) = generator.prompt_warning(prompt) {
         eprintln!("warning: {w}");
     }
     let t1 = Instant::now();
     let video = generator.generate(prompt, seed, steps, guidance)?;
-    eprintln!("generated {}×{}×{} in {:.3}s", video.frames, video.height, video.width, t1.elapsed().as_secs_f32());
-    let video = if scale > 1 { video.upscale(scale) } else { video };
-    video.write_gif(out, fps).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "generated {}×{}×{} in {:.3}s",
+        video.frames,
+        video.height,
+        video.width,
+        t1.elapsed().as_secs_f32()
+    );
+    let video = if scale > 1 {
+        video.upscale(scale)
+    } else {
+        video
+    };
+    video
+        .write_gif(out, fps)
+        .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     if let Some(dir) = frames_dir {
         video.write_png_frames(dir)?;
@@ -533,11 +792,24 @@ pub fn generate(prompt: &str, seed: u64, steps: Option<usize>, guidance: Option<
     }
     if let Some(path) = trajectory {
         let all = generator.denoised_trajectory(prompt, seed, steps, guidance)?;
-        let keep: Vec<usize> = if all.len() <= 13 { (0..all.len()).collect() } else { (0..13).map(|i| i * (all.len() - 1) / 12).collect() };
-        let videos: Vec<_> = keep.iter().map(|&i| flick_core::video::Video::from_clip(&all[i].1)).collect();
-        flick_core::video::frame_grid(&videos, scale.max(2)).save(path).with_context(|| format!("writing {}", path.display()))?;
+        let keep: Vec<usize> = if all.len() <= 13 {
+            (0..all.len()).collect()
+        } else {
+            (0..13).map(|i| i * (all.len() - 1) / 12).collect()
+        };
+        let videos: Vec<_> = keep
+            .iter()
+            .map(|&i| flick_core::video::Video::from_clip(&all[i].1))
+            .collect();
+        flick_core::video::frame_grid(&videos, scale.max(2))
+            .save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
         let ts: Vec<String> = keep.iter().map(|&i| format!("{:.3}", all[i].0)).collect();
-        eprintln!("wrote the x̂0 trajectory to {} (rows at t = {})", path.display(), ts.join(", "));
+        eprintln!(
+            "wrote the x̂0 trajectory to {} (rows at t = {})",
+            path.display(),
+            ts.join(", ")
+        );
     }
     Ok(())
 }

@@ -50,7 +50,9 @@ pub struct DataConfig {
 impl DataConfig {
     /// Whether step `step` trains on short clips (evenly spaced: `⌊(s+1)·p⌋ > ⌊s·p⌋`).
     pub fn is_short_step(&self, step: u64) -> bool {
-        self.short_frames > 0 && ((step + 1) as f64 * self.short_share as f64).floor() > (step as f64 * self.short_share as f64).floor()
+        self.short_frames > 0
+            && ((step + 1) as f64 * self.short_share as f64).floor()
+                > (step as f64 * self.short_share as f64).floor()
     }
 }
 
@@ -104,13 +106,21 @@ pub struct SampleConfig {
 
 impl TeacherConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid teacher config", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: Self = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid teacher config", path.display()))?;
         cfg.model.validate()?;
         anyhow::ensure!(cfg.train.batch_size > 0, "train.batch_size must be ≥ 1");
         anyhow::ensure!(cfg.train.steps > 0, "train.steps must be ≥ 1");
-        anyhow::ensure!((0.0..1.0).contains(&cfg.train.ema_decay), "train.ema_decay must be in [0, 1)");
-        anyhow::ensure!(cfg.train.checkpoint_every > 0 && cfg.train.log_every > 0, "train.checkpoint_every and train.log_every must be ≥ 1");
+        anyhow::ensure!(
+            (0.0..1.0).contains(&cfg.train.ema_decay),
+            "train.ema_decay must be in [0, 1)"
+        );
+        anyhow::ensure!(
+            cfg.train.checkpoint_every > 0 && cfg.train.log_every > 0,
+            "train.checkpoint_every and train.log_every must be ≥ 1"
+        );
         let d = &cfg.data;
         if d.short_frames > 0 {
             let pt = cfg.model.patch[0];
@@ -120,8 +130,14 @@ impl TeacherConfig {
                 d.short_frames,
                 cfg.model.frames
             );
-            anyhow::ensure!((0.0..=1.0).contains(&d.short_share) && d.short_share > 0.0, "data.short_share must be in (0, 1] when data.short_frames is set");
-            anyhow::ensure!(d.short_batch_size > 0, "data.short_batch_size must be ≥ 1 when data.short_frames is set");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&d.short_share) && d.short_share > 0.0,
+                "data.short_share must be in (0, 1] when data.short_frames is set"
+            );
+            anyhow::ensure!(
+                d.short_batch_size > 0,
+                "data.short_batch_size must be ≥ 1 when data.short_frames is set"
+            );
         }
         Ok(cfg)
     }
@@ -133,7 +149,14 @@ mod tests {
 
     #[test]
     fn short_steps_are_evenly_spaced_at_the_share() {
-        let mut d = DataConfig { seed: 1, folder: None, two_object_prob: 0.25, short_frames: 2, short_share: 0.25, short_batch_size: 8 };
+        let mut d = DataConfig {
+            seed: 1,
+            folder: None,
+            two_object_prob: 0.25,
+            short_frames: 2,
+            short_share: 0.25,
+            short_batch_size: 8,
+        };
         let short: Vec<u64> = (0..12).filter(|&s| d.is_short_step(s)).collect();
         assert_eq!(short, vec![3, 7, 11]);
         d.short_share = 0.5;

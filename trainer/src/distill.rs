@@ -23,7 +23,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use flick_core::checkpoint::{NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors};
+use flick_core::checkpoint::{
+    NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors,
+};
 use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
 use flick_core::data::stack;
 use flick_core::distill::losses::{GanLoss, approx_penalty, fd_gradient_penalty, fd_r1};
@@ -187,30 +189,68 @@ pub struct AptStage {
 
 impl DistillConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid distill config", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: Self = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid distill config", path.display()))?;
         let p = &cfg.pairs;
-        anyhow::ensure!(p.count > 0 && p.shard_size > 0 && p.steps > 0 && p.batch > 0, "pairs: count, shard_size, steps and batch must be ≥ 1");
+        anyhow::ensure!(
+            p.count > 0 && p.shard_size > 0 && p.steps > 0 && p.batch > 0,
+            "pairs: count, shard_size, steps and batch must be ≥ 1"
+        );
         let c = &cfg.consistency;
-        anyhow::ensure!(c.steps > 0 && c.batch_size > 0 && c.log_every > 0 && c.checkpoint_every > 0, "consistency: steps, batch_size, log_every, checkpoint_every must be ≥ 1");
-        anyhow::ensure!((0.0..1.0).contains(&c.ema_decay), "consistency.ema_decay must be in [0, 1)");
+        anyhow::ensure!(
+            c.steps > 0 && c.batch_size > 0 && c.log_every > 0 && c.checkpoint_every > 0,
+            "consistency: steps, batch_size, log_every, checkpoint_every must be ≥ 1"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&c.ema_decay),
+            "consistency.ema_decay must be in [0, 1)"
+        );
         let a = &cfg.apt;
         anyhow::ensure!(!a.stages.is_empty(), "apt.stages: at least one stage");
-        anyhow::ensure!((0.0..1.0).contains(&a.ema_decay) && (0.0..1.0).contains(&a.rms_alpha), "apt.ema_decay and apt.rms_alpha must be in [0, 1)");
-        anyhow::ensure!(a.log_every > 0 && a.checkpoint_every > 0, "apt.log_every and apt.checkpoint_every must be ≥ 1");
+        anyhow::ensure!(
+            (0.0..1.0).contains(&a.ema_decay) && (0.0..1.0).contains(&a.rms_alpha),
+            "apt.ema_decay and apt.rms_alpha must be in [0, 1)"
+        );
+        anyhow::ensure!(
+            a.log_every > 0 && a.checkpoint_every > 0,
+            "apt.log_every and apt.checkpoint_every must be ≥ 1"
+        );
         anyhow::ensure!(a.fd_h > 0.0, "apt.fd_h must be > 0");
         for s in &a.stages {
-            anyhow::ensure!(s.steps > 0 && s.batch_size > 0 && s.frames > 0, "apt stage {:?}: steps, batch_size and frames must be ≥ 1", s.name);
-            anyhow::ensure!(s.d_shift > 0.0 && s.r1_sigma >= 0.0, "apt stage {:?}: d_shift must be > 0 and r1_sigma ≥ 0", s.name);
-            anyhow::ensure!(s.d_warmup_steps < s.steps, "apt stage {:?}: d_warmup_steps must be below steps", s.name);
+            anyhow::ensure!(
+                s.steps > 0 && s.batch_size > 0 && s.frames > 0,
+                "apt stage {:?}: steps, batch_size and frames must be ≥ 1",
+                s.name
+            );
+            anyhow::ensure!(
+                s.d_shift > 0.0 && s.r1_sigma >= 0.0,
+                "apt stage {:?}: d_shift must be > 0 and r1_sigma ≥ 0",
+                s.name
+            );
+            anyhow::ensure!(
+                s.d_warmup_steps < s.steps,
+                "apt stage {:?}: d_warmup_steps must be below steps",
+                s.name
+            );
         }
         Ok(cfg)
     }
 }
 
 fn progress(quiet: bool, len: u64, pos: u64) -> ProgressBar {
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(len) };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
     bar.set_position(pos);
     bar
 }
@@ -233,21 +273,48 @@ fn generator_extra(teacher: &Generator, method: &str, step: u64) -> BTreeMap<Str
     ])
 }
 
-fn save_generator(path: &Path, model: &Backbone, teacher: &Generator, method: &str, step: u64) -> anyhow::Result<()> {
+fn save_generator(
+    path: &Path,
+    model: &Backbone,
+    teacher: &Generator,
+    method: &str,
+    step: u64,
+) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "", &mut tensors);
-    write_safetensors(path, &tensors, model_metadata("generator", &teacher.info.config, &generator_extra(teacher, method, step)))?;
+    write_safetensors(
+        path,
+        &tensors,
+        model_metadata(
+            "generator",
+            &teacher.info.config,
+            &generator_extra(teacher, method, step),
+        ),
+    )?;
     Ok(())
 }
 
 /// One-step samples of `model` for the config's prompts (seeds 0..), as a frame grid.
-fn write_samples(dir: &Path, name: &str, model: &Backbone, teacher: &Generator, prompts: &[String], frames: usize, device: &Device) -> anyhow::Result<()> {
+fn write_samples(
+    dir: &Path,
+    name: &str,
+    model: &Backbone,
+    teacher: &Generator,
+    prompts: &[String],
+    frames: usize,
+    device: &Device,
+) -> anyhow::Result<()> {
     if prompts.is_empty() {
         return Ok(());
     }
     let c = &teacher.info.config;
-    let z: Vec<f32> = (0..prompts.len() as u64).flat_map(|s| sample_noise(s, 3 * frames * c.height * c.width)).collect();
-    let z = Tensor::<5>::from_data(TensorData::new(z, [prompts.len(), 3, frames, c.height, c.width]), device);
+    let z: Vec<f32> = (0..prompts.len() as u64)
+        .flat_map(|s| sample_noise(s, 3 * frames * c.height * c.width))
+        .collect();
+    let z = Tensor::<5>::from_data(
+        TensorData::new(z, [prompts.len(), 3, frames, c.height, c.width]),
+        device,
+    );
     let text = model.encode_text(prompts, device);
     let clips = teacher.to_clips(one_step(model, z, &text));
     let videos: Vec<Video> = clips.iter().map(Video::from_clip).collect();
@@ -259,7 +326,13 @@ fn write_samples(dir: &Path, name: &str, model: &Backbone, teacher: &Generator, 
 /// Items `lo..hi` of a batch held as flat data, `[hi − lo, shape[1..]]`, on `device`.
 fn rows(v: &[f32], lo: usize, hi: usize, shape: [usize; 5], device: &Device) -> Tensor<5> {
     let per: usize = shape[1..].iter().product();
-    Tensor::<5>::from_data(TensorData::new(v[lo * per..hi * per].to_vec(), [hi - lo, shape[1], shape[2], shape[3], shape[4]]), device)
+    Tensor::<5>::from_data(
+        TensorData::new(
+            v[lo * per..hi * per].to_vec(),
+            [hi - lo, shape[1], shape[2], shape[3], shape[4]],
+        ),
+        device,
+    )
 }
 
 /// Entries `lo..hi` of per-item scalars (times, mixing weights) as `[hi − lo]`.
@@ -281,16 +354,38 @@ fn sample_noise(seed: u64, n: usize) -> Vec<f32> {
 fn load_teacher(path: &Path, device: &Device) -> anyhow::Result<Generator> {
     let teacher = Generator::load(path, device)?;
     if teacher.model.levels() > 1 {
-        bail!("{}: distilling a nested U-Net teacher (model kind \"nested\") is not supported yet; distil a \"dit\" or \"unet\" teacher", path.display());
+        bail!(
+            "{}: distilling a nested U-Net teacher (model kind \"nested\") is not supported yet; distil a \"dit\" or \"unet\" teacher",
+            path.display()
+        );
     }
     Ok(teacher)
 }
 
-pub fn make_pairs(cfg: &PairsConfig, teacher_path: &Path, out: &Path, device: &Device, quiet: bool) -> anyhow::Result<usize> {
+pub fn make_pairs(
+    cfg: &PairsConfig,
+    teacher_path: &Path,
+    out: &Path,
+    device: &Device,
+    quiet: bool,
+) -> anyhow::Result<usize> {
     let teacher = load_teacher(teacher_path, device)?;
-    anyhow::ensure!(teacher.info.kind == "teacher", "{} is a {:?} checkpoint; pairs are made with a multi-step teacher", teacher_path.display(), teacher.info.kind);
+    anyhow::ensure!(
+        teacher.info.kind == "teacher",
+        "{} is a {:?} checkpoint; pairs are made with a multi-step teacher",
+        teacher_path.display(),
+        teacher.info.kind
+    );
     let mc = &teacher.info.config;
-    let source = ShapesSource::new(ShapesConfig { frames: mc.frames, height: mc.height, width: mc.width, two_object_prob: 0.25 }, cfg.data_seed)?;
+    let source = ShapesSource::new(
+        ShapesConfig {
+            frames: mc.frames,
+            height: mc.height,
+            width: mc.width,
+            two_object_prob: 0.25,
+        },
+        cfg.data_seed,
+    )?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let meta = BTreeMap::from([
         ("teacher".to_string(), teacher_path.display().to_string()),
@@ -315,7 +410,12 @@ pub fn make_pairs(cfg: &PairsConfig, teacher_path: &Path, out: &Path, device: &D
             let s = pairs::read_shard(&path)?;
             for key in ["steps", "guidance", "data_seed", "noise_seed", "shard_size"] {
                 if s.meta.get(key) != meta.get(key) {
-                    bail!("{} was made with {key} = {:?}, this run asks for {:?}: use another --out or the same settings", path.display(), s.meta.get(key), meta.get(key));
+                    bail!(
+                        "{} was made with {key} = {:?}, this run asks for {:?}: use another --out or the same settings",
+                        path.display(),
+                        s.meta.get(key),
+                        meta.get(key)
+                    );
                 }
             }
             if s.len() == hi - lo {
@@ -328,20 +428,49 @@ pub fn make_pairs(cfg: &PairsConfig, teacher_path: &Path, out: &Path, device: &D
         let mut captions = Vec::new();
         for blo in (lo..hi).step_by(cfg.batch) {
             let bhi = (blo + cfg.batch).min(hi);
-            let prompts: Vec<String> = (blo..bhi).map(|i| source.sample(Split::Train, i as u64).caption).collect();
-            let z: Vec<f32> = (blo..bhi).flat_map(|i| teacher.noise(cfg.noise_seed.wrapping_mul(1_000_003).wrapping_add(i as u64))).collect();
+            let prompts: Vec<String> = (blo..bhi)
+                .map(|i| source.sample(Split::Train, i as u64).caption)
+                .collect();
+            let z: Vec<f32> = (blo..bhi)
+                .flat_map(|i| {
+                    teacher.noise(
+                        cfg.noise_seed
+                            .wrapping_mul(1_000_003)
+                            .wrapping_add(i as u64),
+                    )
+                })
+                .collect();
             let x = teacher.sample(&prompts, z.clone(), cfg.steps, cfg.guidance, |_, _| {})?;
-            let x: Vec<f32> = x.into_data().try_to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            anyhow::ensure!(x.iter().all(|v| v.is_finite()), "the teacher produced non-finite values for pairs {blo}..{bhi}");
+            let x: Vec<f32> = x
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::ensure!(
+                x.iter().all(|v| v.is_finite()),
+                "the teacher produced non-finite values for pairs {blo}..{bhi}"
+            );
             z_all.extend(z);
             x_all.extend(x);
             captions.extend(prompts);
             bar.inc((bhi - blo) as u64);
             made += bhi - blo;
         }
-        let shard = pairs::Shard { shape: [hi - lo, 3, mc.frames, mc.height, mc.width], z: z_all, x: x_all, captions, meta: meta.clone() };
+        let shard = pairs::Shard {
+            shape: [hi - lo, 3, mc.frames, mc.height, mc.width],
+            z: z_all,
+            x: x_all,
+            captions,
+            meta: meta.clone(),
+        };
         pairs::write_shard(&path, &shard)?;
-        log_line(quiet, &format!("pairs {hi}/{} ({:.2} s per pair)", cfg.count, started.elapsed().as_secs_f32() / made.max(1) as f32));
+        log_line(
+            quiet,
+            &format!(
+                "pairs {hi}/{} ({:.2} s per pair)",
+                cfg.count,
+                started.elapsed().as_secs_f32() / made.max(1) as f32
+            ),
+        );
     }
     bar.finish();
     Ok(pairs::read_all(out)?.len())
@@ -362,7 +491,17 @@ struct ConsistencyMetrics {
 
 /// Train the deterministic init. Writes `<out>/generator.safetensors` (the EMA) and returns it.
 #[allow(clippy::too_many_arguments)]
-pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &Path, out: &Path, resume: bool, device: &Device, workers: usize, stop_at: Option<u64>, quiet: bool) -> anyhow::Result<Backbone> {
+pub fn train_consistency(
+    cfg: &DistillConfig,
+    teacher_path: &Path,
+    pairs_dir: &Path,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+    workers: usize,
+    stop_at: Option<u64>,
+    quiet: bool,
+) -> anyhow::Result<Backbone> {
     let cc = &cfg.consistency;
     let teacher = load_teacher(teacher_path, device)?;
     let data = pairs::read_all(pairs_dir)?;
@@ -383,26 +522,45 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
         let (tensors, meta) = read_safetensors(&state)?;
         let model = load_module(mc.init(&ad), &tensors, "model.", &ad)?;
         let ema = load_module(mc.init(device), &tensors, "ema.", device)?;
-        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, device);
+        optim.load_state(
+            &tensors,
+            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
+            device,
+        );
         let step: u64 = meta.get("step").context("state lacks step")?.parse()?;
         truncate_metrics(&metrics_path, step)?;
         eprintln!("resumed from {} at step {step}", state.display());
         (model, ema, step)
     } else {
         if state.exists() && !resume {
-            bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+            bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            );
         }
         let _ = std::fs::remove_file(&metrics_path);
         let (model, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
         (model, teacher.model.clone(), 0)
     };
-    eprintln!("consistency distillation: {} pairs from {}, student initialised from {}", data.len(), pairs_dir.display(), teacher_path.display());
+    eprintln!(
+        "consistency distillation: {} pairs from {}, student initialised from {}",
+        data.len(),
+        pairs_dir.display(),
+        teacher_path.display()
+    );
     let n = data.len();
-    anyhow::ensure!(n > 0, "{} holds no pairs (its shards are empty); make them with `flick distill pairs`", pairs_dir.display());
+    anyhow::ensure!(
+        n > 0,
+        "{} holds no pairs (its shards are empty); make them with `flick distill pairs`",
+        pairs_dir.display()
+    );
     let per = data.clip_len();
     let last = stop_at.map_or(cc.steps, |s| s.min(cc.steps));
     let bar = progress(quiet, cc.steps, step);
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
     while step < last {
@@ -417,16 +575,33 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
                 order[pos]
             })
             .collect();
-        let z: Vec<f32> = idx.iter().flat_map(|&i| data.z[i * per..(i + 1) * per].iter().copied()).collect();
-        let x: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied()).collect();
+        let z: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| data.z[i * per..(i + 1) * per].iter().copied())
+            .collect();
+        let x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| data.x[i * per..(i + 1) * per].iter().copied())
+            .collect();
         let prompts: Vec<String> = idx.iter().map(|&i| data.captions[i].clone()).collect();
-        let shape = [b, data.shape[1], data.shape[2], data.shape[3], data.shape[4]];
+        let shape = [
+            b,
+            data.shape[1],
+            data.shape[2],
+            data.shape[3],
+            data.shape[4],
+        ];
         let lr = cc.lr * ((step + 1) as f32 / cc.warmup_steps.max(1) as f32).min(1.0);
         let (loss, grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
             let text = local.encode_text(&prompts[lo..hi], &ad);
-            (one_step(local, rows(&z, lo, hi, shape, &ad), &text) - rows(&x, lo, hi, shape, &ad)).powi_scalar(2).mean()
+            (one_step(local, rows(&z, lo, hi, shape, &ad), &text) - rows(&x, lo, hi, shape, &ad))
+                .powi_scalar(2)
+                .mean()
         });
-        anyhow::ensure!(loss.is_finite(), "non-finite consistency loss at step {step}; lower consistency.lr");
+        anyhow::ensure!(
+            loss.is_finite(),
+            "non-finite consistency loss at step {step}; lower consistency.lr"
+        );
         let (m, stats) = optim.step_with(model, &grads, lr, cc.grad_clip);
         model = m;
         let grad_norm = stats.map_or(f32::NAN, |s| s.grad_norm);
@@ -436,10 +611,23 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
         window.1 += b;
         bar.set_position(step);
         if step % cc.log_every == 0 || step == last {
-            let m = ConsistencyMetrics { step, loss, lr, grad_norm, clips_per_s: window.1 as f32 / window.0.elapsed().as_secs_f32(), elapsed_s: started.elapsed().as_secs_f32() };
+            let m = ConsistencyMetrics {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                clips_per_s: window.1 as f32 / window.0.elapsed().as_secs_f32(),
+                elapsed_s: started.elapsed().as_secs_f32(),
+            };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             bar.set_message(format!("mse {loss:.4} · {:.1} clips/s", m.clips_per_s));
-            log_line(quiet, &format!("step {step}/{} mse {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s", cc.steps, m.clips_per_s));
+            log_line(
+                quiet,
+                &format!(
+                    "step {step}/{} mse {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s",
+                    cc.steps, m.clips_per_s
+                ),
+            );
             window = (Instant::now(), 0);
         }
         if step % cc.checkpoint_every == 0 || step == last {
@@ -448,17 +636,34 @@ pub fn train_consistency(cfg: &DistillConfig, teacher_path: &Path, pairs_dir: &P
             module_tensors(&ema, "ema.", &mut tensors);
             optim.state_tensors(&mut tensors);
             let meta = BTreeMap::from([
-                ("format".to_string(), "flick-consistency-state/1".to_string()),
+                (
+                    "format".to_string(),
+                    "flick-consistency-state/1".to_string(),
+                ),
                 ("step".to_string(), step.to_string()),
                 ("adam_t".to_string(), optim.t.to_string()),
             ]);
             write_safetensors(&state, &tensors, meta)?;
-            save_generator(&out.join("generator.safetensors"), &ema, &teacher, "consistency", step)?;
+            save_generator(
+                &out.join("generator.safetensors"),
+                &ema,
+                &teacher,
+                "consistency",
+                step,
+            )?;
             plot_series(&metrics_path, "loss", &out.join("loss.png"))?;
         }
     }
     bar.finish();
-    write_samples(&out.join("samples"), &format!("step_{step:06}"), &ema, &teacher, &cfg.sample_prompts, mc.frames, device)?;
+    write_samples(
+        &out.join("samples"),
+        &format!("step_{step:06}"),
+        &ema,
+        &teacher,
+        &cfg.sample_prompts,
+        mc.frames,
+        device,
+    )?;
     Ok(ema)
 }
 
@@ -526,13 +731,34 @@ fn stage_of(stages: &[AptStage], step: u64) -> (usize, u64) {
 /// Adversarial post-training. Writes `<out>/generator.safetensors` (the generator EMA) at every
 /// checkpoint and `<out>/generator-<stage>.safetensors` at each stage's end; returns the EMA.
 pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
-    let AptArgs { cfg, teacher: teacher_path, init, out, resume, device, workers, stop_at, quiet } = args;
+    let AptArgs {
+        cfg,
+        teacher: teacher_path,
+        init,
+        out,
+        resume,
+        device,
+        workers,
+        stop_at,
+        quiet,
+    } = args;
     let ac = &cfg.apt;
     let teacher = load_teacher(teacher_path, &device)?;
-    anyhow::ensure!(teacher.info.kind == "teacher", "--teacher {} is a {:?} checkpoint; the discriminator starts from the multi-step teacher", teacher_path.display(), teacher.info.kind);
+    anyhow::ensure!(
+        teacher.info.kind == "teacher",
+        "--teacher {} is a {:?} checkpoint; the discriminator starts from the multi-step teacher",
+        teacher_path.display(),
+        teacher.info.kind
+    );
     let mc = teacher.info.config.clone();
     for s in &ac.stages {
-        anyhow::ensure!(s.frames % mc.patch[0] == 0, "apt stage {:?}: frames {} must be a multiple of the temporal patch {}", s.name, s.frames, mc.patch[0]);
+        anyhow::ensure!(
+            s.frames % mc.patch[0] == 0,
+            "apt stage {:?}: frames {} must be a multiple of the temporal patch {}",
+            s.name,
+            s.frames,
+            mc.patch[0]
+        );
     }
     std::fs::create_dir_all(out)?;
     let ad = device.clone().autodiff();
@@ -557,18 +783,29 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         let step: u64 = meta.get("step").context("state lacks step")?.parse()?;
         let objective = objective_tag(ac.loss, ac.r1);
         if let Some(saved) = meta.get("objective").filter(|s| **s != objective) {
-            bail!("{} was trained with {saved}, this invocation asks for {objective}: resume with the same config and --loss/--r1", state.display());
+            bail!(
+                "{} was trained with {saved}, this invocation asks for {objective}: resume with the same config and --loss/--r1",
+                state.display()
+            );
         }
         truncate_metrics(&metrics_path, step)?;
         eprintln!("resumed from {} at step {step}", state.display());
         (g, g_ema, d, step)
     } else {
         if state.exists() && !resume {
-            bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+            bail!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            );
         }
         let _ = std::fs::remove_file(&metrics_path);
-        let (g, info) = flick_core::checkpoint::load_model(init, &ad).with_context(|| format!("--init {}", init.display()))?;
-        anyhow::ensure!(info.config == mc, "--init {} has another model config than the teacher", init.display());
+        let (g, info) = flick_core::checkpoint::load_model(init, &ad)
+            .with_context(|| format!("--init {}", init.display()))?;
+        anyhow::ensure!(
+            info.config == mc,
+            "--init {} has another model config than the teacher",
+            init.display()
+        );
         let (g_ema, _) = flick_core::checkpoint::load_model(init, &device)?;
         (g, g_ema, fresh_disc()?, 0)
     };
@@ -581,20 +818,46 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         d.taps,
         mc.depth,
         flick_core::params::count(&d),
-        ac.stages.iter().map(|s| format!("{} ({} frames, {} steps, batch {})", s.name, s.frames, s.steps, s.batch_size)).collect::<Vec<_>>().join(", ")
+        ac.stages
+            .iter()
+            .map(|s| format!(
+                "{} ({} frames, {} steps, batch {})",
+                s.name, s.frames, s.steps, s.batch_size
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     let sources: Vec<ShapesSource> = ac
         .stages
         .iter()
-        .map(|s| ShapesSource::new(ShapesConfig { frames: s.frames, height: mc.height, width: mc.width, two_object_prob: 0.25 }, ac.data_seed))
+        .map(|s| {
+            ShapesSource::new(
+                ShapesConfig {
+                    frames: s.frames,
+                    height: mc.height,
+                    width: mc.width,
+                    two_object_prob: 0.25,
+                },
+                ac.data_seed,
+            )
+        })
         .collect::<Result<_, _>>()?;
     let last = stop_at.map_or(total, |s| s.min(total));
     let bar = progress(quiet, total, step);
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
-    let save = |g: &Backbone, g_ema: &Backbone, d: &Discriminator, opt_g: &RmsProp, opt_d: &RmsProp, step: u64| -> anyhow::Result<()> {
+    let save = |g: &Backbone,
+                g_ema: &Backbone,
+                d: &Discriminator,
+                opt_g: &RmsProp,
+                opt_d: &RmsProp,
+                step: u64|
+     -> anyhow::Result<()> {
         let mut tensors = NamedTensors::new();
         module_tensors(g, "g.", &mut tensors);
         module_tensors(g_ema, "g_ema.", &mut tensors);
@@ -607,7 +870,13 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             ("objective".to_string(), objective_tag(ac.loss, ac.r1)),
         ]);
         write_safetensors(&state, &tensors, meta)?;
-        save_generator(&out.join("generator.safetensors"), g_ema, &teacher, &format!("apt-{:?}", ac.loss).to_lowercase(), step)?;
+        save_generator(
+            &out.join("generator.safetensors"),
+            g_ema,
+            &teacher,
+            &format!("apt-{:?}", ac.loss).to_lowercase(),
+            step,
+        )?;
         Ok(())
     };
 
@@ -617,21 +886,41 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         if step == stage_start && si > 0 {
             // New stage: the generator continues from the previous stage's EMA, the
             // discriminator starts again from the teacher, both optimisers afresh.
-            write_samples(&out.join("samples"), &format!("{}_end", ac.stages[si - 1].name), &g_ema, &teacher, &cfg.sample_prompts, ac.stages[si - 1].frames, &device)?;
-            save_generator(&out.join(format!("generator-{}.safetensors", ac.stages[si - 1].name)), &g_ema, &teacher, "apt", step)?;
+            write_samples(
+                &out.join("samples"),
+                &format!("{}_end", ac.stages[si - 1].name),
+                &g_ema,
+                &teacher,
+                &cfg.sample_prompts,
+                ac.stages[si - 1].frames,
+                &device,
+            )?;
+            save_generator(
+                &out.join(format!("generator-{}.safetensors", ac.stages[si - 1].name)),
+                &g_ema,
+                &teacher,
+                "apt",
+                step,
+            )?;
             let mut tensors = NamedTensors::new();
             module_tensors(&g_ema, "", &mut tensors);
             g = load_module(mc.init(&ad), &tensors, "", &ad)?;
             d = fresh_disc()?;
             opt_g = RmsProp::new(ac.rms_alpha, 1e-8);
             opt_d = RmsProp::new(ac.rms_alpha, 1e-8);
-            eprintln!("stage {:?} starts at step {step}: generator from the {:?} EMA, discriminator re-initialised from the teacher", stage.name, ac.stages[si - 1].name);
+            eprintln!(
+                "stage {:?} starts at step {step}: generator from the {:?} EMA, discriminator re-initialised from the teacher",
+                stage.name,
+                ac.stages[si - 1].name
+            );
         }
         let b = stage.batch_size;
         let frames = stage.frames;
         let per = 3 * frames * mc.height * mc.width;
         let mut rng = step_rng(ac.seed, step);
-        let samples: Vec<_> = (0..b).map(|j| sources[si].get_train(step * b as u64 + j as u64)).collect();
+        let samples: Vec<_> = (0..b)
+            .map(|j| sources[si].get_train(step * b as u64 + j as u64))
+            .collect();
         let prompts: Vec<String> = samples.iter().map(|s| s.1.clone()).collect();
         let (real, shape) = stack(&samples.iter().map(|s| s.0.clone()).collect::<Vec<_>>());
         let draw = |rng: &mut rand_chacha::ChaCha8Rng| normal_vec(rng, b * per);
@@ -639,11 +928,15 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         let eps_d = draw(&mut rng);
         let pert = draw(&mut rng);
         let pert2 = draw(&mut rng);
-        let t_d: Vec<f32> = (0..b).map(|_| shift(rng.random::<f32>(), stage.d_shift).clamp(1e-3, 1.0)).collect();
+        let t_d: Vec<f32> = (0..b)
+            .map(|_| shift(rng.random::<f32>(), stage.d_shift).clamp(1e-3, 1.0))
+            .collect();
         let mix: Vec<f32> = (0..b).map(|_| rng.random::<f32>()).collect();
         let z_g = draw(&mut rng);
         let eps_g = draw(&mut rng);
-        let t_g: Vec<f32> = (0..b).map(|_| shift(rng.random::<f32>(), stage.d_shift).clamp(1e-3, 1.0)).collect();
+        let t_g: Vec<f32> = (0..b)
+            .map(|_| shift(rng.random::<f32>(), stage.d_shift).clamp(1e-3, 1.0))
+            .collect();
 
         // ---- Discriminator step
         let g_frozen = g.clone().no_grad();
@@ -657,7 +950,8 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             let real = ten(&real);
             let eps = ten(&eps_d);
             let text = local.encode_text(&prompts[lo..hi], &ad);
-            let disc = |x: Tensor<5>| local.forward(noise(x, eps.clone(), t.clone()).0, t.clone(), &text);
+            let disc =
+                |x: Tensor<5>| local.forward(noise(x, eps.clone(), t.clone()).0, t.clone(), &text);
             let l_real = disc(real.clone());
             let l_fake = disc(fake.clone());
             let mut loss = ac.loss.d_loss(l_real.clone(), l_fake.clone());
@@ -665,18 +959,41 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 (GanLoss::Wgan, _) => {
                     let a = entries(&mix, lo, hi, &ad).reshape([n, 1, 1, 1, 1]);
                     let xhat = real.clone() * a.clone() + fake.clone() * (a.neg() + 1.0);
-                    fd_gradient_penalty(disc(xhat.clone()), disc(xhat + ten(&pert) * ac.fd_h), ac.fd_h, ac.gp_lambda)
+                    fd_gradient_penalty(
+                        disc(xhat.clone()),
+                        disc(xhat + ten(&pert) * ac.fd_h),
+                        ac.fd_h,
+                        ac.gp_lambda,
+                    )
                 }
-                (_, R1Kind::Approx) => approx_penalty(l_real.clone(), disc(real.clone() + ten(&pert) * stage.r1_sigma), ac.r1_lambda),
-                (_, R1Kind::Fd) => fd_r1(l_real.clone(), disc(real.clone() + ten(&pert) * ac.fd_h), ac.fd_h, ac.r1_lambda),
+                (_, R1Kind::Approx) => approx_penalty(
+                    l_real.clone(),
+                    disc(real.clone() + ten(&pert) * stage.r1_sigma),
+                    ac.r1_lambda,
+                ),
+                (_, R1Kind::Fd) => fd_r1(
+                    l_real.clone(),
+                    disc(real.clone() + ten(&pert) * ac.fd_h),
+                    ac.fd_h,
+                    ac.r1_lambda,
+                ),
                 (_, R1Kind::None) => Tensor::<1>::zeros([1], &ad),
             };
             loss = loss + penalty.clone();
             if ac.r2_lambda > 0.0 {
-                loss = loss + approx_penalty(l_fake.clone(), disc(fake + ten(&pert2) * ac.r2_sigma), ac.r2_lambda);
+                loss = loss
+                    + approx_penalty(
+                        l_fake.clone(),
+                        disc(fake + ten(&pert2) * ac.r2_sigma),
+                        ac.r2_lambda,
+                    );
             }
             let w = n as f32 / b as f32;
-            let (pr, lr_, lf): (f32, f32, f32) = (penalty.detach().into_scalar(), l_real.detach().mean().into_scalar(), l_fake.detach().mean().into_scalar());
+            let (pr, lr_, lf): (f32, f32, f32) = (
+                penalty.detach().into_scalar(),
+                l_real.detach().mean().into_scalar(),
+                l_fake.detach().mean().into_scalar(),
+            );
             let mut acc = logs.lock().unwrap();
             acc.0 += pr * w;
             acc.1 += lr_ * w;
@@ -687,7 +1004,10 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         let clip = ac.grad_clip;
         let (d_new, d_stats) = opt_d.step_with(d, &d_grads, stage.lr_d, clip);
         d = d_new;
-        anyhow::ensure!(d_loss.is_finite() && d_stats.is_some(), "non-finite discriminator loss or gradient at step {step} ({d_loss}); lower the stage's lr_d");
+        anyhow::ensure!(
+            d_loss.is_finite() && d_stats.is_some(),
+            "non-finite discriminator loss or gradient at step {step} ({d_loss}); lower the stage's lr_d"
+        );
 
         // ---- Generator step (none while the stage's discriminator warms up)
         let warming = step - stage_start < stage.d_warmup_steps;
@@ -702,13 +1022,21 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 let fake = one_step(local, ten(&z_g), &g_text);
                 let eps = ten(&eps_g);
                 let text = d_frozen.encode_text(&prompts[lo..hi], &ad);
-                let l_fake = d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
-                let l_real = (ac.loss == GanLoss::Relativistic).then(|| d_frozen.forward(noise(ten(&real), eps, t.clone()).0, t, &text).detach());
+                let l_fake =
+                    d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
+                let l_real = (ac.loss == GanLoss::Relativistic).then(|| {
+                    d_frozen
+                        .forward(noise(ten(&real), eps, t.clone()).0, t, &text)
+                        .detach()
+                });
                 ac.loss.g_loss(l_fake, l_real)
             });
             let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
             g = g_new;
-            anyhow::ensure!(g_loss.is_finite() && g_stats.is_some(), "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g");
+            anyhow::ensure!(
+                g_loss.is_finite() && g_stats.is_some(),
+                "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g"
+            );
             let k = (step - stage_start - stage.d_warmup_steps) as f32;
             g_ema = ema_update(g_ema, &g, ac.ema_decay.min((1.0 + k) / (10.0 + k)));
             (Some(g_loss), g_stats)
@@ -736,26 +1064,57 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             let g_msg = g_loss.map_or("(D warm-up)".to_string(), |l| format!("{l:.3}"));
-            let msg = format!("{} D {d_loss:.3} G {g_msg} pen {penalty:.3} logits {logit_real:+.2}/{logit_fake:+.2} · {:.1} clips/s", stage.name, m.clips_per_s);
+            let msg = format!(
+                "{} D {d_loss:.3} G {g_msg} pen {penalty:.3} logits {logit_real:+.2}/{logit_fake:+.2} · {:.1} clips/s",
+                stage.name, m.clips_per_s
+            );
             bar.set_message(msg.clone());
             log_line(quiet, &format!("step {step}/{total} {msg}"));
             window = (Instant::now(), 0);
         }
         if step % ac.checkpoint_every == 0 || step == last {
             save(&g, &g_ema, &d, &opt_g, &opt_d, step)?;
-            for (field, png) in [("d_loss", "d_loss.png"), ("g_loss", "g_loss.png"), ("penalty", "penalty.png"), ("p_real", "p_real.png"), ("p_fake", "p_fake.png")] {
+            for (field, png) in [
+                ("d_loss", "d_loss.png"),
+                ("g_loss", "g_loss.png"),
+                ("penalty", "penalty.png"),
+                ("p_real", "p_real.png"),
+                ("p_fake", "p_fake.png"),
+            ] {
                 plot_series(&metrics_path, field, &out.join(png))?;
             }
         }
         if ac.sample_every > 0 && step % ac.sample_every == 0 {
-            write_samples(&out.join("samples"), &format!("step_{step:06}"), &g_ema, &teacher, &cfg.sample_prompts, stage.frames, &device)?;
+            write_samples(
+                &out.join("samples"),
+                &format!("step_{step:06}"),
+                &g_ema,
+                &teacher,
+                &cfg.sample_prompts,
+                stage.frames,
+                &device,
+            )?;
         }
     }
     bar.finish();
     if step == total {
         let lastst = ac.stages.last().expect("at least one stage");
-        save_generator(&out.join(format!("generator-{}.safetensors", lastst.name)), &g_ema, &teacher, "apt", step)?;
-        write_samples(&out.join("samples"), &format!("{}_end", lastst.name), &g_ema, &teacher, &cfg.sample_prompts, mc.frames, &device)?;
+        save_generator(
+            &out.join(format!("generator-{}.safetensors", lastst.name)),
+            &g_ema,
+            &teacher,
+            "apt",
+            step,
+        )?;
+        write_samples(
+            &out.join("samples"),
+            &format!("{}_end", lastst.name),
+            &g_ema,
+            &teacher,
+            &cfg.sample_prompts,
+            mc.frames,
+            &device,
+        )?;
     }
     Ok(g_ema)
 }
@@ -783,7 +1142,17 @@ mod tests {
 
     #[test]
     fn stages_follow_each_other() {
-        let st = |steps| AptStage { name: "s".into(), frames: 2, steps, batch_size: 1, lr_g: 0.0, lr_d: 0.0, d_shift: 1.0, r1_sigma: 0.01, d_warmup_steps: 0 };
+        let st = |steps| AptStage {
+            name: "s".into(),
+            frames: 2,
+            steps,
+            batch_size: 1,
+            lr_g: 0.0,
+            lr_d: 0.0,
+            d_shift: 1.0,
+            r1_sigma: 0.01,
+            d_warmup_steps: 0,
+        };
         let stages = vec![st(3), st(2)];
         assert_eq!(stage_of(&stages, 0), (0, 0));
         assert_eq!(stage_of(&stages, 2), (0, 0));
@@ -795,7 +1164,12 @@ mod tests {
     #[test]
     fn configs_in_the_repo_load() {
         for name in ["distill-tiny.toml", "distill-small.toml"] {
-            DistillConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs").join(name)).unwrap();
+            DistillConfig::load(
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../configs")
+                    .join(name),
+            )
+            .unwrap();
         }
     }
 }

@@ -48,19 +48,36 @@ impl FromStr for ModelSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (label, spec) = match s.split_once('=') {
-            Some((l, rest)) if !l.is_empty() && !l.contains(['/', '@', '\\']) => (Some(l.to_string()), rest),
+            Some((l, rest)) if !l.is_empty() && !l.contains(['/', '@', '\\']) => {
+                (Some(l.to_string()), rest)
+            }
             _ => (None, s),
         };
-        let (path, rest) = spec.rsplit_once('@').ok_or_else(|| format!("{s:?}: expected [LABEL=]CHECKPOINT@STEPS[:GUIDANCE]"))?;
+        let (path, rest) = spec
+            .rsplit_once('@')
+            .ok_or_else(|| format!("{s:?}: expected [LABEL=]CHECKPOINT@STEPS[:GUIDANCE]"))?;
         let (steps, guidance) = match rest.split_once(':') {
-            Some((a, b)) => (a, Some(b.parse::<f32>().map_err(|_| format!("{s:?}: guidance {b:?} is not a number"))?)),
+            Some((a, b)) => (
+                a,
+                Some(
+                    b.parse::<f32>()
+                        .map_err(|_| format!("{s:?}: guidance {b:?} is not a number"))?,
+                ),
+            ),
             None => (rest, None),
         };
-        let steps: usize = steps.parse().map_err(|_| format!("{s:?}: steps {steps:?} is not a whole number"))?;
+        let steps: usize = steps
+            .parse()
+            .map_err(|_| format!("{s:?}: steps {steps:?} is not a whole number"))?;
         if steps == 0 || path.is_empty() {
             return Err(format!("{s:?}: needs a checkpoint path and steps ≥ 1"));
         }
-        Ok(Self { path: PathBuf::from(path), steps, guidance, label })
+        Ok(Self {
+            path: PathBuf::from(path),
+            steps,
+            guidance,
+            label,
+        })
     }
 }
 
@@ -97,7 +114,6 @@ pub struct Row {
     pub grid: String,
 }
 
-
 #[derive(Serialize)]
 struct Report<'a> {
     prompts: usize,
@@ -119,18 +135,31 @@ fn judge(probe: &Probe, clips: &[Clip], device: &Device) -> Judged {
     let mut predicted = Vec::with_capacity(clips.len());
     for chunk in clips.chunks(64) {
         let (data, shape) = stack(chunk);
-        let (f, logits) = probe.forward(Tensor::<5>::from_data(TensorData::new(data, shape), device));
+        let (f, logits) =
+            probe.forward(Tensor::<5>::from_data(TensorData::new(data, shape), device));
         let k = f.dims()[1];
         let f: Vec<f32> = f.into_data().try_to_vec::<f32>().expect("f32 features");
         features.extend(f.chunks(k).map(|c| c.to_vec()));
         predicted.extend(probe::predict(logits));
     }
-    Judged { features, predicted }
+    Judged {
+        features,
+        predicted,
+    }
 }
 
 /// The held-out prompt set: `n` single-object attribute sets and their canonical captions.
 pub fn heldout_prompts(n: usize, cfg: &ProbeConfig) -> Vec<(String, Attributes)> {
-    let s = ShapesSource::new(ShapesConfig { frames: cfg.frames, height: cfg.height, width: cfg.width, two_object_prob: 0.0 }, 1234).expect("valid geometry");
+    let s = ShapesSource::new(
+        ShapesConfig {
+            frames: cfg.frames,
+            height: cfg.height,
+            width: cfg.width,
+            two_object_prob: 0.0,
+        },
+        1234,
+    )
+    .expect("valid geometry");
     (0..n as u64)
         .map(|i| {
             let a = s.sample(Split::HeldOut, i).attributes;
@@ -147,11 +176,19 @@ fn pct(v: f64) -> String {
 /// (bar chart) into `args.out`. Returns the rows.
 pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
     let started = Instant::now();
-    anyhow::ensure!(args.prompts >= 4 && args.seeds >= 2, "--prompts must be ≥ 4 and --seeds ≥ 2 (diversity compares seeds of one prompt)");
-    anyhow::ensure!(args.prompts * args.seeds > 3, "too few clips for precision/recall");
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    anyhow::ensure!(
+        args.prompts >= 4 && args.seeds >= 2,
+        "--prompts must be ≥ 4 and --seeds ≥ 2 (diversity compares seeds of one prompt)"
+    );
+    anyhow::ensure!(
+        args.prompts * args.seeds > 3,
+        "too few clips for precision/recall"
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let device = &args.device;
-    let (probe, pcfg, _) = probe::load(&args.probe, device).with_context(|| "the attribute probe is needed (train it with `flick train-probe`)")?;
+    let (probe, pcfg, _) = probe::load(&args.probe, device)
+        .with_context(|| "the attribute probe is needed (train it with `flick train-probe`)")?;
 
     // 1. Can the probe be trusted? Accuracy on held-out real clips, printed every time.
     let (per, all) = probe::accuracy(&probe, &pcfg, Split::HeldOut, 1024, 777, 64, device);
@@ -160,27 +197,64 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
     eprintln!(
         "probe {} on 1024 held-out real clips: {}",
         args.probe.display(),
-        HEADS.iter().zip(per).map(|((n, _), a)| format!("{n} {}", pct(a))).collect::<Vec<_>>().join(", ")
+        HEADS
+            .iter()
+            .zip(per)
+            .map(|((n, _), a)| format!("{n} {}", pct(a)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if !trusted {
-        eprintln!("probe accuracy is below {} on some attribute: adherence is NOT reported (retrain the probe: `flick train-probe`)", pct(PROBE_BAR));
+        eprintln!(
+            "probe accuracy is below {} on some attribute: adherence is NOT reported (retrain the probe: `flick train-probe`)",
+            pct(PROBE_BAR)
+        );
     }
 
     // 2. Prompts and real clips (two independent sets).
     let prompts = heldout_prompts(args.prompts, &pcfg);
-    let source = ShapesSource::new(ShapesConfig { frames: pcfg.frames, height: pcfg.height, width: pcfg.width, two_object_prob: 0.0 }, 4321)?;
-    let labels: Vec<[usize; 5]> = prompts.iter().flat_map(|(_, a)| std::iter::repeat_n(probe::labels(a), args.seeds)).collect();
+    let source = ShapesSource::new(
+        ShapesConfig {
+            frames: pcfg.frames,
+            height: pcfg.height,
+            width: pcfg.width,
+            two_object_prob: 0.0,
+        },
+        4321,
+    )?;
+    let labels: Vec<[usize; 5]> = prompts
+        .iter()
+        .flat_map(|(_, a)| std::iter::repeat_n(probe::labels(a), args.seeds))
+        .collect();
     let real = |set: u64| -> Vec<Clip> {
-        prompts.iter().enumerate().flat_map(|(i, (_, a))| (0..args.seeds).map(move |j| (i, a, j))).map(|(i, a, j)| source.render_attributes(a, set * 1_000_000 + (i * args.seeds + j) as u64)).collect()
+        prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, a))| (0..args.seeds).map(move |j| (i, a, j)))
+            .map(|(i, a, j)| {
+                source.render_attributes(a, set * 1_000_000 + (i * args.seeds + j) as u64)
+            })
+            .collect()
     };
     let (real_a, real_b) = (real(1), real(2));
     let judged_a = judge(&probe, &real_a, device);
-    let group = |clips: &[Clip]| -> Vec<Vec<Vec<f32>>> { clips.chunks(args.seeds).map(|g| g.iter().map(|c| c.data.clone()).collect()).collect() };
+    let group = |clips: &[Clip]| -> Vec<Vec<Vec<f32>>> {
+        clips
+            .chunks(args.seeds)
+            .map(|g| g.iter().map(|c| c.data.clone()).collect())
+            .collect()
+    };
     let real_div = diversity(&group(&real_a));
     let real_flicker = mean_score(&real_a, outline_flicker);
 
     let mut rows = Vec::new();
-    let score = |name: String, steps: Option<usize>, guidance: Option<f32>, clips: &[Clip], secs: Option<f64>, grid: String| -> Row {
+    let score = |name: String,
+                 steps: Option<usize>,
+                 guidance: Option<f32>,
+                 clips: &[Clip],
+                 secs: Option<f64>,
+                 grid: String|
+     -> Row {
         let j = judge(&probe, clips, device);
         let (per, all) = adherence(&j.predicted, &labels);
         let (precision, recall) = precision_recall(&judged_a.features, &j.features, 3);
@@ -189,35 +263,73 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
             steps,
             guidance,
             clips: clips.len(),
-            adherence: trusted.then(|| HEADS.iter().zip(per).map(|((n, _), a)| (n.to_string(), a)).collect()),
+            adherence: trusted.then(|| {
+                HEADS
+                    .iter()
+                    .zip(per)
+                    .map(|((n, _), a)| (n.to_string(), a))
+                    .collect()
+            }),
             all_correct: trusted.then_some(all),
             fd_probe: frechet_distance(&judged_a.features, &j.features),
             precision,
             recall,
             diversity: diversity(&group(clips)) / real_div.max(1e-12),
-            flicker: mean_score(clips, outline_flicker).zip(real_flicker).map(|(m, r)| m / r.max(1e-12)),
+            flicker: mean_score(clips, outline_flicker)
+                .zip(real_flicker)
+                .map(|(m, r)| m / r.max(1e-12)),
             seconds_per_clip: secs,
             grid,
         }
     };
     let grid_of = |clips: &[Clip], file: &str| -> anyhow::Result<String> {
-        let videos: Vec<Video> = clips.iter().step_by(args.seeds).take(8).map(Video::from_clip).collect();
+        let videos: Vec<Video> = clips
+            .iter()
+            .step_by(args.seeds)
+            .take(8)
+            .map(Video::from_clip)
+            .collect();
         frame_grid(&videos, 3).save(args.out.join(file))?;
         Ok(file.to_string())
     };
-    rows.push(score("real clips".into(), None, None, &real_b, None, grid_of(&real_b, "grid-real.png")?));
+    rows.push(score(
+        "real clips".into(),
+        None,
+        None,
+        &real_b,
+        None,
+        grid_of(&real_b, "grid-real.png")?,
+    ));
 
     // 3. Models.
     let total = (args.models.len() * prompts.len() * args.seeds) as u64;
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} clips {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} clips {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
     let mut loaded: BTreeMap<PathBuf, Generator> = BTreeMap::new();
     for (m, spec) in args.models.iter().enumerate() {
         if !loaded.contains_key(&spec.path) {
             let g = Generator::load(&spec.path, device)?;
             let c = &g.info.config;
             if (c.frames, c.height, c.width) != (pcfg.frames, pcfg.height, pcfg.width) {
-                bail!("{} makes {}×{}×{} clips but the probe reads {}×{}×{}", spec.path.display(), c.frames, c.height, c.width, pcfg.frames, pcfg.height, pcfg.width);
+                bail!(
+                    "{} makes {}×{}×{} clips but the probe reads {}×{}×{}",
+                    spec.path.display(),
+                    c.frames,
+                    c.height,
+                    c.width,
+                    pcfg.frames,
+                    pcfg.height,
+                    pcfg.width
+                );
             }
             loaded.insert(spec.path.clone(), g);
         }
@@ -225,12 +337,25 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
         let guidance = spec.guidance.unwrap_or(g.defaults().guidance);
         let base = match (&spec.label, g.info.kind.as_str()) {
             (Some(l), _) => l.clone(),
-            (None, "generator") => g.info.extra.get("method").cloned().unwrap_or_else(|| "generator".into()),
-            (None, _) => spec.path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+            (None, "generator") => g
+                .info
+                .extra
+                .get("method")
+                .cloned()
+                .unwrap_or_else(|| "generator".into()),
+            (None, _) => spec
+                .path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
         };
         let name = format!("{base} @{} (w={guidance})", spec.steps);
         bar.set_message(name.clone());
-        let pairs: Vec<(String, u64)> = prompts.iter().flat_map(|(p, _)| (0..args.seeds as u64).map(move |s| (p.clone(), s))).collect();
+        let pairs: Vec<(String, u64)> = prompts
+            .iter()
+            .flat_map(|(p, _)| (0..args.seeds as u64).map(move |s| (p.clone(), s)))
+            .collect();
         let t0 = Instant::now();
         let mut clips = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(args.batch.max(1)) {
@@ -242,10 +367,23 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
         let secs = t0.elapsed().as_secs_f64() / clips.len() as f64;
         if !args.quiet && !std::io::stderr().is_terminal() {
             // No progress bar without a terminal (logs, nohup): a line per row instead.
-            eprintln!("{name}: {} clips, {secs:.3} s/clip ({}/{} clips, {:.0} s so far)", clips.len(), bar.position(), total, started.elapsed().as_secs_f64());
+            eprintln!(
+                "{name}: {} clips, {secs:.3} s/clip ({}/{} clips, {:.0} s so far)",
+                clips.len(),
+                bar.position(),
+                total,
+                started.elapsed().as_secs_f64()
+            );
         }
         let grid = grid_of(&clips, &format!("grid-{}.png", m + 1))?;
-        rows.push(score(name, Some(spec.steps), Some(guidance), &clips, Some(secs), grid));
+        rows.push(score(
+            name,
+            Some(spec.steps),
+            Some(guidance),
+            &clips,
+            Some(secs),
+            grid,
+        ));
     }
     bar.finish_and_clear();
 
@@ -261,13 +399,29 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
         rows: &rows,
         eval_seconds: started.elapsed().as_secs_f64(),
     };
-    std::fs::write(args.out.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
-    let metrics = ["shape", "color", "size", "motion", "backgr", "all", "precision", "recall"];
+    std::fs::write(
+        args.out.join("eval.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let metrics = [
+        "shape",
+        "color",
+        "size",
+        "motion",
+        "backgr",
+        "all",
+        "precision",
+        "recall",
+    ];
     let series: Vec<(String, Vec<f64>)> = rows
         .iter()
         .map(|r| {
             let mut v: Vec<f64> = match &r.adherence {
-                Some(a) => HEADS.iter().map(|(n, _)| a[*n]).chain(r.all_correct).collect(),
+                Some(a) => HEADS
+                    .iter()
+                    .map(|(n, _)| a[*n])
+                    .chain(r.all_correct)
+                    .collect(),
                 None => vec![f64::NAN; 6],
             };
             v.extend([r.precision, r.recall]);
@@ -276,25 +430,45 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<Vec<Row>> {
         .collect();
     crate::plot::bar_chart(&args.out.join("eval.png"), &metrics, &series)?;
     println!("{md}");
-    eprintln!("wrote {} (and eval.json, eval.png, grid-*.png) in {:.0} s", args.out.join("eval.md").display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {} (and eval.json, eval.png, grid-*.png) in {:.0} s",
+        args.out.join("eval.md").display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(rows)
 }
 
-fn table(rows: &[Row], args: &EvalArgs, probe_acc: &BTreeMap<String, f64>, trusted: bool) -> String {
+fn table(
+    rows: &[Row],
+    args: &EvalArgs,
+    probe_acc: &BTreeMap<String, f64>,
+    trusted: bool,
+) -> String {
     let mut s = format!(
         "Held-out prompts: {} (attribute combinations no training clip shows) × {} seeds. Probe `{}`, accuracy on 1024 held-out real clips: {}.\n\n",
         args.prompts,
         args.seeds,
         args.probe.display(),
-        probe_acc.iter().map(|(k, v)| format!("{k} {}", pct(*v))).collect::<Vec<_>>().join(", ")
+        probe_acc
+            .iter()
+            .map(|(k, v)| format!("{k} {}", pct(*v)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if !trusted {
-        s += &format!("**Adherence not reported: the probe reads some attribute of real clips with less than {} accuracy.**\n\n", pct(PROBE_BAR));
+        s += &format!(
+            "**Adherence not reported: the probe reads some attribute of real clips with less than {} accuracy.**\n\n",
+            pct(PROBE_BAR)
+        );
     }
     s += "| model | shape | colour | size | motion | background | all correct | FD-probe ↓ | precision | recall | diversity | flicker ↓ | s/clip |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let adh = match &r.adherence {
-            Some(a) => HEADS.iter().map(|(n, _)| pct(a[*n])).chain(r.all_correct.map(pct)).collect::<Vec<_>>(),
+            Some(a) => HEADS
+                .iter()
+                .map(|(n, _)| pct(a[*n]))
+                .chain(r.all_correct.map(pct))
+                .collect::<Vec<_>>(),
             None => vec!["—".to_string(); 6],
         };
         s += &format!(
@@ -306,7 +480,8 @@ fn table(rows: &[Row], args: &EvalArgs, probe_acc: &BTreeMap<String, f64>, trust
             r.recall,
             r.diversity,
             r.flicker.map_or("—".to_string(), |v| format!("{v:.2}")),
-            r.seconds_per_clip.map_or("—".to_string(), |v| format!("{v:.3}"))
+            r.seconds_per_clip
+                .map_or("—".to_string(), |v| format!("{v:.3}"))
         );
     }
     s += "\nFlicker: the frame-to-frame change of the object's outline with its motion removed, relative to real clips (1 = as real clips, lower is better).";
@@ -320,10 +495,42 @@ mod tests {
 
     #[test]
     fn model_specs_parse() {
-        assert_eq!("a/b.safetensors@25".parse::<ModelSpec>().unwrap(), ModelSpec { path: "a/b.safetensors".into(), steps: 25, guidance: None, label: None });
-        assert_eq!("x@y@1:2.5".parse::<ModelSpec>().unwrap(), ModelSpec { path: "x@y".into(), steps: 1, guidance: Some(2.5), label: None });
-        assert_eq!("apt-no-r1=runs/a=b/g.safetensors@1".parse::<ModelSpec>().unwrap(), ModelSpec { path: "runs/a=b/g.safetensors".into(), steps: 1, guidance: None, label: Some("apt-no-r1".into()) });
-        assert_eq!("runs/a=b/g.safetensors@1".parse::<ModelSpec>().unwrap().label, None);
+        assert_eq!(
+            "a/b.safetensors@25".parse::<ModelSpec>().unwrap(),
+            ModelSpec {
+                path: "a/b.safetensors".into(),
+                steps: 25,
+                guidance: None,
+                label: None
+            }
+        );
+        assert_eq!(
+            "x@y@1:2.5".parse::<ModelSpec>().unwrap(),
+            ModelSpec {
+                path: "x@y".into(),
+                steps: 1,
+                guidance: Some(2.5),
+                label: None
+            }
+        );
+        assert_eq!(
+            "apt-no-r1=runs/a=b/g.safetensors@1"
+                .parse::<ModelSpec>()
+                .unwrap(),
+            ModelSpec {
+                path: "runs/a=b/g.safetensors".into(),
+                steps: 1,
+                guidance: None,
+                label: Some("apt-no-r1".into())
+            }
+        );
+        assert_eq!(
+            "runs/a=b/g.safetensors@1"
+                .parse::<ModelSpec>()
+                .unwrap()
+                .label,
+            None
+        );
         for bad in ["model.safetensors", "m@0", "m@two", "@3", "m@3:w"] {
             assert!(bad.parse::<ModelSpec>().is_err(), "{bad}");
         }

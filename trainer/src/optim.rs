@@ -13,12 +13,24 @@ use flick_core::params::{grads_by_path, map_params};
 /// Global gradient norm and the factor that clips it to `clip` (if > 0); `None` if there are no
 /// gradients or the norm is not finite (the update is skipped).
 fn clipped_norm(grads: &HashMap<String, Tensor<1>>, clip: f32) -> Option<(f32, f32)> {
-    let sq: Vec<Tensor<1>> = grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
+    let sq: Vec<Tensor<1>> = grads
+        .values()
+        .map(|g| g.clone().powi_scalar(2).sum())
+        .collect();
     if sq.is_empty() {
         return None;
     }
     let norm = Tensor::cat(sq, 0).sum().into_scalar::<f32>().sqrt();
-    norm.is_finite().then(|| (norm, if clip > 0.0 && norm > clip { clip / norm } else { 1.0 }))
+    norm.is_finite().then(|| {
+        (
+            norm,
+            if clip > 0.0 && norm > clip {
+                clip / norm
+            } else {
+                1.0
+            },
+        )
+    })
 }
 
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
@@ -41,20 +53,42 @@ pub struct StepStats {
 
 impl AdamW {
     pub fn new(beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Self {
-        Self { beta1, beta2, eps, weight_decay, t: 0, m: HashMap::new(), v: HashMap::new() }
+        Self {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            t: 0,
+            m: HashMap::new(),
+            v: HashMap::new(),
+        }
     }
 
     /// Apply one update from `grads` (of `loss.backward()`), clipping the global gradient norm
     /// to `clip` (if > 0). Returns `None` (no update) if the gradient norm is not finite.
-    pub fn step<M: Module>(&mut self, model: M, grads: &burn::tensor::Gradients, lr: f32, clip: f32) -> (M, Option<StepStats>) {
+    pub fn step<M: Module>(
+        &mut self,
+        model: M,
+        grads: &burn::tensor::Gradients,
+        lr: f32,
+        clip: f32,
+    ) -> (M, Option<StepStats>) {
         let grads = grads_by_path(&model, grads);
         self.step_with(model, &grads, lr, clip)
     }
 
     /// [`Self::step`] from gradients already gathered by parameter path (e.g. summed over
     /// data-parallel workers).
-    pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
-        let Some((norm, scale)) = clipped_norm(grads, clip) else { return (model, None) };
+    pub fn step_with<M: Module>(
+        &mut self,
+        model: M,
+        grads: &HashMap<String, Tensor<1>>,
+        lr: f32,
+        clip: f32,
+    ) -> (M, Option<StepStats>) {
+        let Some((norm, scale)) = clipped_norm(grads, clip) else {
+            return (model, None);
+        };
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
@@ -107,7 +141,10 @@ impl AdamW {
             } else {
                 continue;
             };
-            map.insert(path.to_string(), Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device));
+            map.insert(
+                path.to_string(),
+                Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device),
+            );
         }
     }
 }
@@ -123,13 +160,25 @@ pub struct RmsProp {
 
 impl RmsProp {
     pub fn new(alpha: f32, eps: f32) -> Self {
-        Self { alpha, eps, v: HashMap::new() }
+        Self {
+            alpha,
+            eps,
+            v: HashMap::new(),
+        }
     }
 
     /// One update from gradients by parameter path, the global norm clipped to `clip` if > 0.
     /// `None` (no update) if the gradient norm is not finite.
-    pub fn step_with<M: Module>(&mut self, model: M, grads: &HashMap<String, Tensor<1>>, lr: f32, clip: f32) -> (M, Option<StepStats>) {
-        let Some((norm, scale)) = clipped_norm(grads, clip) else { return (model, None) };
+    pub fn step_with<M: Module>(
+        &mut self,
+        model: M,
+        grads: &HashMap<String, Tensor<1>>,
+        lr: f32,
+        clip: f32,
+    ) -> (M, Option<StepStats>) {
+        let Some((norm, scale)) = clipped_norm(grads, clip) else {
+            return (model, None);
+        };
         let a = self.alpha;
         let model = map_params(model, |path, _, p, _| {
             let g = grads.get(path)?.clone() * scale;
@@ -157,7 +206,10 @@ impl RmsProp {
         let key = format!("{prefix}rms_v.");
         for (name, (_, data)) in tensors {
             if let Some(path) = name.strip_prefix(&key) {
-                self.v.insert(path.to_string(), Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device));
+                self.v.insert(
+                    path.to_string(),
+                    Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device),
+                );
             }
         }
     }
@@ -173,15 +225,26 @@ impl RmsProp {
 /// value was read, i.e. the forward pass including the device's work; for step profiles.
 pub static FORWARD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-pub fn data_parallel_grads<M: Module + Sync>(model: &M, batch: usize, workers: usize, loss_of: impl Fn(&M, usize, usize) -> Tensor<1> + Sync) -> (f32, HashMap<String, Tensor<1>>) {
+pub fn data_parallel_grads<M: Module + Sync>(
+    model: &M,
+    batch: usize,
+    workers: usize,
+    loss_of: impl Fn(&M, usize, usize) -> Tensor<1> + Sync,
+) -> (f32, HashMap<String, Tensor<1>>) {
     let workers = workers.clamp(1, batch.max(1));
-    let bounds: Vec<(usize, usize)> = (0..workers).map(|w| (w * batch / workers, (w + 1) * batch / workers)).filter(|(a, z)| z > a).collect();
+    let bounds: Vec<(usize, usize)> = (0..workers)
+        .map(|w| (w * batch / workers, (w + 1) * batch / workers))
+        .filter(|(a, z)| z > a)
+        .collect();
     let started = std::time::Instant::now();
     let one = |(lo, hi): (usize, usize)| {
         let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
         let loss = loss_of(&local, lo, hi) * ((hi - lo) as f32 / batch as f32);
         let value: f32 = loss.clone().into_scalar();
-        FORWARD_NANOS.store(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        FORWARD_NANOS.store(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let grads = loss.backward();
         (value, grads_by_path(&local, &grads))
     };
@@ -189,8 +252,14 @@ pub fn data_parallel_grads<M: Module + Sync>(model: &M, batch: usize, workers: u
         vec![one(bounds[0])]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = bounds.iter().map(|&r| scope.spawn(move || one(r))).collect();
-            handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
+            let handles: Vec<_> = bounds
+                .iter()
+                .map(|&r| scope.spawn(move || one(r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("training worker panicked"))
+                .collect()
         })
     };
     let mut loss = 0.0;

@@ -87,7 +87,13 @@ fn text(img: &mut RgbaImage, x: u32, y: u32, s: &str, color: Rgba<u8>) {
     }
 }
 
-fn line(img: &mut RgbaImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), color: Rgba<u8>, thick: bool) {
+fn line(
+    img: &mut RgbaImage,
+    (x0, y0): (f32, f32),
+    (x1, y1): (f32, f32),
+    color: Rgba<u8>,
+    thick: bool,
+) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
     for i in 0..=n {
         let u = i as f32 / n as f32;
@@ -106,12 +112,28 @@ fn line(img: &mut RgbaImage, (x0, y0): (f32, f32), (x1, y1): (f32, f32), color: 
 
 /// Plot `(step, value)` points (positive values) to `path`.
 pub fn plot_curve(path: &std::path::Path, points: &[(u64, f32)]) -> anyhow::Result<()> {
-    let pts: Vec<(u64, f32)> = points.iter().copied().filter(|(_, v)| v.is_finite() && *v > 0.0).collect();
+    let pts: Vec<(u64, f32)> = points
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite() && *v > 0.0)
+        .collect();
     let mut img = RgbaImage::from_pixel(W, H, Rgba([255, 255, 255, 255]));
     if pts.len() >= 2 {
-        let (xmin, xmax) = (pts[0].0 as f32, pts[pts.len() - 1].0.max(pts[0].0 + 1) as f32);
-        let lmin = pts.iter().map(|p| p.1.log10()).fold(f32::INFINITY, f32::min).floor();
-        let lmax = pts.iter().map(|p| p.1.log10()).fold(f32::NEG_INFINITY, f32::max).ceil().max(lmin + 1.0);
+        let (xmin, xmax) = (
+            pts[0].0 as f32,
+            pts[pts.len() - 1].0.max(pts[0].0 + 1) as f32,
+        );
+        let lmin = pts
+            .iter()
+            .map(|p| p.1.log10())
+            .fold(f32::INFINITY, f32::min)
+            .floor();
+        let lmax = pts
+            .iter()
+            .map(|p| p.1.log10())
+            .fold(f32::NEG_INFINITY, f32::max)
+            .ceil()
+            .max(lmin + 1.0);
         let px = |s: f32| L as f32 + (s - xmin) / (xmax - xmin) * (W - L - 10) as f32;
         let py = |v: f32| 10.0 + (lmax - v.log10()) / (lmax - lmin) * (H - B - 10) as f32;
         let grey = Rgba([200, 200, 200, 255]);
@@ -124,7 +146,13 @@ pub fn plot_curve(path: &std::path::Path, points: &[(u64, f32)]) -> anyhow::Resu
                 if v.log10() <= lmax + 1e-6 {
                     let y = py(v);
                     line(&mut img, (L as f32, y), ((W - 10) as f32, y), grey, false);
-                    text(&mut img, 4, (y - 5.0).max(0.0) as u32, &format_value(v), dark);
+                    text(
+                        &mut img,
+                        4,
+                        (y - 5.0).max(0.0) as u32,
+                        &format_value(v),
+                        dark,
+                    );
                 }
             }
             d += 1.0;
@@ -133,11 +161,23 @@ pub fn plot_curve(path: &std::path::Path, points: &[(u64, f32)]) -> anyhow::Resu
             let s = xmin + (xmax - xmin) * i as f32 / 4.0;
             let x = px(s);
             line(&mut img, (x, 10.0), (x, (H - B) as f32), grey, false);
-            text(&mut img, (x as u32).saturating_sub(10), H - B + 8, &format_step(s as u64), dark);
+            text(
+                &mut img,
+                (x as u32).saturating_sub(10),
+                H - B + 8,
+                &format_step(s as u64),
+                dark,
+            );
         }
         let raw = Rgba([150, 180, 230, 255]);
         for w in pts.windows(2) {
-            line(&mut img, (px(w[0].0 as f32), py(w[0].1)), (px(w[1].0 as f32), py(w[1].1)), raw, false);
+            line(
+                &mut img,
+                (px(w[0].0 as f32), py(w[0].1)),
+                (px(w[1].0 as f32), py(w[1].1)),
+                raw,
+                false,
+            );
         }
         let k = (pts.len() / 30).max(1);
         let smooth: Vec<(f32, f32)> = (0..pts.len())
@@ -151,8 +191,20 @@ pub fn plot_curve(path: &std::path::Path, points: &[(u64, f32)]) -> anyhow::Resu
         for w in smooth.windows(2) {
             line(&mut img, w[0], w[1], Rgba([20, 60, 160, 255]), true);
         }
-        line(&mut img, (L as f32, (H - B) as f32), ((W - 10) as f32, (H - B) as f32), dark, false);
-        line(&mut img, (L as f32, 10.0), (L as f32, (H - B) as f32), dark, false);
+        line(
+            &mut img,
+            (L as f32, (H - B) as f32),
+            ((W - 10) as f32, (H - B) as f32),
+            dark,
+            false,
+        );
+        line(
+            &mut img,
+            (L as f32, 10.0),
+            (L as f32, (H - B) as f32),
+            dark,
+            false,
+        );
     }
     img.save(path)?;
     Ok(())
@@ -168,13 +220,30 @@ fn format_value(v: f32) -> String {
 }
 
 fn format_step(s: u64) -> String {
-    if s >= 10_000 { format!("{}k", s / 1000) } else { s.to_string() }
+    if s >= 10_000 {
+        format!("{}k", s / 1000)
+    } else {
+        s.to_string()
+    }
 }
 
 /// Grouped bar chart of values in [0, 1]: one group per metric, one bar per series, with a
 /// colour legend naming the series.
-pub fn bar_chart(path: &std::path::Path, metrics: &[&str], series: &[(String, Vec<f64>)]) -> anyhow::Result<()> {
-    const PALETTE: [[u8; 3]; 8] = [[90, 90, 90], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194]];
+pub fn bar_chart(
+    path: &std::path::Path,
+    metrics: &[&str],
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
+    const PALETTE: [[u8; 3]; 8] = [
+        [90, 90, 90],
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+    ];
     let (w, h) = (960u32, 460u32);
     let legend_h = 14 * series.len() as u32 + 10;
     let (top, bottom, left) = (legend_h + 10, 40u32, 50u32);
@@ -186,8 +255,20 @@ pub fn bar_chart(path: &std::path::Path, metrics: &[&str], series: &[(String, Ve
     for i in 0..=4 {
         let v = i as f64 / 4.0;
         let y = y_of(v);
-        line(&mut img, (left as f32, y), ((w - 10) as f32, y), grey, false);
-        text(&mut img, 4, (y - 5.0).max(0.0) as u32, &format!("{}%", (v * 100.0) as u32), dark);
+        line(
+            &mut img,
+            (left as f32, y),
+            ((w - 10) as f32, y),
+            grey,
+            false,
+        );
+        text(
+            &mut img,
+            4,
+            (y - 5.0).max(0.0) as u32,
+            &format!("{}%", (v * 100.0) as u32),
+            dark,
+        );
     }
     for (i, (name, _)) in series.iter().enumerate() {
         let [r, g, b] = PALETTE[i % PALETTE.len()];
@@ -219,9 +300,21 @@ pub fn bar_chart(path: &std::path::Path, metrics: &[&str], series: &[(String, Ve
                 }
             }
         }
-        text(&mut img, x0 as u32, h + legend_h - bottom + 10, &metric.to_uppercase(), dark);
+        text(
+            &mut img,
+            x0 as u32,
+            h + legend_h - bottom + 10,
+            &metric.to_uppercase(),
+            dark,
+        );
     }
-    line(&mut img, (left as f32, y_of(0.0)), ((w - 10) as f32, y_of(0.0)), dark, false);
+    line(
+        &mut img,
+        (left as f32, y_of(0.0)),
+        ((w - 10) as f32, y_of(0.0)),
+        dark,
+        false,
+    );
     img.save(path)?;
     Ok(())
 }

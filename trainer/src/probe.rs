@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use flick_core::checkpoint::{NamedTensors, load_module, module_tensors, read_safetensors, write_safetensors};
+use flick_core::checkpoint::{
+    NamedTensors, load_module, module_tensors, read_safetensors, write_safetensors,
+};
 use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
 use flick_core::data::stack;
 use flick_core::eval::probe::{self, HEADS, Probe, ProbeConfig};
@@ -56,10 +58,17 @@ pub struct ProbeTrain {
 
 impl ProbeTrainConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid probe config", path.display()))?;
-        anyhow::ensure!(cfg.train.batch_size >= 1 && cfg.train.steps >= 1, "probe config: batch_size and steps must be ≥ 1");
-        cfg.probe.validate().with_context(|| format!("{}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: Self = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid probe config", path.display()))?;
+        anyhow::ensure!(
+            cfg.train.batch_size >= 1 && cfg.train.steps >= 1,
+            "probe config: batch_size and steps must be ≥ 1"
+        );
+        cfg.probe
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
     }
 }
@@ -83,22 +92,45 @@ struct Metrics {
 }
 
 fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ step.wrapping_add(1).wrapping_mul(0xE703_7ED1_A0B4_28DB))
+    rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0xA076_1D64_78BD_642F)
+            ^ step.wrapping_add(1).wrapping_mul(0xE703_7ED1_A0B4_28DB),
+    )
 }
 
 /// Per-head accuracies as a name → value map, plus `all`.
 pub fn accuracy_map(per: [f64; 5], all: f64) -> BTreeMap<String, f64> {
-    let mut m: BTreeMap<String, f64> = HEADS.iter().zip(per).map(|((name, _), a)| (name.to_string(), a)).collect();
+    let mut m: BTreeMap<String, f64> = HEADS
+        .iter()
+        .zip(per)
+        .map(|((name, _), a)| (name.to_string(), a))
+        .collect();
     m.insert("all".into(), all);
     m
 }
 
 /// Train (or resume) the probe; returns its final held-out accuracies.
-pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &Device, workers: usize, quiet: bool) -> anyhow::Result<BTreeMap<String, f64>> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create run folder {}", out.display()))?;
+pub fn train_probe(
+    cfg: &ProbeTrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+    workers: usize,
+    quiet: bool,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
     let pc = &cfg.probe;
     let tc = &cfg.train;
-    let source = ShapesSource::new(ShapesConfig { frames: pc.frames, height: pc.height, width: pc.width, two_object_prob: 0.0 }, tc.data_seed)?;
+    let source = ShapesSource::new(
+        ShapesConfig {
+            frames: pc.frames,
+            height: pc.height,
+            width: pc.width,
+            two_object_prob: 0.0,
+        },
+        tc.data_seed,
+    )?;
     let ad = device.clone().autodiff();
     device.seed(tc.seed);
     let mut model: Probe = pc.init(&ad);
@@ -107,35 +139,66 @@ pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &De
     let metrics_path = out.join("metrics.jsonl");
     if resume && state_path(out).exists() {
         let (tensors, meta) = read_safetensors(&state_path(out))?;
-        let saved: ProbeConfig = serde_json::from_str(meta.get("config").context("probe state lacks its config")?)?;
+        let saved: ProbeConfig =
+            serde_json::from_str(meta.get("config").context("probe state lacks its config")?)?;
         if &saved != pc {
-            bail!("{} was written for another probe config; start a new run folder", state_path(out).display());
+            bail!(
+                "{} was written for another probe config; start a new run folder",
+                state_path(out).display()
+            );
         }
         step = meta.get("step").context("state lacks step")?.parse()?;
         model = load_module(model, &tensors, "model.", &ad)?;
-        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, device);
+        optim.load_state(
+            &tensors,
+            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
+            device,
+        );
         eprintln!("resumed from {} at step {step}", state_path(out).display());
     } else if !resume && state_path(out).exists() {
-        bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+        bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            out.display()
+        );
     }
     if step == 0 {
         let _ = std::fs::remove_file(&metrics_path);
     }
-    std::fs::write(out.join("config.resolved.toml"), toml::to_string_pretty(cfg)?)?;
+    std::fs::write(
+        out.join("config.resolved.toml"),
+        toml::to_string_pretty(cfg)?,
+    )?;
     eprintln!("probe: {} parameters", flick_core::params::count(&model));
 
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(tc.steps) };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(tc.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
     bar.set_position(step);
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
     let b = tc.batch_size;
     let mut last_acc = BTreeMap::new();
     while step < tc.steps {
         let mut rng = step_rng(tc.seed, step);
-        let samples: Vec<_> = (0..b as u64).map(|i| source.sample(Split::Train, step * b as u64 + i)).collect();
-        let labels: Vec<[usize; 5]> = samples.iter().map(|s| probe::labels(&s.attributes)).collect();
+        let samples: Vec<_> = (0..b as u64)
+            .map(|i| source.sample(Split::Train, step * b as u64 + i))
+            .collect();
+        let labels: Vec<[usize; 5]> = samples
+            .iter()
+            .map(|s| probe::labels(&s.attributes))
+            .collect();
         let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
         let (mut x, shape) = stack(&clips);
         let per_clip = x.len() / b;
@@ -146,10 +209,16 @@ pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &De
             }
         }
         let warm = ((step + 1) as f32 / tc.warmup_steps.max(1) as f32).min(1.0);
-        let lr = tc.lr * warm * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / tc.steps as f32).cos());
+        let lr = tc.lr
+            * warm
+            * 0.5
+            * (1.0 + (std::f32::consts::PI * step as f32 / tc.steps as f32).cos());
         let (loss, grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
             let sh = [hi - lo, shape[1], shape[2], shape[3], shape[4]];
-            let xs = Tensor::<5>::from_data(TensorData::new(x[lo * per_clip..hi * per_clip].to_vec(), sh), &ad);
+            let xs = Tensor::<5>::from_data(
+                TensorData::new(x[lo * per_clip..hi * per_clip].to_vec(), sh),
+                &ad,
+            );
             let (_, logits) = local.forward(xs);
             probe::loss(logits, &labels[lo..hi])
         });
@@ -163,21 +232,43 @@ pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &De
 
         let eval_now = step % tc.eval_every == 0 || step == tc.steps;
         let heldout = eval_now.then(|| {
-            let (per, all) = probe::accuracy(&model.valid(), pc, Split::HeldOut, tc.eval_clips, tc.eval_seed, 64, device);
+            let (per, all) = probe::accuracy(
+                &model.valid(),
+                pc,
+                Split::HeldOut,
+                tc.eval_clips,
+                tc.eval_seed,
+                64,
+                device,
+            );
             accuracy_map(per, all)
         });
         if step % tc.log_every == 0 || eval_now {
             let secs = window.0.elapsed().as_secs_f32();
-            let m = Metrics { step, loss, lr, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), heldout_accuracy: heldout.clone() };
+            let m = Metrics {
+                step,
+                loss,
+                lr,
+                clips_per_s: window.1 as f32 / secs,
+                elapsed_s: started.elapsed().as_secs_f32(),
+                heldout_accuracy: heldout.clone(),
+            };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             bar.set_message(format!("loss {loss:.4} · {:.1} clips/s", m.clips_per_s));
             if !quiet && !std::io::stderr().is_terminal() {
-                eprintln!("step {step}/{} loss {loss:.4} lr {lr:.2e} {:.1} clips/s", tc.steps, m.clips_per_s);
+                eprintln!(
+                    "step {step}/{} loss {loss:.4} lr {lr:.2e} {:.1} clips/s",
+                    tc.steps, m.clips_per_s
+                );
             }
             window = (Instant::now(), 0);
         }
         if let Some(acc) = heldout {
-            let line = acc.iter().map(|(k, v)| format!("{k} {:.1}%", v * 100.0)).collect::<Vec<_>>().join(", ");
+            let line = acc
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ");
             bar.println(format!("step {step}: held-out accuracy {line}"));
             last_acc = acc;
         }
@@ -188,13 +279,28 @@ pub fn train_probe(cfg: &ProbeTrainConfig, out: &Path, resume: bool, device: &De
     }
     bar.finish();
     if last_acc.is_empty() {
-        let (per, all) = probe::accuracy(&model.valid(), pc, Split::HeldOut, tc.eval_clips, tc.eval_seed, 64, device);
+        let (per, all) = probe::accuracy(
+            &model.valid(),
+            pc,
+            Split::HeldOut,
+            tc.eval_clips,
+            tc.eval_seed,
+            64,
+            device,
+        );
         last_acc = accuracy_map(per, all);
     }
     Ok(last_acc)
 }
 
-fn save(out: &Path, cfg: &ProbeTrainConfig, model: &Probe, optim: &AdamW, step: u64, acc: &BTreeMap<String, f64>) -> anyhow::Result<()> {
+fn save(
+    out: &Path,
+    cfg: &ProbeTrainConfig,
+    model: &Probe,
+    optim: &AdamW,
+    step: u64,
+    acc: &BTreeMap<String, f64>,
+) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "model.", &mut tensors);
     optim.state_tensors(&mut tensors);

@@ -12,8 +12,15 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use flick_core::checkpoint::{NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors};
-use flick_core::data::{ClipSource, folder::FolderDataset, shapes::{ShapesConfig, ShapesSource}, stack};
+use flick_core::checkpoint::{
+    NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors,
+};
+use flick_core::data::{
+    ClipSource,
+    folder::FolderDataset,
+    shapes::{ShapesConfig, ShapesSource},
+    stack,
+};
 use flick_core::flow::normal_vec;
 use flick_core::generate::Generator;
 use flick_core::model::Backbone;
@@ -70,7 +77,10 @@ struct Metrics {
 }
 
 pub(crate) fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03))
+    rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ step.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 /// File names inside a run directory.
@@ -83,32 +93,62 @@ pub fn model_path(out: &Path) -> PathBuf {
 
 /// Train (or resume) a teacher. Returns the final EMA model.
 pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
-    let TrainArgs { config: mut cfg, config_path, out, resume, device, stop_at, quiet, workers, init_from, init_reset, time_budget, profile_every } = args;
+    let TrainArgs {
+        config: mut cfg,
+        config_path,
+        out,
+        resume,
+        device,
+        stop_at,
+        quiet,
+        workers,
+        init_from,
+        init_reset,
+        time_budget,
+        profile_every,
+    } = args;
     if let Some(b) = time_budget {
         if !(b.is_finite() && b > 0.0) {
             bail!("--time-budget must be a positive number of seconds, got {b}");
         }
     }
     let workers = workers.clamp(1, cfg.train.batch_size);
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create run folder {}", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
     let mc = &cfg.model;
     let source: Box<dyn ClipSource> = match &cfg.data.folder {
         Some(dir) => {
             let ds = FolderDataset::open(dir, mc.frames, mc.height, mc.width)?;
-            eprintln!("dataset: {} clips from {} ({} skipped)", ds.len(), dir.display(), ds.skipped.len());
+            eprintln!(
+                "dataset: {} clips from {} ({} skipped)",
+                ds.len(),
+                dir.display(),
+                ds.skipped.len()
+            );
             Box::new(ds)
         }
         None => Box::new(ShapesSource::new(
-            ShapesConfig { frames: mc.frames, height: mc.height, width: mc.width, two_object_prob: cfg.data.two_object_prob },
+            ShapesConfig {
+                frames: mc.frames,
+                height: mc.height,
+                width: mc.width,
+                two_object_prob: cfg.data.two_object_prob,
+            },
             cfg.data.seed,
         )?),
     };
     // The same data at `short_frames` frames, for short-clip steps.
-    let short_source: Option<Box<dyn ClipSource>> = match (cfg.data.short_frames, &cfg.data.folder) {
+    let short_source: Option<Box<dyn ClipSource>> = match (cfg.data.short_frames, &cfg.data.folder)
+    {
         (0, _) => None,
         (f, Some(dir)) => Some(Box::new(FolderDataset::open(dir, f, mc.height, mc.width)?)),
         (f, None) => Some(Box::new(ShapesSource::new(
-            ShapesConfig { frames: f, height: mc.height, width: mc.width, two_object_prob: cfg.data.two_object_prob },
+            ShapesConfig {
+                frames: f,
+                height: mc.height,
+                width: mc.width,
+                two_object_prob: cfg.data.two_object_prob,
+            },
             cfg.data.seed.wrapping_add(0x5107),
         )?)),
     };
@@ -125,7 +165,12 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     device.seed(cfg.train.seed);
     let mut model = mc.init(&ad);
     let mut ema = model.valid();
-    let mut optim = AdamW::new(cfg.train.beta1, cfg.train.beta2, 1e-8, cfg.train.weight_decay);
+    let mut optim = AdamW::new(
+        cfg.train.beta1,
+        cfg.train.beta2,
+        1e-8,
+        cfg.train.weight_decay,
+    );
     let mut step: u64 = 0;
     let mut skipped: u64 = 0;
     // The step the EMA's warm-up counts from (a warm start with new parameters restarts it, so
@@ -135,35 +180,62 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
 
     if resume && state_path(&out).exists() {
         let (tensors, meta) = read_safetensors(&state_path(&out))?;
-        let saved_cfg = meta.get("config").context("state file lacks its model config")?;
-        let saved = flick_core::model::ModelConfig::from_value(serde_json::from_str(saved_cfg)?).map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
+        let saved_cfg = meta
+            .get("config")
+            .context("state file lacks its model config")?;
+        let saved = flick_core::model::ModelConfig::from_value(serde_json::from_str(saved_cfg)?)
+            .map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
         if &saved != mc {
-            bail!("{} was written for another model config; start a new run folder or use the same config", state_path(&out).display());
+            bail!(
+                "{} was written for another model config; start a new run folder or use the same config",
+                state_path(&out).display()
+            );
         }
         step = meta.get("step").context("state lacks step")?.parse()?;
-        skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
-        ema_from = meta.get("ema_from_step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        skipped = meta
+            .get("skipped_steps")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        ema_from = meta
+            .get("ema_from_step")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         model = load_module(model, &tensors, "model.", &ad)?;
         ema = load_module(ema, &tensors, "ema.", &device)?;
-        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, &device);
+        optim.load_state(
+            &tensors,
+            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
+            &device,
+        );
         truncate_metrics(&metrics_path, step)?;
         eprintln!("resumed from {} at step {step}", state_path(&out).display());
     } else if resume {
-        eprintln!("--resume: no state in {}, starting from step 0", out.display());
+        eprintln!(
+            "--resume: no state in {}, starting from step 0",
+            out.display()
+        );
     } else if state_path(&out).exists() {
-        bail!("{} already holds a run; pass --resume to continue it or choose another --out", out.display());
+        bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            out.display()
+        );
     }
     if let Some(src) = init_from.as_deref().filter(|_| step == 0) {
         let w = warm_start(src, model, ema, &mut optim, &init_reset, &ad, &device)?;
         (model, ema, step, skipped) = (w.model, w.ema, w.step, w.skipped);
         eprintln!("initialised from {} at step {step}", src.display());
         if !w.fresh.is_empty() {
-            eprintln!("new or reset parameters (kept at their initialisation; the EMA warm-up restarts): {}", w.fresh.join(", "));
+            eprintln!(
+                "new or reset parameters (kept at their initialisation; the EMA warm-up restarts): {}",
+                w.fresh.join(", ")
+            );
             ema_from = step;
         }
         // Carry the source run's curve up to the step, so this run's plot shows the whole history.
         let src_metrics = src.parent().unwrap_or(Path::new(".")).join("metrics.jsonl");
-        if src_metrics.exists() && std::fs::canonicalize(&src_metrics).ok() != std::fs::canonicalize(&metrics_path).ok() {
+        if src_metrics.exists()
+            && std::fs::canonicalize(&src_metrics).ok() != std::fs::canonicalize(&metrics_path).ok()
+        {
             std::fs::copy(&src_metrics, &metrics_path)?;
             truncate_metrics(&metrics_path, step)?;
         }
@@ -171,7 +243,10 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     if step == 0 {
         let _ = std::fs::remove_file(&metrics_path);
     }
-    std::fs::write(out.join("config.resolved.toml"), toml::to_string_pretty(&cfg)?)?;
+    std::fs::write(
+        out.join("config.resolved.toml"),
+        toml::to_string_pretty(&cfg)?,
+    )?;
     eprintln!(
         "model: {} parameters ({} in the text encoder); config {}",
         flick_core::params::count(&model),
@@ -180,10 +255,22 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     );
 
     let mut last = stop_at.map_or(cfg.train.steps, |s| s.min(cfg.train.steps));
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.train.steps) };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]").unwrap());
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.train.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap(),
+    );
     bar.set_position(step);
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
     let started = Instant::now();
     let mut window = (Instant::now(), 0usize);
     let mut consecutive_bad = 0;
@@ -212,17 +299,33 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
 
     while step < last {
         // A profiled step (never the first few, which compile and autotune).
-        let mut prof = profile_every.filter(|&n| n > 0 && step >= first + BUDGET_SKIP_STEPS && step % n == 0).map(|_| StepProfile::new(&device));
-        let Batch { x0, shape, eps, times, prompts } = batch_rx.recv().context("the batch producer thread stopped")?;
+        let mut prof = profile_every
+            .filter(|&n| n > 0 && step >= first + BUDGET_SKIP_STEPS && step % n == 0)
+            .map(|_| StepProfile::new(&device));
+        let Batch {
+            x0,
+            shape,
+            eps,
+            times,
+            prompts,
+        } = batch_rx
+            .recv()
+            .context("the batch producer thread stopped")?;
         if let Some(p) = prof.as_mut() {
             p.lap("batch wait", false);
         }
 
         let lr = learning_rate(&cfg.train, step);
         let short = shape[2] < mc.frames;
-        let (loss_value, grads) = parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
+        let (loss_value, grads) =
+            parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
         if let Some(p) = prof.as_mut() {
-            p.split("forward (to the loss value)", std::time::Duration::from_nanos(crate::optim::FORWARD_NANOS.load(std::sync::atomic::Ordering::Relaxed)));
+            p.split(
+                "forward (to the loss value)",
+                std::time::Duration::from_nanos(
+                    crate::optim::FORWARD_NANOS.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+            );
             p.lap("backward", true);
         }
         if short {
@@ -257,7 +360,10 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             bar.println(format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
             if consecutive_bad >= cfg.train.max_bad_steps {
                 save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
-                bail!("{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}", out.display());
+                bail!(
+                    "{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}",
+                    out.display()
+                );
             }
         }
         if let Some(p) = prof.take() {
@@ -276,12 +382,22 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             if step == first + BUDGET_SKIP_STEPS {
                 budget_window = Some(Instant::now());
             } else if step == first + BUDGET_SKIP_STEPS + BUDGET_MEASURE_STEPS {
-                let per_step = budget_window.map_or(f64::NAN, |w| w.elapsed().as_secs_f64()) / BUDGET_MEASURE_STEPS as f64;
-                let (steps, cooldown) = budgeted_steps(&cfg.train, first, step, budget - started.elapsed().as_secs_f64(), per_step);
+                let per_step = budget_window.map_or(f64::NAN, |w| w.elapsed().as_secs_f64())
+                    / BUDGET_MEASURE_STEPS as f64;
+                let (steps, cooldown) = budgeted_steps(
+                    &cfg.train,
+                    first,
+                    step,
+                    budget - started.elapsed().as_secs_f64(),
+                    per_step,
+                );
                 cfg.train.steps = steps;
                 cfg.train.cooldown_steps = cooldown;
                 last = stop_at.map_or(steps, |s| s.min(steps));
-                std::fs::write(out.join("config.resolved.toml"), toml::to_string_pretty(&cfg)?)?;
+                std::fs::write(
+                    out.join("config.resolved.toml"),
+                    toml::to_string_pretty(&cfg)?,
+                )?;
                 bar.set_length(steps);
                 bar.println(format!(
                     "time budget {budget:.0} s: {per_step:.3} s/step at full speed, so {steps} steps in all (cool-down {cooldown}); written to {} (resume with that config)",
@@ -292,14 +408,35 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
 
         if step % cfg.train.log_every == 0 || step == last {
             let secs = window.0.elapsed().as_secs_f32();
-            let loss = if last_short_loss.is_some() && last_full_loss.is_finite() { last_full_loss } else { loss_value };
-            let m = Metrics { step, loss, lr, grad_norm, clips_per_s: window.1 as f32 / secs, elapsed_s: started.elapsed().as_secs_f32(), skipped_steps: skipped, short_loss: last_short_loss };
+            let loss = if last_short_loss.is_some() && last_full_loss.is_finite() {
+                last_full_loss
+            } else {
+                loss_value
+            };
+            let m = Metrics {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                clips_per_s: window.1 as f32 / secs,
+                elapsed_s: started.elapsed().as_secs_f32(),
+                skipped_steps: skipped,
+                short_loss: last_short_loss,
+            };
             writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
-            let short_msg = last_short_loss.map(|l| format!(" (short clips {l:.4})")).unwrap_or_default();
-            bar.set_message(format!("loss {loss:.4}{short_msg} · {:.1} clips/s", m.clips_per_s));
+            let short_msg = last_short_loss
+                .map(|l| format!(" (short clips {l:.4})"))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {loss:.4}{short_msg} · {:.1} clips/s",
+                m.clips_per_s
+            ));
             if !quiet && !std::io::stderr().is_terminal() {
                 // No progress bar without a terminal (logs, nohup): a plain line instead.
-                eprintln!("step {step}/{} loss {loss:.4}{short_msg} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s", cfg.train.steps, m.clips_per_s);
+                eprintln!(
+                    "step {step}/{} loss {loss:.4}{short_msg} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s",
+                    cfg.train.steps, m.clips_per_s
+                );
             }
             window = (Instant::now(), 0);
         }
@@ -332,7 +469,12 @@ impl StepProfile {
     fn new(device: &Device) -> Self {
         let _ = device.sync();
         let now = Instant::now();
-        Self { device: device.clone(), start: now, last: now, phases: Vec::new() }
+        Self {
+            device: device.clone(),
+            start: now,
+            last: now,
+            phases: Vec::new(),
+        }
     }
 
     /// End a phase: its issue time, then (with `wait`) the device's remaining time.
@@ -356,8 +498,16 @@ impl StepProfile {
 
     fn report(&self, step: u64, batch: usize) -> String {
         let total = self.start.elapsed().as_secs_f64();
-        let phases: Vec<String> = self.phases.iter().map(|(n, i, w)| format!("{n} {:.0}+{:.0} ms", i * 1e3, w * 1e3)).collect();
-        format!("profile step {step} (batch {batch}, host issue + device wait): {}; total {:.0} ms", phases.join(", "), total * 1e3)
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(n, i, w)| format!("{n} {:.0}+{:.0} ms", i * 1e3, w * 1e3))
+            .collect();
+        format!(
+            "profile step {step} (batch {batch}, host issue + device wait): {}; total {:.0} ms",
+            phases.join(", "),
+            total * 1e3
+        )
     }
 }
 
@@ -373,23 +523,43 @@ struct Batch {
 /// The inputs of step `step`: clips `step·b .. (step+1)·b` of the source (made on several
 /// threads), then caption dropout, times and noise from the step's own random stream.
 fn make_batch(source: &dyn ClipSource, cfg: &TeacherConfig, step: u64) -> Batch {
-    let b = if cfg.data.is_short_step(step) { cfg.data.short_batch_size } else { cfg.train.batch_size };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16).min(b);
+    let b = if cfg.data.is_short_step(step) {
+        cfg.data.short_batch_size
+    } else {
+        cfg.train.batch_size
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 16)
+        .min(b);
     let per = b.div_ceil(threads);
     let samples: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..b)
             .step_by(per)
             .map(|lo| {
                 let hi = (lo + per).min(b);
-                scope.spawn(move || (lo..hi).map(|i| source.get(step * b as u64 + i as u64)).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    (lo..hi)
+                        .map(|i| source.get(step * b as u64 + i as u64))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("clip maker panicked")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("clip maker panicked"))
+            .collect()
     });
     let mut rng = step_rng(cfg.train.seed, step);
     let prompts: Vec<String> = samples
         .iter()
-        .map(|s| if rng.random::<f32>() < cfg.train.caption_dropout { String::new() } else { s.caption.clone() })
+        .map(|s| {
+            if rng.random::<f32>() < cfg.train.caption_dropout {
+                String::new()
+            } else {
+                s.caption.clone()
+            }
+        })
         .collect();
     let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
     let (x0, shape) = stack(&clips);
@@ -397,7 +567,13 @@ fn make_batch(source: &dyn ClipSource, cfg: &TeacherConfig, step: u64) -> Batch 
     // Every resolution's noise (one for all but the nested U-Net): each level's block for the
     // whole batch after the previous level's, so single-resolution streams are what they were.
     let eps = normal_vec(&mut rng, b * cfg.model.noise_len(shape[2]));
-    Batch { x0, shape, eps, times, prompts }
+    Batch {
+        x0,
+        shape,
+        eps,
+        times,
+        prompts,
+    }
 }
 
 /// A model started from another run's weights.
@@ -416,21 +592,54 @@ struct WarmStart {
 /// and shape are copied; parameters the source lacks keep their initialisation (zero-initialised
 /// branches such as `head_modulation` or the text encoder's conv leave the function unchanged,
 /// so a grown model starts exactly where the source stood).
-fn warm_start(src: &Path, model: Backbone, ema: Backbone, optim: &mut AdamW, reset: &[String], ad: &Device, device: &Device) -> anyhow::Result<WarmStart> {
-    let (tensors, meta) = read_safetensors(src).with_context(|| format!("--init-from {}", src.display()))?;
+fn warm_start(
+    src: &Path,
+    model: Backbone,
+    ema: Backbone,
+    optim: &mut AdamW,
+    reset: &[String],
+    ad: &Device,
+    device: &Device,
+) -> anyhow::Result<WarmStart> {
+    let (tensors, meta) =
+        read_safetensors(src).with_context(|| format!("--init-from {}", src.display()))?;
     if meta.get("format").map(String::as_str) == Some("flick-train-state/1") {
-        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad, reset)?;
-        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "ema.", device, reset)?;
-        optim.load_state(&tensors, meta.get("adam_t").context("state lacks adam_t")?.parse()?, device);
+        let (model, fresh) =
+            flick_core::checkpoint::load_module_partial(model, &tensors, "model.", ad, reset)?;
+        let (ema, _) =
+            flick_core::checkpoint::load_module_partial(ema, &tensors, "ema.", device, reset)?;
+        optim.load_state(
+            &tensors,
+            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
+            device,
+        );
         optim.forget(&fresh);
         let step = meta.get("step").context("state lacks step")?.parse()?;
-        let skipped = meta.get("skipped_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok(WarmStart { model, ema, step, skipped, fresh })
+        let skipped = meta
+            .get("skipped_steps")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok(WarmStart {
+            model,
+            ema,
+            step,
+            skipped,
+            fresh,
+        })
     } else {
-        flick_core::checkpoint::info_from_metadata(&meta).map_err(|e| anyhow::anyhow!("--init-from {}: {e}", src.display()))?;
-        let (model, fresh) = flick_core::checkpoint::load_module_partial(model, &tensors, "", ad, reset)?;
-        let (ema, _) = flick_core::checkpoint::load_module_partial(ema, &tensors, "", device, reset)?;
-        Ok(WarmStart { model, ema, step: 0, skipped: 0, fresh })
+        flick_core::checkpoint::info_from_metadata(&meta)
+            .map_err(|e| anyhow::anyhow!("--init-from {}: {e}", src.display()))?;
+        let (model, fresh) =
+            flick_core::checkpoint::load_module_partial(model, &tensors, "", ad, reset)?;
+        let (ema, _) =
+            flick_core::checkpoint::load_module_partial(ema, &tensors, "", device, reset)?;
+        Ok(WarmStart {
+            model,
+            ema,
+            step: 0,
+            skipped: 0,
+            fresh,
+        })
     }
 }
 
@@ -452,7 +661,10 @@ fn parallel_grads(
     data_parallel_grads(model, b, workers, |local, lo, hi| {
         let n = hi - lo;
         let sh = [n, shape[1], shape[2], shape[3], shape[4]];
-        let x0 = Tensor::<5>::from_data(TensorData::new(x0[lo * per_clip..hi * per_clip].to_vec(), sh), ad);
+        let x0 = Tensor::<5>::from_data(
+            TensorData::new(x0[lo * per_clip..hi * per_clip].to_vec(), sh),
+            ad,
+        );
         // Level r's noise: its block of the batch's noise, this worker's clips of it.
         let mut offset = 0;
         let eps: Vec<Tensor<5>> = (0..local.levels())
@@ -480,11 +692,22 @@ const BUDGET_MEASURE_STEPS: u64 = 15;
 /// that fit (with a 5% margin for checkpoints), never more than the config's `steps` nor fewer
 /// than `now`; the config's cool-down is scaled with the run's length (the same fraction of the
 /// steps this invocation trains), and never begins before `now`.
-pub fn budgeted_steps(t: &crate::config::TrainConfig, first: u64, now: u64, seconds_left: f64, per_step: f64) -> (u64, u64) {
-    let more = if per_step.is_finite() && per_step > 0.0 { (seconds_left.max(0.0) * 0.95 / per_step) as u64 } else { 0 };
+pub fn budgeted_steps(
+    t: &crate::config::TrainConfig,
+    first: u64,
+    now: u64,
+    seconds_left: f64,
+    per_step: f64,
+) -> (u64, u64) {
+    let more = if per_step.is_finite() && per_step > 0.0 {
+        (seconds_left.max(0.0) * 0.95 / per_step) as u64
+    } else {
+        0
+    };
     let steps = (now + more).min(t.steps).max(now);
     let planned = t.steps.saturating_sub(first).max(1) as f64;
-    let cooldown = ((t.cooldown_steps as f64 * (steps - first) as f64 / planned).round() as u64).min(steps - now);
+    let cooldown = ((t.cooldown_steps as f64 * (steps - first) as f64 / planned).round() as u64)
+        .min(steps - now);
     (steps, cooldown)
 }
 
@@ -492,23 +715,46 @@ pub fn budgeted_steps(t: &crate::config::TrainConfig, first: u64, now: u64, seco
 pub fn learning_rate(t: &crate::config::TrainConfig, step: u64) -> f32 {
     let warm = ((step + 1) as f32 / t.warmup_steps.max(1) as f32).min(1.0);
     let start = t.steps.saturating_sub(t.cooldown_steps);
-    let cool = if t.cooldown_steps > 0 && step >= start { 1.0 - 0.9 * ((step - start) as f32 / t.cooldown_steps as f32).min(1.0) } else { 1.0 };
+    let cool = if t.cooldown_steps > 0 && step >= start {
+        1.0 - 0.9 * ((step - start) as f32 / t.cooldown_steps as f32).min(1.0)
+    } else {
+        1.0
+    };
     t.lr * warm * cool
 }
 
 pub(crate) fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
     // Lines logged after the checkpoint we resume from would be repeated: drop them.
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
         .collect();
-    std::fs::write(path, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    std::fs::write(
+        path,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )?;
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn save_state(out: &Path, cfg: &TeacherConfig, model: &Backbone, ema: &Backbone, optim: &AdamW, step: u64, skipped: u64, ema_from: u64) -> anyhow::Result<()> {
+fn save_state(
+    out: &Path,
+    cfg: &TeacherConfig,
+    model: &Backbone,
+    ema: &Backbone,
+    optim: &AdamW,
+    step: u64,
+    skipped: u64,
+    ema_from: u64,
+) -> anyhow::Result<()> {
     let mut tensors = NamedTensors::new();
     module_tensors(model, "model.", &mut tensors);
     module_tensors(ema, "ema.", &mut tensors);
@@ -524,7 +770,11 @@ fn save_state(out: &Path, cfg: &TeacherConfig, model: &Backbone, ema: &Backbone,
     // The model people use: EMA weights + sampling defaults.
     let mut tensors = NamedTensors::new();
     module_tensors(ema, "", &mut tensors);
-    write_safetensors(&model_path(out), &tensors, model_metadata("teacher", &cfg.model, &teacher_extra(cfg, step)))?;
+    write_safetensors(
+        &model_path(out),
+        &tensors,
+        model_metadata("teacher", &cfg.model, &teacher_extra(cfg, step)),
+    )?;
     Ok(())
 }
 
@@ -549,14 +799,30 @@ pub fn plot_metrics(out: &Path) -> anyhow::Result<()> {
     crate::plot::plot_curve(&out.join("loss.png"), &points)
 }
 
-fn write_samples(out: &Path, cfg: &TeacherConfig, ema: &Backbone, device: &Device, step: u64) -> anyhow::Result<()> {
+fn write_samples(
+    out: &Path,
+    cfg: &TeacherConfig,
+    ema: &Backbone,
+    device: &Device,
+    step: u64,
+) -> anyhow::Result<()> {
     if cfg.sample.prompts.is_empty() {
         return Ok(());
     }
-    let info = flick_core::checkpoint::CheckpointInfo { kind: "teacher".into(), config: cfg.model.clone(), extra: teacher_extra(cfg, step) };
+    let info = flick_core::checkpoint::CheckpointInfo {
+        kind: "teacher".into(),
+        config: cfg.model.clone(),
+        extra: teacher_extra(cfg, step),
+    };
     let generator = Generator::new(ema.clone(), info, device.clone());
     let seeds: Vec<u64> = (0..cfg.sample.prompts.len() as u64).collect();
-    let clips = generator.generate_clips(&cfg.sample.prompts, &seeds, cfg.sample.steps, cfg.sample.guidance, |_, _| {})?;
+    let clips = generator.generate_clips(
+        &cfg.sample.prompts,
+        &seeds,
+        cfg.sample.steps,
+        cfg.sample.guidance,
+        |_, _| {},
+    )?;
     let videos: Vec<Video> = clips.iter().map(Video::from_clip).collect();
     let dir = out.join("samples");
     std::fs::create_dir_all(&dir)?;
@@ -570,7 +836,11 @@ mod tests {
 
     #[test]
     fn a_time_budget_sets_the_steps_that_fit_and_scales_the_cooldown() {
-        let mut cfg = TeacherConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml")).unwrap().train;
+        let mut cfg = TeacherConfig::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml"),
+        )
+        .unwrap()
+        .train;
         cfg.steps = 1000;
         cfg.cooldown_steps = 200;
         // 100 s left at 0.5 s/step from step 20 of a fresh run: 190 more steps (5% margin).
@@ -588,7 +858,11 @@ mod tests {
 
     #[test]
     fn learning_rate_warms_up_holds_and_cools_down() {
-        let mut cfg = TeacherConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml")).unwrap().train;
+        let mut cfg = TeacherConfig::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/teacher-tiny.toml"),
+        )
+        .unwrap()
+        .train;
         cfg.lr = 1.0;
         cfg.warmup_steps = 10;
         cfg.steps = 100;

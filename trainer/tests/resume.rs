@@ -31,12 +31,35 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
 
     // Run A: uninterrupted to step 60 (of a 200-step schedule).
-    let st = flick(&["train-teacher", "--config", cfg, "--out", a.to_str().unwrap(), "--steps", "200", "--stop-at", "60"]).status().unwrap();
+    let st = flick(&[
+        "train-teacher",
+        "--config",
+        cfg,
+        "--out",
+        a.to_str().unwrap(),
+        "--steps",
+        "200",
+        "--stop-at",
+        "60",
+    ])
+    .status()
+    .unwrap();
     assert!(st.success());
     assert_eq!(saved_step(&a), Some(60));
 
     // Run B: killed (SIGKILL) as soon as its first checkpoint exists, then resumed to 60.
-    let mut child = flick(&["train-teacher", "--config", cfg, "--out", b.to_str().unwrap(), "--steps", "200"]).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = flick(&[
+        "train-teacher",
+        "--config",
+        cfg,
+        "--out",
+        b.to_str().unwrap(),
+        "--steps",
+        "200",
+    ])
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let start = Instant::now();
     let killed_after = loop {
         if let Some(s) = saved_step(&b) {
@@ -44,16 +67,41 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
             child.wait().unwrap();
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let killed_at = saved_step(&b).unwrap();
-    assert!(killed_at >= killed_after && killed_at < 200, "the run was not stopped mid-way (state at {killed_at})");
-    assert!(killed_at < 60, "first checkpoint came too late to test resuming ({killed_at})");
-    let out = flick(&["train-teacher", "--config", cfg, "--out", b.to_str().unwrap(), "--steps", "200", "--stop-at", "60", "--resume"]).output().unwrap();
+    assert!(
+        killed_at >= killed_after && killed_at < 200,
+        "the run was not stopped mid-way (state at {killed_at})"
+    );
+    assert!(
+        killed_at < 60,
+        "first checkpoint came too late to test resuming ({killed_at})"
+    );
+    let out = flick(&[
+        "train-teacher",
+        "--config",
+        cfg,
+        "--out",
+        b.to_str().unwrap(),
+        "--steps",
+        "200",
+        "--stop-at",
+        "60",
+        "--resume",
+    ])
+    .output()
+    .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains(&format!("resumed from")) && log.contains(&format!("at step {killed_at}")), "{log}");
+    assert!(
+        log.contains(&format!("resumed from")) && log.contains(&format!("at step {killed_at}")),
+        "{log}"
+    );
 
     // Same weights, EMA and optimizer moments as the uninterrupted run.
     let (ta, ma) = read_safetensors(&a.join("state.safetensors")).unwrap();
@@ -61,7 +109,9 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
     assert_eq!(ma["step"], mb["step"]);
     assert_eq!(ma["adam_t"], mb["adam_t"]);
     assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
-    assert!(ta.keys().any(|k| k.starts_with("ema.")) && ta.keys().any(|k| k.starts_with("adam_v.")));
+    assert!(
+        ta.keys().any(|k| k.starts_with("ema.")) && ta.keys().any(|k| k.starts_with("adam_v."))
+    );
     let mut worst = 0f32;
     for (name, (_, va)) in &ta {
         let vb = &tb[name].1;
@@ -72,13 +122,20 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
     // Not bit-exact: burn's CPU backend reduces on several threads, so even two uninterrupted
     // runs differ (measured: worst 3e-4 to 1.05e-3 over 40–60 tiny-config steps), while a run
     // off by one step differs by 1.7 (weights) to 5.9 (moments). 1e-2 separates the two.
-    assert!(worst < 1e-2, "resumed run diverged from the uninterrupted one (worst relative difference {worst})");
+    assert!(
+        worst < 1e-2,
+        "resumed run diverged from the uninterrupted one (worst relative difference {worst})"
+    );
 
     // The metrics log has each step once.
     let steps: Vec<u64> = std::fs::read_to_string(b.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert!(steps.windows(2).all(|w| w[1] > w[0]), "{steps:?}");
     assert_eq!(*steps.last().unwrap(), 60);
@@ -87,21 +144,51 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
 #[test]
 fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flick(&["generate", "--prompt", "x", "--checkpoint", dir.path().join("missing.safetensors").to_str().unwrap()]).output().unwrap();
+    let out = flick(&[
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        dir.path().join("missing.safetensors").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
     let bogus = dir.path().join("bogus.safetensors");
     std::fs::write(&bogus, b"definitely not a model").unwrap();
-    let out = flick(&["generate", "--prompt", "x", "--checkpoint", bogus.to_str().unwrap()]).output().unwrap();
+    let out = flick(&[
+        "generate",
+        "--prompt",
+        "x",
+        "--checkpoint",
+        bogus.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not a safetensors file"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not a safetensors file"),
+        "{err}"
+    );
 
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[model]\nfoo = 1\n").unwrap();
-    let out = flick(&["train-teacher", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()]).output().unwrap();
+    let out = flick(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not a valid teacher config"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not a valid teacher config"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -109,27 +196,73 @@ fn short_clip_steps_train_and_log_both_losses() {
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(config()).unwrap();
     let with = |extra: &str| {
-        let text = base.replacen("two_object_prob = 0.25\n", &format!("two_object_prob = 0.25\n{extra}"), 1).replacen("steps = 60\n", "steps = 10\n", 1).replacen("log_every = 10\n", "log_every = 2\n", 1);
+        let text = base
+            .replacen(
+                "two_object_prob = 0.25\n",
+                &format!("two_object_prob = 0.25\n{extra}"),
+                1,
+            )
+            .replacen("steps = 60\n", "steps = 10\n", 1)
+            .replacen("log_every = 10\n", "log_every = 2\n", 1);
         assert!(text.contains(extra));
         text
     };
     let cfg = dir.path().join("short.toml");
-    std::fs::write(&cfg, with("short_frames = 1\nshort_share = 0.5\nshort_batch_size = 16\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        with("short_frames = 1\nshort_share = 0.5\nshort_batch_size = 16\n"),
+    )
+    .unwrap();
     let run = dir.path().join("run");
-    let out = flick(&["train-teacher", "--config", cfg.to_str().unwrap(), "--out", run.to_str().unwrap(), "--workers", "2"]).output().unwrap();
+    let out = flick(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--workers",
+        "2",
+    ])
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("short-clip steps: 50% of steps train on 1-frame clips, 16 per batch"), "{err}");
+    assert!(
+        err.contains("short-clip steps: 50% of steps train on 1-frame clips, 16 per batch"),
+        "{err}"
+    );
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 5);
     for r in &rows {
-        assert!(r["loss"].as_f64().is_some_and(f64::is_finite) && r["short_loss"].as_f64().is_some_and(f64::is_finite), "{r}");
+        assert!(
+            r["loss"].as_f64().is_some_and(f64::is_finite)
+                && r["short_loss"].as_f64().is_some_and(f64::is_finite),
+            "{r}"
+        );
     }
     assert!(run.join("teacher.safetensors").exists());
 
-    std::fs::write(&cfg, with("short_frames = 4\nshort_share = 0.5\nshort_batch_size = 16\n")).unwrap();
-    let out = flick(&["train-teacher", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("bad").to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &cfg,
+        with("short_frames = 4\nshort_share = 0.5\nshort_batch_size = 16\n"),
+    )
+    .unwrap();
+    let out = flick(&[
+        "train-teacher",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("bad").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("below model.frames"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("below model.frames"),
+        "{err}"
+    );
 }

@@ -19,13 +19,29 @@ struct Textures {
 }
 
 impl Textures {
-    fn get(&mut self, ctx: &egui::Context, key: (u64, usize, usize, usize), video: &flick_core::video::Video) -> TextureHandle {
-        let options = if self.nearest { TextureOptions::NEAREST } else { TextureOptions::LINEAR };
+    fn get(
+        &mut self,
+        ctx: &egui::Context,
+        key: (u64, usize, usize, usize),
+        video: &flick_core::video::Video,
+    ) -> TextureHandle {
+        let options = if self.nearest {
+            TextureOptions::NEAREST
+        } else {
+            TextureOptions::LINEAR
+        };
         self.frames
             .entry(key)
             .or_insert_with(|| {
-                let image = ColorImage::from_rgba_unmultiplied([video.width, video.height], video.frame(key.3));
-                ctx.load_texture(format!("clip-{}-{}-{}-{}", key.0, key.1, key.2, key.3), image, options)
+                let image = ColorImage::from_rgba_unmultiplied(
+                    [video.width, video.height],
+                    video.frame(key.3),
+                );
+                ctx.load_texture(
+                    format!("clip-{}-{}-{}-{}", key.0, key.1, key.2, key.3),
+                    image,
+                    options,
+                )
             })
             .clone()
     }
@@ -43,7 +59,11 @@ pub struct Automation {
 
 impl Automation {
     pub fn screenshot_to(path: std::path::PathBuf) -> Self {
-        Self { generate_on_start: true, screenshot: Some(path), ..Default::default() }
+        Self {
+            generate_on_start: true,
+            screenshot: Some(path),
+            ..Default::default()
+        }
     }
 }
 
@@ -69,13 +89,37 @@ pub struct ViewerApp {
 impl ViewerApp {
     /// An app over `engine`, loading `models` (the bundled ones, then what the user opened
     /// before).
-    pub fn new(settings: Settings, mut engine: Box<dyn Engine>, backend: String, models: Vec<ModelSource>) -> Self {
+    pub fn new(
+        settings: Settings,
+        mut engine: Box<dyn Engine>,
+        backend: String,
+        models: Vec<ModelSource>,
+    ) -> Self {
         let mut state = ViewerState::new(settings);
-        let opened: Vec<ModelSource> = state.settings.opened.iter().map(|p| platform::reopen(p)).collect();
+        let opened: Vec<ModelSource> = state
+            .settings
+            .opened
+            .iter()
+            .map(|p| platform::reopen(p))
+            .collect();
         for source in models.into_iter().chain(opened) {
             state.open_model(engine.as_mut(), source);
         }
-        Self { state, engine, textures: Textures { nearest: true, ..Default::default() }, last_time: None, backend, path_input: String::new(), automation: Automation::default(), clip_rect: None, drawn: Vec::new(), widget_rects: HashMap::new() }
+        Self {
+            state,
+            engine,
+            textures: Textures {
+                nearest: true,
+                ..Default::default()
+            },
+            last_time: None,
+            backend,
+            path_input: String::new(),
+            automation: Automation::default(),
+            clip_rect: None,
+            drawn: Vec::new(),
+            widget_rects: HashMap::new(),
+        }
     }
 
     fn generate(&mut self) {
@@ -106,12 +150,21 @@ impl ViewerApp {
         self.last_time = Some(now);
         self.state.tick(dt);
         if self.textures.nearest != self.state.settings.nearest {
-            self.textures = Textures { nearest: self.state.settings.nearest, ..Default::default() };
+            self.textures = Textures {
+                nearest: self.state.settings.nearest,
+                ..Default::default()
+            };
         }
         // Keyboard: space plays/pauses, ← → step a frame (not while typing in a text box).
         if !ctx.text_edit_focused() {
             let frames = self.state.frames();
-            let (space, left, right) = ctx.input(|i| (i.key_pressed(Key::Space), i.key_pressed(Key::ArrowLeft), i.key_pressed(Key::ArrowRight)));
+            let (space, left, right) = ctx.input(|i| {
+                (
+                    i.key_pressed(Key::Space),
+                    i.key_pressed(Key::ArrowLeft),
+                    i.key_pressed(Key::ArrowRight),
+                )
+            });
             if space {
                 self.state.playback.toggle();
             }
@@ -133,13 +186,19 @@ impl ViewerApp {
     pub fn show(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         self.update_state(&ctx);
-        if self.automation.generate_on_start && !self.state.models.is_empty() && self.state.loading.is_empty() {
+        if self.automation.generate_on_start
+            && !self.state.models.is_empty()
+            && self.state.loading.is_empty()
+        {
             self.automation.generate_on_start = false;
             self.generate();
         }
         egui::Panel::top("controls").show(ui, |ui| self.controls(ui));
         egui::Panel::bottom("timeline").show(ui, |ui| self.timeline(ui));
-        egui::Panel::right("history").resizable(true).default_size(220.0).show(ui, |ui| self.history(ui));
+        egui::Panel::right("history")
+            .resizable(true)
+            .default_size(220.0)
+            .show(ui, |ui| self.history(ui));
         egui::CentralPanel::default_margins().show(ui, |ui| self.grid(ui));
         self.automate(&ctx);
     }
@@ -147,11 +206,18 @@ impl ViewerApp {
     fn controls(&mut self, ui: &mut egui::Ui) {
         ui.add_space(4.0);
         ui.horizontal(|ui| {
-            let prompt = ui.add(egui::TextEdit::singleline(&mut self.state.settings.prompt).hint_text("describe a clip...").desired_width(ui.available_width() - 110.0));
+            let prompt = ui.add(
+                egui::TextEdit::singleline(&mut self.state.settings.prompt)
+                    .hint_text("describe a clip...")
+                    .desired_width(ui.available_width() - 110.0),
+            );
             self.widget_rects.insert("prompt", prompt.rect);
             let enter = prompt.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             let busy = self.state.busy();
-            let button = ui.add_enabled(!busy && !self.state.models.is_empty(), egui::Button::new(RichText::new("Generate").strong()));
+            let button = ui.add_enabled(
+                !busy && !self.state.models.is_empty(),
+                egui::Button::new(RichText::new("Generate").strong()),
+            );
             self.widget_rects.insert("generate", button.rect);
             let clicked = button.clicked();
             if (enter || clicked) && !busy {
@@ -161,7 +227,8 @@ impl ViewerApp {
         ui.horizontal_wrapped(|ui| {
             let s = &mut self.state.settings;
             let l = ui.label("seed");
-            ui.add(egui::DragValue::new(&mut s.seed).speed(1.0)).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut s.seed).speed(1.0))
+                .labelled_by(l.id);
             if ui.button("random").on_hover_text("a random seed").clicked() {
                 let entropy = (ui.input(|i| i.time) * 1e6) as u64 ^ self.state.history.len() as u64;
                 self.state.roll_seed(entropy);
@@ -169,16 +236,46 @@ impl ViewerApp {
             ui.separator();
             let s = &mut self.state.settings;
             let model_label = ui.label("model");
-            let current = self.state.models.iter().find(|m| m.label == s.model).or(self.state.models.first()).map(|m| format!("{} ({})", m.label, if m.one_step() { "one step" } else { "teacher" }));
-            egui::ComboBox::from_id_salt("model").selected_text(current.unwrap_or_else(|| "loading...".into())).show_ui(ui, |ui| {
-                for m in &self.state.models {
-                    let text = format!("{} — {}, {}×{}×{}", m.label, if m.one_step() { "one-step generator" } else { "teacher" }, m.shape[0], m.shape[1], m.shape[2]);
-                    ui.selectable_value(&mut s.model, m.label.clone(), text).on_hover_text(&m.origin);
-                }
-            })
-            .response
-            .labelled_by(model_label.id);
-            if ui.button("Open...").on_hover_text("open a Flick .safetensors checkpoint").clicked() {
+            let current = self
+                .state
+                .models
+                .iter()
+                .find(|m| m.label == s.model)
+                .or(self.state.models.first())
+                .map(|m| {
+                    format!(
+                        "{} ({})",
+                        m.label,
+                        if m.one_step() { "one step" } else { "teacher" }
+                    )
+                });
+            egui::ComboBox::from_id_salt("model")
+                .selected_text(current.unwrap_or_else(|| "loading...".into()))
+                .show_ui(ui, |ui| {
+                    for m in &self.state.models {
+                        let text = format!(
+                            "{} — {}, {}×{}×{}",
+                            m.label,
+                            if m.one_step() {
+                                "one-step generator"
+                            } else {
+                                "teacher"
+                            },
+                            m.shape[0],
+                            m.shape[1],
+                            m.shape[2]
+                        );
+                        ui.selectable_value(&mut s.model, m.label.clone(), text)
+                            .on_hover_text(&m.origin);
+                    }
+                })
+                .response
+                .labelled_by(model_label.id);
+            if ui
+                .button("Open...")
+                .on_hover_text("open a Flick .safetensors checkpoint")
+                .clicked()
+            {
                 // Native: the dialog answers now; browser: the file arrives later (`picked`).
                 if let Some(source) = platform::pick_checkpoint() {
                     self.open(source);
@@ -187,15 +284,31 @@ impl ViewerApp {
             let one_step = self.state.current_model().is_some_and(|m| m.one_step());
             let s = &mut self.state.settings;
             ui.separator();
-            ui.add_enabled(!one_step || s.compare, egui::Slider::new(&mut s.steps, 1..=MAX_STEPS).text("steps").logarithmic(true)).on_hover_text("Euler steps of the teacher (a one-step generator always takes one)");
-            ui.add_enabled(!one_step || s.compare, egui::Slider::new(&mut s.guidance, 1.0..=8.0).text("guidance"));
+            ui.add_enabled(
+                !one_step || s.compare,
+                egui::Slider::new(&mut s.steps, 1..=MAX_STEPS)
+                    .text("steps")
+                    .logarithmic(true),
+            )
+            .on_hover_text("Euler steps of the teacher (a one-step generator always takes one)");
+            ui.add_enabled(
+                !one_step || s.compare,
+                egui::Slider::new(&mut s.guidance, 1.0..=8.0).text("guidance"),
+            );
             ui.add(egui::Slider::new(&mut s.batch, 1..=MAX_BATCH).text("seeds"));
             ui.checkbox(&mut s.compare, "compare one-step vs teacher");
         });
         ui.horizontal(|ui| {
             ui.label(platform::OPEN_BY_LABEL);
-            let r = ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text(platform::OPEN_BY_HINT).desired_width(280.0));
-            if r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) && !self.path_input.trim().is_empty() {
+            let r = ui.add(
+                egui::TextEdit::singleline(&mut self.path_input)
+                    .hint_text(platform::OPEN_BY_HINT)
+                    .desired_width(280.0),
+            );
+            if r.lost_focus()
+                && ui.input(|i| i.key_pressed(Key::Enter))
+                && !self.path_input.trim().is_empty()
+            {
                 let source = platform::reopen(self.path_input.trim());
                 self.path_input.clear();
                 self.open(source);
@@ -203,31 +316,55 @@ impl ViewerApp {
         });
         ui.horizontal(|ui| {
             if let Some((_, step, steps)) = self.state.progress {
-                ui.add(egui::ProgressBar::new(step as f32 / steps.max(1) as f32).text(format!("step {step}/{steps}")).desired_width(200.0));
+                ui.add(
+                    egui::ProgressBar::new(step as f32 / steps.max(1) as f32)
+                        .text(format!("step {step}/{steps}"))
+                        .desired_width(200.0),
+                );
             } else if self.state.busy() {
                 ui.spinner();
                 ui.label("generating...");
             }
             if !self.state.loading.is_empty() {
                 ui.spinner();
-                let stages: Vec<String> = self.state.loading.iter().map(|l| match self.state.load_stage.get(l) { Some(stage) => format!("{l} ({stage})"), None => l.clone() }).collect();
+                let stages: Vec<String> = self
+                    .state
+                    .loading
+                    .iter()
+                    .map(|l| match self.state.load_stage.get(l) {
+                        Some(stage) => format!("{l} ({stage})"),
+                        None => l.clone(),
+                    })
+                    .collect();
                 ui.label(format!("loading {}", stages.join(", ")));
             }
             if let Some(g) = self.state.current() {
                 for r in &g.rows {
                     if let (Some(secs), Some(latency)) = (r.secs_per_clip, r.latency) {
-                        ui.label(format!("{} @{}: {:.3} s/clip, on screen {:.2} s after the click", r.model, r.steps, secs, latency));
+                        ui.label(format!(
+                            "{} @{}: {:.3} s/clip, on screen {:.2} s after the click",
+                            r.model, r.steps, secs, latency
+                        ));
                     }
                 }
             }
-            let backend = self.state.backend.as_ref().map_or(self.backend.clone(), |b| format!("generating on {b}"));
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| ui.weak(backend));
+            let backend = self
+                .state
+                .backend
+                .as_ref()
+                .map_or(self.backend.clone(), |b| format!("generating on {b}"));
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.weak(backend)
+            });
         });
         let mut close = false;
         if let Some(notice) = &self.state.notice {
             ui.horizontal_wrapped(|ui| {
                 ui.colored_label(Color32::from_rgb(200, 140, 20), notice);
-                close = ui.small_button("ok").on_hover_text("hide this notice").clicked();
+                close = ui
+                    .small_button("ok")
+                    .on_hover_text("hide this notice")
+                    .clicked();
             });
         }
         if close {
@@ -244,7 +381,13 @@ impl ViewerApp {
         self.clip_rect = None;
         self.drawn.clear();
         let Some(index) = self.state.shown else {
-            ui.centered_and_justified(|ui| ui.label(if self.state.models.is_empty() { "loading the model…" } else { "type a prompt and press Enter" }));
+            ui.centered_and_justified(|ui| {
+                ui.label(if self.state.models.is_empty() {
+                    "loading the model…"
+                } else {
+                    "type a prompt and press Enter"
+                })
+            });
             return;
         };
         let g = self.state.history[index].clone();
@@ -253,7 +396,13 @@ impl ViewerApp {
         egui::ScrollArea::both().show(ui, |ui| {
             ui.label(RichText::new(&g.prompt).strong());
             for (ri, row) in g.rows.iter().enumerate() {
-                ui.label(format!("{} — {} step{}, guidance {}", row.model, row.steps, if row.steps == 1 { "" } else { "s" }, row.guidance));
+                ui.label(format!(
+                    "{} — {} step{}, guidance {}",
+                    row.model,
+                    row.steps,
+                    if row.steps == 1 { "" } else { "s" },
+                    row.guidance
+                ));
                 if let Some(e) = &row.error {
                     ui.colored_label(Color32::from_rgb(230, 90, 80), e);
                     continue;
@@ -261,8 +410,10 @@ impl ViewerApp {
                 ui.horizontal_wrapped(|ui| {
                     if row.clips.is_empty() {
                         for _ in &g.seeds {
-                            let (rect, _) = ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
-                            ui.painter().rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
+                            let (rect, _) =
+                                ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+                            ui.painter()
+                                .rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
                         }
                         return;
                     }
@@ -272,10 +423,19 @@ impl ViewerApp {
                         self.drawn.push((ri, ci, f));
                         ui.vertical(|ui| {
                             let selected = self.state.selected == (ri, ci);
-                            let image = egui::Image::new(egui::load::SizedTexture::new(tex.id(), Vec2::splat(size))).sense(egui::Sense::click());
+                            let image = egui::Image::new(egui::load::SizedTexture::new(
+                                tex.id(),
+                                Vec2::splat(size),
+                            ))
+                            .sense(egui::Sense::click());
                             let r = ui.add(image);
                             if selected {
-                                ui.painter().rect_stroke(r.rect.expand(2.0), 3.0, egui::Stroke::new(2.0, ui.visuals().selection.stroke.color), egui::StrokeKind::Outside);
+                                ui.painter().rect_stroke(
+                                    r.rect.expand(2.0),
+                                    3.0,
+                                    egui::Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                                    egui::StrokeKind::Outside,
+                                );
                             }
                             if r.clicked() {
                                 self.state.selected = (ri, ci);
@@ -296,13 +456,25 @@ impl ViewerApp {
         let frames = self.state.frames();
         ui.horizontal(|ui| {
             let playing = self.state.playback.playing;
-            if ui.button(if playing { "Pause" } else { "Play" }).on_hover_text("play / pause (space)").clicked() {
+            if ui
+                .button(if playing { "Pause" } else { "Play" })
+                .on_hover_text("play / pause (space)")
+                .clicked()
+            {
                 self.state.playback.toggle();
             }
-            if ui.button("<").on_hover_text("previous frame (left arrow)").clicked() {
+            if ui
+                .button("<")
+                .on_hover_text("previous frame (left arrow)")
+                .clicked()
+            {
                 self.state.playback.step(-1, frames);
             }
-            if ui.button(">").on_hover_text("next frame (right arrow)").clicked() {
+            if ui
+                .button(">")
+                .on_hover_text("next frame (right arrow)")
+                .clicked()
+            {
                 self.state.playback.step(1, frames);
             }
             let mut frame = self.state.playback.frame;
@@ -310,12 +482,25 @@ impl ViewerApp {
             // The label apart from the slider, so the slider's rect is its rail (the browser
             // test clicks both ends).
             let frame_label = ui.label("frame");
-            let slider = ui.add_enabled(frames > 1, egui::Slider::new(&mut frame, 0..=last).show_value(false)).labelled_by(frame_label.id);
+            let slider = ui
+                .add_enabled(
+                    frames > 1,
+                    egui::Slider::new(&mut frame, 0..=last).show_value(false),
+                )
+                .labelled_by(frame_label.id);
             self.widget_rects.insert("timeline", slider.rect);
             if slider.changed() {
                 self.state.playback.scrub(frame, frames);
             }
-            ui.label(format!("{}/{}", if frames == 0 { 0 } else { self.state.playback.frame + 1 }, frames));
+            ui.label(format!(
+                "{}/{}",
+                if frames == 0 {
+                    0
+                } else {
+                    self.state.playback.frame + 1
+                },
+                frames
+            ));
             ui.separator();
             let s = &mut self.state.settings;
             let loop_label = ui.label("at the end");
@@ -329,17 +514,24 @@ impl ViewerApp {
                 .response
                 .labelled_by(loop_label.id);
             ui.add(egui::Slider::new(&mut s.fps, 1.0..=30.0).text("fps"));
-            ui.checkbox(&mut s.nearest, "nearest").on_hover_text("nearest-neighbour magnification (off: linear)");
+            ui.checkbox(&mut s.nearest, "nearest")
+                .on_hover_text("nearest-neighbour magnification (off: linear)");
             ui.add(egui::Slider::new(&mut s.clip_size, 64.0..=512.0).text("size"));
             ui.separator();
             let fps = s.fps.round().max(1.0) as u32;
             let clip = self.state.selected_clip().cloned();
-            if ui.add_enabled(clip.is_some(), egui::Button::new("Export GIF")).clicked() {
+            if ui
+                .add_enabled(clip.is_some(), egui::Button::new("Export GIF"))
+                .clicked()
+            {
                 if let Some(v) = &clip {
                     self.report(platform::export_gif(v, fps));
                 }
             }
-            if ui.add_enabled(clip.is_some(), egui::Button::new("Export PNG frames")).clicked() {
+            if ui
+                .add_enabled(clip.is_some(), egui::Button::new("Export PNG frames"))
+                .clicked()
+            {
                 if let Some(v) = &clip {
                     self.report(platform::export_frames(v));
                 }
@@ -367,12 +559,30 @@ impl ViewerApp {
                     let r = match thumb {
                         Some(v) => {
                             let tex = self.textures.get(&ctx, (g.id, usize::MAX, 0, 0), v);
-                            ui.add(egui::Image::new(egui::load::SizedTexture::new(tex.id(), Vec2::splat(48.0))).sense(egui::Sense::click()))
+                            ui.add(
+                                egui::Image::new(egui::load::SizedTexture::new(
+                                    tex.id(),
+                                    Vec2::splat(48.0),
+                                ))
+                                .sense(egui::Sense::click()),
+                            )
                         }
                         None => ui.add_sized([48.0, 48.0], egui::Spinner::new()),
                     };
                     let main = g.rows.last().expect("a generation has a row");
-                    let text = format!("{}\nseed {}{} · {} @{} w={}", g.prompt, g.seeds[0], if g.seeds.len() > 1 { format!("+{}", g.seeds.len() - 1) } else { String::new() }, main.model, main.steps, main.guidance);
+                    let text = format!(
+                        "{}\nseed {}{} · {} @{} w={}",
+                        g.prompt,
+                        g.seeds[0],
+                        if g.seeds.len() > 1 {
+                            format!("+{}", g.seeds.len() - 1)
+                        } else {
+                            String::new()
+                        },
+                        main.model,
+                        main.steps,
+                        main.guidance
+                    );
                     let l = ui.selectable_label(self.state.shown == Some(i), text);
                     if r.clicked() || l.clicked() {
                         restore = Some(i);
@@ -415,7 +625,9 @@ impl ViewerApp {
     /// The screenshot run: once the first clips have been drawn for a few frames, ask the
     /// integration for the window's pixels, save them and close.
     fn automate(&mut self, ctx: &egui::Context) {
-        let Some(path) = self.automation.screenshot.clone() else { return };
+        let Some(path) = self.automation.screenshot.clone() else {
+            return;
+        };
         if self.clip_rect.is_none() || self.state.busy() {
             if let Some(e) = &self.state.error {
                 eprintln!("flick-viewer: {e}");
@@ -432,19 +644,35 @@ impl ViewerApp {
         let rect = self.clip_rect.expect("checked above");
         if let Some(g) = self.state.current() {
             for r in &g.rows {
-                println!("timing {} @{} ({} clips): {:.3} s/clip, clips on screen {:.2} s after the click", r.model, r.steps, r.clips.len(), r.secs_per_clip.unwrap_or(f64::NAN), r.latency.unwrap_or(f64::NAN));
+                println!(
+                    "timing {} @{} ({} clips): {:.3} s/clip, clips on screen {:.2} s after the click",
+                    r.model,
+                    r.steps,
+                    r.clips.len(),
+                    r.secs_per_clip.unwrap_or(f64::NAN),
+                    r.latency.unwrap_or(f64::NAN)
+                );
             }
         }
         let ppp = ctx.pixels_per_point();
         let ctx2 = ctx.clone();
         ctx.request_screenshot(move |image| {
             let [w, h] = image.size;
-            let saved = image::RgbaImage::from_raw(w as u32, h as u32, image.as_raw().to_vec()).ok_or("bad screenshot size").and_then(|im| im.save(&path).map_err(|_| "cannot write the screenshot"));
+            let saved = image::RgbaImage::from_raw(w as u32, h as u32, image.as_raw().to_vec())
+                .ok_or("bad screenshot size")
+                .and_then(|im| im.save(&path).map_err(|_| "cannot write the screenshot"));
             match saved {
                 Ok(()) => {
                     // Where the first clip is, in pixels, for the checker.
                     let r = rect * ppp;
-                    println!("screenshot {} clip {} {} {} {}", path.display(), r.min.x.round(), r.min.y.round(), r.max.x.round(), r.max.y.round());
+                    println!(
+                        "screenshot {} clip {} {} {} {}",
+                        path.display(),
+                        r.min.x.round(),
+                        r.min.y.round(),
+                        r.max.x.round(),
+                        r.max.y.round()
+                    );
                 }
                 Err(e) => eprintln!("flick-viewer: {e}: {}", path.display()),
             }

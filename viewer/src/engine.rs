@@ -24,10 +24,19 @@ impl ModelSource {
     /// A short name: the file stem.
     pub fn name(&self) -> String {
         match self {
-            ModelSource::Path(p) => p.file_stem().map_or_else(|| p.display().to_string(), |s| s.to_string_lossy().into_owned()),
+            ModelSource::Path(p) => p.file_stem().map_or_else(
+                || p.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ),
             ModelSource::Bytes { name, .. } => name.trim_end_matches(".safetensors").to_string(),
             ModelSource::Url(url) => {
-                let file = url.split(['?', '#']).next().unwrap_or(url).rsplit('/').next().unwrap_or(url);
+                let file = url
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or(url)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(url);
                 file.trim_end_matches(".safetensors").to_string()
             }
         }
@@ -64,18 +73,50 @@ pub enum Request {
 pub enum Event {
     /// What generates (the browser learns it only once its worker has a device), and a notice
     /// for the user when it is not what they would expect (no WebGPU: the CPU fallback).
-    Backend { described: String, notice: Option<String> },
+    Backend {
+        described: String,
+        notice: Option<String>,
+    },
     /// A stage of loading a model (download, init, warm-up), with a fraction where known.
-    LoadProgress { label: String, stage: String, fraction: Option<f32> },
-    Loaded { label: String, kind: String, default_steps: usize, default_guidance: f32, shape: [usize; 3], origin: String },
-    LoadFailed { label: String, origin: String, error: String },
+    LoadProgress {
+        label: String,
+        stage: String,
+        fraction: Option<f32>,
+    },
+    Loaded {
+        label: String,
+        kind: String,
+        default_steps: usize,
+        default_guidance: f32,
+        shape: [usize; 3],
+        origin: String,
+    },
+    LoadFailed {
+        label: String,
+        origin: String,
+        error: String,
+    },
     /// After each sampler step of a job.
-    Progress { job: u64, step: usize, steps: usize },
+    Progress {
+        job: u64,
+        step: usize,
+        steps: usize,
+    },
     /// `latency`: seconds from the request to the clips (queueing included).
-    Done { job: u64, clips: Vec<Video>, secs_per_clip: f64, latency: f64 },
-    Failed { job: u64, error: String },
+    Done {
+        job: u64,
+        clips: Vec<Video>,
+        secs_per_clip: f64,
+        latency: f64,
+    },
+    Failed {
+        job: u64,
+        error: String,
+    },
     /// The engine cannot go on (the browser worker crashed): every pending job has failed.
-    Fatal { error: String },
+    Fatal {
+        error: String,
+    },
 }
 
 pub trait Engine {
@@ -92,7 +133,10 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(device: Device) -> Self {
-        Self { device, models: HashMap::new() }
+        Self {
+            device,
+            models: HashMap::new(),
+        }
     }
 
     /// Do one request, reporting through `emit`. `sent` is when the request was made.
@@ -103,31 +147,67 @@ impl Worker {
                 let loaded = match &source {
                     ModelSource::Path(p) => Generator::load(p, &self.device),
                     ModelSource::Bytes { bytes, .. } => Generator::from_bytes(bytes, &self.device),
-                    ModelSource::Url(url) => Err(flick_core::Error::Io(format!("{url}: addresses are opened in the browser; here open a file"))),
+                    ModelSource::Url(url) => Err(flick_core::Error::Io(format!(
+                        "{url}: addresses are opened in the browser; here open a file"
+                    ))),
                 };
                 match loaded {
                     Ok(g) => {
                         let d = g.defaults();
                         let c = &g.info.config;
-                        emit(Event::Loaded { label: label.clone(), kind: g.info.kind.clone(), default_steps: d.steps, default_guidance: d.guidance, shape: [c.frames, c.height, c.width], origin });
+                        emit(Event::Loaded {
+                            label: label.clone(),
+                            kind: g.info.kind.clone(),
+                            default_steps: d.steps,
+                            default_guidance: d.guidance,
+                            shape: [c.frames, c.height, c.width],
+                            origin,
+                        });
                         self.models.insert(label, g);
                     }
-                    Err(e) => emit(Event::LoadFailed { label, origin, error: format!("not a usable Flick checkpoint ({e})") }),
+                    Err(e) => emit(Event::LoadFailed {
+                        label,
+                        origin,
+                        error: format!("not a usable Flick checkpoint ({e})"),
+                    }),
                 }
             }
             Request::Generate(job) => {
                 let Some(g) = self.models.get(&job.model) else {
-                    return emit(Event::Failed { job: job.id, error: format!("model {:?} is not loaded", job.model) });
+                    return emit(Event::Failed {
+                        job: job.id,
+                        error: format!("model {:?} is not loaded", job.model),
+                    });
                 };
                 let t0 = Instant::now();
                 let id = job.id;
-                let result = g.generate_videos(&job.prompts, &job.seeds, job.steps, job.guidance, |step, steps| emit(Event::Progress { job: id, step: step + 1, steps }));
+                let result = g.generate_videos(
+                    &job.prompts,
+                    &job.seeds,
+                    job.steps,
+                    job.guidance,
+                    |step, steps| {
+                        emit(Event::Progress {
+                            job: id,
+                            step: step + 1,
+                            steps,
+                        })
+                    },
+                );
                 match result {
                     Ok(videos) => {
                         let secs_per_clip = t0.elapsed().as_secs_f64() / videos.len().max(1) as f64;
-                        emit(Event::Done { job: id, clips: videos, secs_per_clip, latency: sent.elapsed().as_secs_f64() });
+                        emit(Event::Done {
+                            job: id,
+                            clips: videos,
+                            secs_per_clip,
+                            latency: sent.elapsed().as_secs_f64(),
+                        });
                     }
-                    Err(e) => emit(Event::Failed { job: id, error: format!("generation failed: {e}") }),
+                    Err(e) => emit(Event::Failed {
+                        job: id,
+                        error: format!("generation failed: {e}"),
+                    }),
                 }
             }
         }
@@ -142,14 +222,18 @@ pub struct InlineEngine {
 
 impl InlineEngine {
     pub fn new(device: Device) -> Self {
-        Self { worker: Worker::new(device), events: Vec::new() }
+        Self {
+            worker: Worker::new(device),
+            events: Vec::new(),
+        }
     }
 }
 
 impl Engine for InlineEngine {
     fn send(&mut self, request: Request) {
         let events = &mut self.events;
-        self.worker.handle(request, Instant::now(), &mut |e| events.push(e));
+        self.worker
+            .handle(request, Instant::now(), &mut |e| events.push(e));
     }
     fn poll(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)

@@ -17,27 +17,54 @@ use flick_core::device::{BackendKind, describe, open};
 pub use app::ViewerApp;
 
 /// The models bundled with the repository, offered at start: the one-step generator first.
-pub const BUNDLED: [&str; 2] = [concat!(env!("CARGO_MANIFEST_DIR"), "/../models/generator-small.safetensors"), concat!(env!("CARGO_MANIFEST_DIR"), "/../models/teacher-small.safetensors")];
+pub const BUNDLED: [&str; 2] = [
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/generator-small.safetensors"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/teacher-small.safetensors"
+    ),
+];
 
 /// The same models on the web page, relative to it (f16 copies, made by `web/build.sh`).
-pub const WEB_BUNDLED: [&str; 2] = ["models/generator-small.safetensors", "models/teacher-small.safetensors"];
+pub const WEB_BUNDLED: [&str; 2] = [
+    "models/generator-small.safetensors",
+    "models/teacher-small.safetensors",
+];
 
 /// Whether `origin` is one of the bundled files (they are not added to the "opened" list).
 pub fn is_bundled(origin: &str) -> bool {
-    BUNDLED.iter().any(|b| std::path::Path::new(b) == std::path::Path::new(origin)) || WEB_BUNDLED.contains(&origin)
+    BUNDLED
+        .iter()
+        .any(|b| std::path::Path::new(b) == std::path::Path::new(origin))
+        || WEB_BUNDLED.contains(&origin)
 }
 
 /// Which device generates. `auto`: a GPU through wgpu when there is a real one; on machines whose
 /// only adapter is a CPU rasteriser (lavapipe, llvmpipe, SwiftShader) burn's CPU backend is
 /// several times faster, so it is used instead.
 pub fn choose_device(choice: &str) -> Result<(Device, String), String> {
-    let pick = |kind| open(kind).map(|d| { let s = describe(&d); (d, s) }).map_err(|e| e.to_string());
+    let pick = |kind| {
+        open(kind)
+            .map(|d| {
+                let s = describe(&d);
+                (d, s)
+            })
+            .map_err(|e| e.to_string())
+    };
     match choice {
         "cpu" => pick(BackendKind::Cpu),
         "wgpu" | "gpu" => pick(BackendKind::Wgpu),
         "auto" => match pick(BackendKind::Wgpu) {
             Ok((d, s)) if !is_software(&s) => Ok((d, s)),
-            Ok((_, s)) => pick(BackendKind::Cpu).map(|(d, c)| (d, format!("{c} (the only wgpu adapter is {s}, a CPU rasteriser)"))),
+            Ok((_, s)) => pick(BackendKind::Cpu).map(|(d, c)| {
+                (
+                    d,
+                    format!("{c} (the only wgpu adapter is {s}, a CPU rasteriser)"),
+                )
+            }),
             Err(_) => pick(BackendKind::Cpu).map(|(d, c)| (d, format!("{c} (no wgpu adapter)"))),
         },
         other => Err(format!("unknown backend {other:?}: use auto, cpu or wgpu")),
@@ -46,5 +73,7 @@ pub fn choose_device(choice: &str) -> Result<(Device, String), String> {
 
 fn is_software(adapter: &str) -> bool {
     let a = adapter.to_ascii_lowercase();
-    ["llvmpipe", "lavapipe", "swiftshader", "softpipe"].iter().any(|s| a.contains(s))
+    ["llvmpipe", "lavapipe", "swiftshader", "softpipe"]
+        .iter()
+        .any(|s| a.contains(s))
 }

@@ -17,7 +17,8 @@ fn main() -> eframe::Result {
     let mut select: Option<String> = None;
     let mut steps: Option<usize> = None;
     // --no-fused: burn's composed operations instead of Flick's WGSL kernels (for comparison).
-    let (no_fused, args): (Vec<String>, Vec<String>) = std::env::args().skip(1).partition(|a| a == "--no-fused");
+    let (no_fused, args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a == "--no-fused");
     flick_core::shaders::set_fused(no_fused.is_empty());
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
@@ -26,9 +27,13 @@ fn main() -> eframe::Result {
             ("--screenshot", Some(v)) => screenshot = Some(std::path::PathBuf::from(v)),
             ("--model", Some(v)) => extra.push(std::path::PathBuf::from(v)),
             ("--select", Some(v)) => select = Some(v),
-            ("--steps", Some(v)) if v.parse::<usize>().is_ok_and(|n| n >= 1) => steps = v.parse().ok(),
+            ("--steps", Some(v)) if v.parse::<usize>().is_ok_and(|n| n >= 1) => {
+                steps = v.parse().ok()
+            }
             _ => {
-                eprintln!("usage: flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]");
+                eprintln!(
+                    "usage: flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]"
+                );
                 std::process::exit(2);
             }
         }
@@ -41,15 +46,31 @@ fn main() -> eframe::Result {
         }
     };
     eprintln!("flick-viewer: generating on {described}");
-    let mut models: Vec<ModelSource> = BUNDLED.iter().map(std::path::PathBuf::from).filter(|p| p.exists()).map(ModelSource::Path).collect();
+    let mut models: Vec<ModelSource> = BUNDLED
+        .iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .map(ModelSource::Path)
+        .collect();
     models.extend(extra.into_iter().map(ModelSource::Path));
-    let options = eframe::NativeOptions { viewport: egui::ViewportBuilder::default().with_inner_size([1180.0, 760.0]).with_title("Flick"), ..Default::default() };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size([1180.0, 760.0])
+            .with_title("Flick"),
+        ..Default::default()
+    };
     eframe::run_native(
         "Flick",
         options,
         Box::new(move |cc| {
             // A scripted run starts from the defaults, not from what a user saved.
-            let mut settings: Settings = if screenshot.is_some() { Settings::default() } else { cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default() };
+            let mut settings: Settings = if screenshot.is_some() {
+                Settings::default()
+            } else {
+                cc.storage
+                    .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                    .unwrap_or_default()
+            };
             if let Some(label) = select {
                 settings.model = label;
             }
@@ -58,7 +79,12 @@ fn main() -> eframe::Result {
             }
             let ctx = cc.egui_ctx.clone();
             let engine = ThreadEngine::spawn(device, move || ctx.request_repaint());
-            let mut app = ViewerApp::new(settings, Box::new(engine), format!("generating on {described}"), models);
+            let mut app = ViewerApp::new(
+                settings,
+                Box::new(engine),
+                format!("generating on {described}"),
+                models,
+            );
             if let Some(path) = screenshot {
                 app.automation = Automation::screenshot_to(path);
             }

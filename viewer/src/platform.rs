@@ -26,7 +26,10 @@ mod imp {
 
     /// Ask for a checkpoint file (`None`: cancelled, or no dialog service on this desktop).
     pub fn pick_checkpoint() -> Option<ModelSource> {
-        rfd::FileDialog::new().add_filter("Flick checkpoint", &["safetensors"]).pick_file().map(ModelSource::Path)
+        rfd::FileDialog::new()
+            .add_filter("Flick checkpoint", &["safetensors"])
+            .pick_file()
+            .map(ModelSource::Path)
     }
 
     /// Files picked since the last call whose bytes arrived later (never, natively).
@@ -36,24 +39,42 @@ mod imp {
 
     /// Save `video` as an animated GIF where the user chooses. `Ok(Some(message))` on success.
     pub fn export_gif(video: &Video, fps: u32) -> Result<Option<String>, String> {
-        let Some(path) = rfd::FileDialog::new().add_filter("GIF", &["gif"]).set_file_name("clip.gif").save_file() else { return Ok(None) };
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("GIF", &["gif"])
+            .set_file_name("clip.gif")
+            .save_file()
+        else {
+            return Ok(None);
+        };
         write_gif(video, fps, &path).map(Some)
     }
 
     /// Save `video`'s frames as PNGs into a folder the user chooses.
     pub fn export_frames(video: &Video) -> Result<Option<String>, String> {
-        let Some(dir) = rfd::FileDialog::new().pick_folder() else { return Ok(None) };
+        let Some(dir) = rfd::FileDialog::new().pick_folder() else {
+            return Ok(None);
+        };
         write_frames(video, &dir).map(Some)
     }
 
     pub fn write_gif(video: &Video, fps: u32, path: &PathBuf) -> Result<String, String> {
-        video.upscale(EXPORT_SCALE).write_gif(path, fps).map_err(|e| e.to_string())?;
+        video
+            .upscale(EXPORT_SCALE)
+            .write_gif(path, fps)
+            .map_err(|e| e.to_string())?;
         Ok(format!("wrote {}", path.display()))
     }
 
     pub fn write_frames(video: &Video, dir: &PathBuf) -> Result<String, String> {
-        video.upscale(EXPORT_SCALE).write_png_frames(dir).map_err(|e| e.to_string())?;
-        Ok(format!("wrote {} frames to {}", video.frames, dir.display()))
+        video
+            .upscale(EXPORT_SCALE)
+            .write_png_frames(dir)
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "wrote {} frames to {}",
+            video.frames,
+            dir.display()
+        ))
     }
 }
 
@@ -81,10 +102,19 @@ mod imp {
     /// Open the browser's file chooser; the file's bytes arrive later, through [`picked`].
     pub fn pick_checkpoint() -> Option<ModelSource> {
         wasm_bindgen_futures::spawn_local(async {
-            if let Some(file) = rfd::AsyncFileDialog::new().add_filter("Flick checkpoint", &["safetensors"]).pick_file().await {
+            if let Some(file) = rfd::AsyncFileDialog::new()
+                .add_filter("Flick checkpoint", &["safetensors"])
+                .pick_file()
+                .await
+            {
                 let name = file.file_name();
                 let bytes = file.read().await;
-                PICKED.with(|p| p.borrow_mut().push(ModelSource::Bytes { name, bytes: Arc::new(bytes) }));
+                PICKED.with(|p| {
+                    p.borrow_mut().push(ModelSource::Bytes {
+                        name,
+                        bytes: Arc::new(bytes),
+                    })
+                });
             }
         });
         None
@@ -97,7 +127,10 @@ mod imp {
 
     /// Download `video` as an animated GIF.
     pub fn export_gif(video: &Video, fps: u32) -> Result<Option<String>, String> {
-        let bytes = video.upscale(EXPORT_SCALE).gif_bytes(fps).map_err(|e| e.to_string())?;
+        let bytes = video
+            .upscale(EXPORT_SCALE)
+            .gif_bytes(fps)
+            .map_err(|e| e.to_string())?;
         download("clip.gif", "image/gif", &bytes)?;
         Ok(Some("downloaded clip.gif".into()))
     }
@@ -106,9 +139,17 @@ mod imp {
     pub fn export_frames(video: &Video) -> Result<Option<String>, String> {
         let strip = flick_core::video::frame_grid(std::slice::from_ref(video), EXPORT_SCALE);
         let mut bytes = Vec::new();
-        strip.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| e.to_string())?;
+        strip
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| e.to_string())?;
         download("clip-frames.png", "image/png", &bytes)?;
-        Ok(Some(format!("downloaded clip-frames.png ({} frames side by side)", video.frames)))
+        Ok(Some(format!(
+            "downloaded clip-frames.png ({} frames side by side)",
+            video.frames
+        )))
     }
 
     fn download(name: &str, mime: &str, bytes: &[u8]) -> Result<(), String> {
@@ -116,10 +157,17 @@ mod imp {
         let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
         let options = web_sys::BlobPropertyBag::new();
         options.set_type(mime);
-        let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(js)?;
+        let blob =
+            web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(js)?;
         let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js)?;
-        let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
-        let a: web_sys::HtmlAnchorElement = document.create_element("a").map_err(js)?.dyn_into().map_err(|_| "not an anchor")?;
+        let document = web_sys::window()
+            .and_then(|w| w.document())
+            .ok_or("no document")?;
+        let a: web_sys::HtmlAnchorElement = document
+            .create_element("a")
+            .map_err(js)?
+            .dyn_into()
+            .map_err(|_| "not an anchor")?;
         a.set_href(&url);
         a.set_download(name);
         a.click();

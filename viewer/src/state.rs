@@ -126,11 +126,18 @@ pub struct Generation {
 
 impl Generation {
     pub fn done(&self) -> bool {
-        self.rows.iter().all(|r| !r.clips.is_empty() || r.error.is_some())
+        self.rows
+            .iter()
+            .all(|r| !r.clips.is_empty() || r.error.is_some())
     }
     /// Frames per clip (0 until a row has clips).
     pub fn frames(&self) -> usize {
-        self.rows.iter().flat_map(|r| r.clips.first()).map(|v| v.frames).max().unwrap_or(0)
+        self.rows
+            .iter()
+            .flat_map(|r| r.clips.first())
+            .map(|v| v.frames)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -166,7 +173,13 @@ impl Playback {
     fn advance(&mut self, frames: usize, mode: LoopMode) {
         let last = frames - 1;
         match mode {
-            LoopMode::Loop => self.frame = if self.frame >= last { 0 } else { self.frame + 1 },
+            LoopMode::Loop => {
+                self.frame = if self.frame >= last {
+                    0
+                } else {
+                    self.frame + 1
+                }
+            }
             LoopMode::Once => {
                 if self.frame >= last {
                     self.frame = last;
@@ -244,7 +257,10 @@ pub struct ViewerState {
 
 impl ViewerState {
     pub fn new(settings: Settings) -> Self {
-        Self { settings, ..Default::default() }
+        Self {
+            settings,
+            ..Default::default()
+        }
     }
 
     pub fn model(&self, label: &str) -> Option<&ModelEntry> {
@@ -289,15 +305,26 @@ impl ViewerState {
             return Err("a generation is still running".into());
         }
         let Some(model) = self.current_model().cloned() else {
-            return Err(if self.loading.is_empty() { "no model loaded: open a .safetensors checkpoint".into() } else { "the model is still loading".into() });
+            return Err(if self.loading.is_empty() {
+                "no model loaded: open a .safetensors checkpoint".into()
+            } else {
+                "the model is still loading".into()
+            });
         };
         let batch = s.batch.clamp(1, MAX_BATCH);
         let seeds: Vec<u64> = (0..batch as u64).map(|i| s.seed.wrapping_add(i)).collect();
         let plan: Vec<(ModelEntry, usize, f32)> = if s.compare {
             let one = self.models.iter().find(|m| m.one_step()).cloned();
-            let teacher = if model.one_step() { self.models.iter().find(|m| !m.one_step()).cloned() } else { Some(model.clone()) };
+            let teacher = if model.one_step() {
+                self.models.iter().find(|m| !m.one_step()).cloned()
+            } else {
+                Some(model.clone())
+            };
             match (one, teacher) {
-                (Some(g), Some(t)) => vec![(g.clone(), 1, g.default_guidance), (t, s.steps.clamp(1, MAX_STEPS), s.guidance)],
+                (Some(g), Some(t)) => vec![
+                    (g.clone(), 1, g.default_guidance),
+                    (t, s.steps.clamp(1, MAX_STEPS), s.guidance),
+                ],
                 _ => return Err("compare needs a one-step generator and a teacher loaded".into()),
             }
         } else if model.one_step() {
@@ -309,10 +336,31 @@ impl ViewerState {
         let mut rows = Vec::new();
         for (m, steps, guidance) in plan {
             let job = self.next();
-            engine.send(Request::Generate(Job { id: job, model: m.label.clone(), prompts: vec![prompt.clone(); seeds.len()], seeds: seeds.clone(), steps, guidance }));
-            rows.push(Row { model: m.label, steps, guidance, clips: Vec::new(), secs_per_clip: None, latency: None, job, error: None });
+            engine.send(Request::Generate(Job {
+                id: job,
+                model: m.label.clone(),
+                prompts: vec![prompt.clone(); seeds.len()],
+                seeds: seeds.clone(),
+                steps,
+                guidance,
+            }));
+            rows.push(Row {
+                model: m.label,
+                steps,
+                guidance,
+                clips: Vec::new(),
+                secs_per_clip: None,
+                latency: None,
+                job,
+                error: None,
+            });
         }
-        self.history.push(Generation { id, prompt, seeds, rows });
+        self.history.push(Generation {
+            id,
+            prompt,
+            seeds,
+            rows,
+        });
         self.shown = Some(self.history.len() - 1);
         self.selected = (0, 0);
         self.playback.scrub(0, 1);
@@ -322,11 +370,25 @@ impl ViewerState {
     /// Take in what the engine reports.
     pub fn apply(&mut self, event: Event) {
         match event {
-            Event::Loaded { label, kind, default_steps, default_guidance, shape, origin } => {
+            Event::Loaded {
+                label,
+                kind,
+                default_steps,
+                default_guidance,
+                shape,
+                origin,
+            } => {
                 self.load_stage.remove(&label);
                 self.loading.retain(|l| *l != label);
                 let first = self.models.is_empty();
-                let entry = ModelEntry { label: label.clone(), kind, origin: origin.clone(), default_steps, default_guidance, shape };
+                let entry = ModelEntry {
+                    label: label.clone(),
+                    kind,
+                    origin: origin.clone(),
+                    default_steps,
+                    default_guidance,
+                    shape,
+                };
                 // Loaded again (the browser's engine moved to another device): same entry.
                 match self.models.iter_mut().find(|m| m.label == label) {
                     Some(m) => *m = entry,
@@ -334,10 +396,17 @@ impl ViewerState {
                 }
                 // Keep a saved choice whose model is still loading; otherwise the first model
                 // loaded becomes the selection.
-                if first && self.model(&self.settings.model).is_none() && !self.loading.contains(&self.settings.model) {
+                if first
+                    && self.model(&self.settings.model).is_none()
+                    && !self.loading.contains(&self.settings.model)
+                {
                     self.settings.model = label;
                 }
-                if !origin.is_empty() && !origin.starts_with('<') && !self.settings.opened.contains(&origin) && !crate::is_bundled(&origin) {
+                if !origin.is_empty()
+                    && !origin.starts_with('<')
+                    && !self.settings.opened.contains(&origin)
+                    && !crate::is_bundled(&origin)
+                {
                     self.settings.opened.push(origin);
                 }
             }
@@ -345,7 +414,11 @@ impl ViewerState {
                 self.backend = Some(described);
                 self.notice = notice;
             }
-            Event::LoadProgress { label, stage, fraction } => {
+            Event::LoadProgress {
+                label,
+                stage,
+                fraction,
+            } => {
                 let text = match fraction {
                     Some(f) => format!("{stage} {:.0}%", 100.0 * f.clamp(0.0, 1.0)),
                     None => stage,
@@ -353,7 +426,12 @@ impl ViewerState {
                 self.load_stage.insert(label, text);
             }
             Event::Fatal { error } => {
-                for row in self.history.iter_mut().flat_map(|g| g.rows.iter_mut()).filter(|r| r.clips.is_empty() && r.error.is_none()) {
+                for row in self
+                    .history
+                    .iter_mut()
+                    .flat_map(|g| g.rows.iter_mut())
+                    .filter(|r| r.clips.is_empty() && r.error.is_none())
+                {
                     row.error = Some(error.clone());
                 }
                 for label in self.loading.drain(..) {
@@ -362,14 +440,23 @@ impl ViewerState {
                 self.progress = None;
                 self.error = Some(error);
             }
-            Event::LoadFailed { label, origin, error } => {
+            Event::LoadFailed {
+                label,
+                origin,
+                error,
+            } => {
                 self.load_stage.remove(&label);
                 self.loading.retain(|l| *l != label);
                 self.settings.opened.retain(|o| *o != origin);
                 self.error = Some(format!("could not open {origin}: {error}"));
             }
             Event::Progress { job, step, steps } => self.progress = Some((job, step, steps)),
-            Event::Done { job, clips, secs_per_clip, latency } => {
+            Event::Done {
+                job,
+                clips,
+                secs_per_clip,
+                latency,
+            } => {
                 if let Some(row) = self.row_mut(job) {
                     row.clips = clips;
                     row.secs_per_clip = Some(secs_per_clip);
@@ -390,12 +477,17 @@ impl ViewerState {
     }
 
     fn row_mut(&mut self, job: u64) -> Option<&mut Row> {
-        self.history.iter_mut().flat_map(|g| g.rows.iter_mut()).find(|r| r.job == job)
+        self.history
+            .iter_mut()
+            .flat_map(|g| g.rows.iter_mut())
+            .find(|r| r.job == job)
     }
 
     /// Show an earlier generation and put its prompt, seed, model and settings back.
     pub fn restore(&mut self, index: usize) {
-        let Some(g) = self.history.get(index) else { return };
+        let Some(g) = self.history.get(index) else {
+            return;
+        };
         self.settings.prompt = g.prompt.clone();
         self.settings.seed = g.seeds[0];
         self.settings.batch = g.seeds.len();
@@ -433,7 +525,8 @@ impl ViewerState {
     /// Advance playback by `dt` seconds.
     pub fn tick(&mut self, dt: f64) {
         let frames = self.frames();
-        self.playback.tick(dt, self.settings.fps, frames, self.settings.loop_mode);
+        self.playback
+            .tick(dt, self.settings.fps, frames, self.settings.loop_mode);
     }
 
     /// A fresh random seed (the dice button).
@@ -452,7 +545,10 @@ mod tests {
 
     #[test]
     fn loop_modes() {
-        let mut p = Playback { playing: true, ..Default::default() };
+        let mut p = Playback {
+            playing: true,
+            ..Default::default()
+        };
         let seen: Vec<usize> = (0..6)
             .map(|_| {
                 p.tick(0.125, 8.0, 4, LoopMode::Loop);
@@ -460,7 +556,10 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, [1, 2, 3, 0, 1, 2]);
-        let mut p = Playback { playing: true, ..Default::default() };
+        let mut p = Playback {
+            playing: true,
+            ..Default::default()
+        };
         let seen: Vec<usize> = (0..8)
             .map(|_| {
                 p.tick(0.125, 8.0, 4, LoopMode::PingPong);
@@ -468,11 +567,17 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, [1, 2, 3, 2, 1, 0, 1, 2]);
-        let mut p = Playback { playing: true, ..Default::default() };
+        let mut p = Playback {
+            playing: true,
+            ..Default::default()
+        };
         p.tick(10.0, 8.0, 4, LoopMode::Once);
         assert_eq!((p.frame, p.playing), (3, false));
         // A slow tick carries over: two half-periods make one frame.
-        let mut p = Playback { playing: true, ..Default::default() };
+        let mut p = Playback {
+            playing: true,
+            ..Default::default()
+        };
         p.tick(0.0625, 8.0, 4, LoopMode::Loop);
         assert_eq!(p.frame, 0);
         p.tick(0.0625, 8.0, 4, LoopMode::Loop);
@@ -481,7 +586,10 @@ mod tests {
 
     #[test]
     fn stepping_wraps_and_pauses() {
-        let mut p = Playback { playing: true, ..Default::default() };
+        let mut p = Playback {
+            playing: true,
+            ..Default::default()
+        };
         p.step(-1, 8);
         assert_eq!((p.frame, p.playing), (7, false));
         p.step(1, 8);
@@ -515,25 +623,66 @@ mod tests {
     fn load_stages_backend_notice_and_a_crashed_engine() {
         let mut s = ViewerState::default();
         let mut engine = Recorder::default();
-        s.apply(Event::Backend { described: "cpu (wasm)".into(), notice: Some("no WebGPU".into()) });
-        assert_eq!((s.backend.as_deref(), s.notice.as_deref()), (Some("cpu (wasm)"), Some("no WebGPU")));
-        s.open_model(&mut engine, ModelSource::Url("models/generator-small.safetensors".into()));
-        s.open_model(&mut engine, ModelSource::Url("https://example.org/m/teacher-small.safetensors?x=1".into()));
+        s.apply(Event::Backend {
+            described: "cpu (wasm)".into(),
+            notice: Some("no WebGPU".into()),
+        });
+        assert_eq!(
+            (s.backend.as_deref(), s.notice.as_deref()),
+            (Some("cpu (wasm)"), Some("no WebGPU"))
+        );
+        s.open_model(
+            &mut engine,
+            ModelSource::Url("models/generator-small.safetensors".into()),
+        );
+        s.open_model(
+            &mut engine,
+            ModelSource::Url("https://example.org/m/teacher-small.safetensors?x=1".into()),
+        );
         assert_eq!(s.loading, ["generator-small", "teacher-small"]);
-        s.apply(Event::LoadProgress { label: "generator-small".into(), stage: "downloading".into(), fraction: Some(0.4) });
+        s.apply(Event::LoadProgress {
+            label: "generator-small".into(),
+            stage: "downloading".into(),
+            fraction: Some(0.4),
+        });
         assert_eq!(s.load_stage["generator-small"], "downloading 40%");
-        s.apply(Event::Loaded { label: "generator-small".into(), kind: "generator".into(), default_steps: 1, default_guidance: 1.0, shape: [8, 32, 32], origin: "models/generator-small.safetensors".into() });
+        s.apply(Event::Loaded {
+            label: "generator-small".into(),
+            kind: "generator".into(),
+            default_steps: 1,
+            default_guidance: 1.0,
+            shape: [8, 32, 32],
+            origin: "models/generator-small.safetensors".into(),
+        });
         assert!(s.load_stage.is_empty() && s.loading == ["teacher-small"]);
         // Loaded again (the browser engine fell back to the CPU): still one entry.
-        s.apply(Event::Loaded { label: "generator-small".into(), kind: "generator".into(), default_steps: 1, default_guidance: 1.0, shape: [8, 32, 32], origin: "models/generator-small.safetensors".into() });
+        s.apply(Event::Loaded {
+            label: "generator-small".into(),
+            kind: "generator".into(),
+            default_steps: 1,
+            default_guidance: 1.0,
+            shape: [8, 32, 32],
+            origin: "models/generator-small.safetensors".into(),
+        });
         assert_eq!(s.models.len(), 1);
-        assert!(s.settings.opened.is_empty(), "bundled web models are not remembered as opened: {:?}", s.settings.opened);
+        assert!(
+            s.settings.opened.is_empty(),
+            "bundled web models are not remembered as opened: {:?}",
+            s.settings.opened
+        );
         let id = s.generate(&mut engine).unwrap();
         assert!(s.busy());
-        s.apply(Event::Fatal { error: "the worker crashed".into() });
+        s.apply(Event::Fatal {
+            error: "the worker crashed".into(),
+        });
         // Nothing waits for an engine that is gone: the job failed, loading stopped.
         assert!(!s.busy() && s.loading.is_empty());
-        assert_eq!(s.history.iter().find(|g| g.id == id).unwrap().rows[0].error.as_deref(), Some("the worker crashed"));
+        assert_eq!(
+            s.history.iter().find(|g| g.id == id).unwrap().rows[0]
+                .error
+                .as_deref(),
+            Some("the worker crashed")
+        );
         assert_eq!(engine.0.len(), 3);
     }
 }

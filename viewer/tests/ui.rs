@@ -12,7 +12,11 @@ use flick_viewer::engine::{InlineEngine, ModelSource};
 use flick_viewer::state::Settings;
 
 fn bundled(name: &str) -> ModelSource {
-    ModelSource::Path(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(format!("{name}.safetensors")))
+    ModelSource::Path(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(format!("{name}.safetensors")),
+    )
 }
 
 /// The app with the bundled one-step generator (and the teacher when `teacher`).
@@ -21,12 +25,23 @@ fn app(teacher: bool) -> ViewerApp {
     if teacher {
         models.push(bundled("teacher-small"));
     }
-    let settings = Settings { batch: 3, steps: 2, ..Settings::default() };
-    ViewerApp::new(settings, Box::new(InlineEngine::new(Device::flex())), "cpu".into(), models)
+    let settings = Settings {
+        batch: 3,
+        steps: 2,
+        ..Settings::default()
+    };
+    ViewerApp::new(
+        settings,
+        Box::new(InlineEngine::new(Device::flex())),
+        "cpu".into(),
+        models,
+    )
 }
 
 fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
-    let mut h = Harness::builder().with_size([1180.0, 760.0]).build_ui_state(|ui, app: &mut ViewerApp| app.show(ui), app);
+    let mut h = Harness::builder()
+        .with_size([1180.0, 760.0])
+        .build_ui_state(|ui, app: &mut ViewerApp| app.show(ui), app);
     h.run_steps(2);
     h
 }
@@ -34,7 +49,12 @@ fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
 #[test]
 fn generating_fills_the_history_and_draws_every_clip() {
     let mut h = harness(app(false));
-    assert_eq!(h.state().state.models.len(), 1, "{:?}", h.state().state.error);
+    assert_eq!(
+        h.state().state.models.len(),
+        1,
+        "{:?}",
+        h.state().state.error
+    );
     h.get_by_label("Generate").click();
     h.run_steps(3);
     let s = &h.state().state;
@@ -68,7 +88,11 @@ fn scrubbing_moves_every_clip_of_the_grid_together() {
     h.get_by_label("Generate").click();
     h.run_steps(3);
     let g = h.state().state.history[0].clone();
-    assert_eq!(g.rows.len(), 2, "compare: the one-step generator and the teacher");
+    assert_eq!(
+        g.rows.len(),
+        2,
+        "compare: the one-step generator and the teacher"
+    );
     assert_eq!((g.rows[0].steps, g.rows[1].steps), (1, 2));
     assert!(g.rows.iter().all(|r| r.clips.len() == 3));
     let frames = g.frames();
@@ -83,7 +107,11 @@ fn scrubbing_moves_every_clip_of_the_grid_together() {
     h.run_steps(1);
     h.key_press(egui::Key::ArrowLeft);
     h.run_steps(2);
-    assert!(h.state().drawn.iter().all(|d| d.2 == frames - 1), "{:?}", h.state().drawn);
+    assert!(
+        h.state().drawn.iter().all(|d| d.2 == frames - 1),
+        "{:?}",
+        h.state().drawn
+    );
     // The timeline slider's value is what playback shows.
     h.state_mut().state.playback.scrub(4, frames);
     h.run_steps(2);
@@ -105,11 +133,20 @@ fn a_bad_checkpoint_shows_an_error_and_the_previous_model_keeps_working() {
     h.run_steps(2);
     let s = &h.state().state;
     let err = s.error.clone().expect("an error for the bad file");
-    assert!(err.contains("not-a-model.safetensors") && err.contains("not a usable Flick checkpoint"), "{err}");
+    assert!(
+        err.contains("not-a-model.safetensors") && err.contains("not a usable Flick checkpoint"),
+        "{err}"
+    );
     assert_eq!(s.models, before, "the model list is unchanged");
     assert!(s.loading.is_empty());
-    assert_eq!(s.current_model().map(|m| m.label.as_str()), Some("generator-small"));
-    assert!(s.settings.opened.is_empty(), "a file that failed is not offered again");
+    assert_eq!(
+        s.current_model().map(|m| m.label.as_str()),
+        Some("generator-small")
+    );
+    assert!(
+        s.settings.opened.is_empty(),
+        "a file that failed is not offered again"
+    );
     h.get_by_label("Generate").click();
     h.run_steps(3);
     let s = &h.state().state;
@@ -147,8 +184,19 @@ fn settings_persist() {
 /// A saved model choice survives start-up even when another model finishes loading first.
 #[test]
 fn the_saved_model_choice_is_kept() {
-    let settings = Settings { model: "teacher-small".into(), ..Settings::default() };
-    let app = ViewerApp::new(settings, Box::new(InlineEngine::new(Device::flex())), "cpu".into(), vec![bundled("generator-small"), bundled("teacher-small")]);
+    let settings = Settings {
+        model: "teacher-small".into(),
+        ..Settings::default()
+    };
+    let app = ViewerApp::new(
+        settings,
+        Box::new(InlineEngine::new(Device::flex())),
+        "cpu".into(),
+        vec![bundled("generator-small"), bundled("teacher-small")],
+    );
     let h = harness(app);
-    assert_eq!(h.state().state.current_model().map(|m| m.label.as_str()), Some("teacher-small"));
+    assert_eq!(
+        h.state().state.current_model().map(|m| m.label.as_str()),
+        Some("teacher-small")
+    );
 }

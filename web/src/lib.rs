@@ -24,8 +24,8 @@ use flick_viewer::ViewerApp;
 use flick_viewer::engine::{Engine, Event, ModelSource, Request};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 /// Page → worker.
@@ -34,10 +34,26 @@ enum ToWorker {
     /// First message: which device (`auto`, `webgpu`, `cpu`), whether Flick's WGSL kernels run
     /// on WebGPU (`?fused=0`: burn's composed operations, for comparison), the batch to warm up
     /// with, and why, when this worker replaces one that crashed on WebGPU.
-    Init { backend: String, fused: bool, warm_batch: usize, reason: Option<String> },
+    Init {
+        backend: String,
+        fused: bool,
+        warm_batch: usize,
+        reason: Option<String>,
+    },
     /// Load a model from an address (downloaded by the worker) or from the bytes sent along.
-    Load { label: String, url: Option<String>, name: String },
-    Generate { id: u64, model: String, prompts: Vec<String>, seeds: Vec<u64>, steps: usize, guidance: f32 },
+    Load {
+        label: String,
+        url: Option<String>,
+        name: String,
+    },
+    Generate {
+        id: u64,
+        model: String,
+        prompts: Vec<String>,
+        seeds: Vec<u64>,
+        steps: usize,
+        guidance: f32,
+    },
 }
 
 /// Worker → page.
@@ -57,7 +73,12 @@ fn console_error(s: &str) {
 }
 
 fn js_error(e: JsValue) -> String {
-    e.as_string().or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))).unwrap_or_else(|| format!("{e:?}"))
+    e.as_string()
+        .or_else(|| {
+            e.dyn_ref::<js_sys::Error>()
+                .map(|e| String::from(e.message()))
+        })
+        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -96,8 +117,26 @@ impl WebEngine {
     /// Start a worker (`worker.js`, given the page's compiled wasm `module`) on `backend`
     /// (`auto`, `webgpu` or `cpu`), with Flick's kernels if `fused`; `wake` asks egui for a
     /// repaint.
-    pub fn new(module: JsValue, backend: &str, fused: bool, warm_batch: usize, wake: Rc<RefCell<Option<egui::Context>>>) -> Result<Self, String> {
-        let mut engine = Self { module, backend: backend.to_string(), fused, warm_batch, worker: spawn_worker()?, generation: 0, inbox: Rc::default(), wake, loads: Vec::new(), pending: HashMap::new(), _handlers: Vec::new() };
+    pub fn new(
+        module: JsValue,
+        backend: &str,
+        fused: bool,
+        warm_batch: usize,
+        wake: Rc<RefCell<Option<egui::Context>>>,
+    ) -> Result<Self, String> {
+        let mut engine = Self {
+            module,
+            backend: backend.to_string(),
+            fused,
+            warm_batch,
+            worker: spawn_worker()?,
+            generation: 0,
+            inbox: Rc::default(),
+            wake,
+            loads: Vec::new(),
+            pending: HashMap::new(),
+            _handlers: Vec::new(),
+        };
         engine.attach(None)?;
         Ok(engine)
     }
@@ -109,11 +148,15 @@ impl WebEngine {
         let (inbox, wake) = (self.inbox.clone(), self.wake.clone());
         let onmessage = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
             let e: web_sys::MessageEvent = e.unchecked_into();
-            let Some(text) = e.data().as_string() else { return };
+            let Some(text) = e.data().as_string() else {
+                return;
+            };
             match serde_json::from_str::<FromWorker>(&text) {
                 Ok(FromWorker::Event(event)) => inbox.borrow_mut().push((generation, event)),
                 Ok(FromWorker::Log(line)) => console_log(&line),
-                Err(err) => console_error(&format!("flick: unreadable message from the worker ({err}): {text}")),
+                Err(err) => console_error(&format!(
+                    "flick: unreadable message from the worker ({err}): {text}"
+                )),
             }
             if let Some(ctx) = wake.borrow().as_ref() {
                 ctx.request_repaint();
@@ -122,20 +165,37 @@ impl WebEngine {
         let (inbox, wake) = (self.inbox.clone(), self.wake.clone());
         let onerror = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
             let e: web_sys::ErrorEvent = e.unchecked_into();
-            let error = format!("the generation worker failed: {} ({}:{})", e.message(), e.filename(), e.lineno());
-            inbox.borrow_mut().push((generation, Event::Fatal { error }));
+            let error = format!(
+                "the generation worker failed: {} ({}:{})",
+                e.message(),
+                e.filename(),
+                e.lineno()
+            );
+            inbox
+                .borrow_mut()
+                .push((generation, Event::Fatal { error }));
             if let Some(ctx) = wake.borrow().as_ref() {
                 ctx.request_repaint();
             }
         });
-        self.worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
-        self.worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        self.worker
+            .set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        self.worker
+            .set_onerror(Some(onerror.as_ref().unchecked_ref()));
         self._handlers.push(onmessage);
         self._handlers.push(onerror);
         let start = js_sys::Object::new();
         js_sys::Reflect::set(&start, &"module".into(), &self.module).map_err(js_error)?;
         self.worker.post_message(&start).map_err(js_error)?;
-        self.post(&ToWorker::Init { backend: self.backend.clone(), fused: self.fused, warm_batch: self.warm_batch, reason }, None);
+        self.post(
+            &ToWorker::Init {
+                backend: self.backend.clone(),
+                fused: self.fused,
+                warm_batch: self.warm_batch,
+                reason,
+            },
+            None,
+        );
         Ok(())
     }
 
@@ -146,7 +206,12 @@ impl WebEngine {
             parts.push(&js_sys::Uint8Array::from(b));
         }
         if let Err(e) = self.worker.post_message(&parts) {
-            self.inbox.borrow_mut().push((self.generation, Event::Fatal { error: format!("cannot reach the generation worker: {}", js_error(e)) }));
+            self.inbox.borrow_mut().push((
+                self.generation,
+                Event::Fatal {
+                    error: format!("cannot reach the generation worker: {}", js_error(e)),
+                },
+            ));
         }
     }
 
@@ -157,9 +222,21 @@ impl WebEngine {
         self.backend = "cpu".into();
         self.worker = spawn_worker()?;
         // The panic's message: "...: wgpu error: <what wgpu refused>"; keep what was refused.
-        let what = error.split("wgpu error: ").nth(1).unwrap_or(error).lines().next().unwrap_or_default();
-        let what: String = if what.chars().count() > 160 { what.chars().take(160).chain("…".chars()).collect() } else { what.to_string() };
-        let reason = format!("WebGPU failed on this adapter ({what}). Generating on the CPU in WebAssembly instead (slower).");
+        let what = error
+            .split("wgpu error: ")
+            .nth(1)
+            .unwrap_or(error)
+            .lines()
+            .next()
+            .unwrap_or_default();
+        let what: String = if what.chars().count() > 160 {
+            what.chars().take(160).chain("…".chars()).collect()
+        } else {
+            what.to_string()
+        };
+        let reason = format!(
+            "WebGPU failed on this adapter ({what}). Generating on the CPU in WebAssembly instead (slower)."
+        );
         console_error(&format!("flick: the WebGPU worker crashed: {error}"));
         self.attach(Some(reason))?;
         for (load, bytes) in &self.loads {
@@ -178,7 +255,8 @@ impl WebEngine {
 fn spawn_worker() -> Result<web_sys::Worker, String> {
     let options = web_sys::WorkerOptions::new();
     options.set_type(web_sys::WorkerType::Module);
-    web_sys::Worker::new_with_options("./worker.js", &options).map_err(|e| format!("cannot start the generation worker: {}", js_error(e)))
+    web_sys::Worker::new_with_options("./worker.js", &options)
+        .map_err(|e| format!("cannot start the generation worker: {}", js_error(e)))
 }
 
 impl Engine for WebEngine {
@@ -186,18 +264,47 @@ impl Engine for WebEngine {
         match request {
             Request::Load { label, source } => {
                 let (message, bytes) = match &source {
-                    ModelSource::Url(url) => (ToWorker::Load { label, url: Some(url.clone()), name: source.name() }, None),
-                    ModelSource::Bytes { name, bytes } => (ToWorker::Load { label, url: None, name: name.clone() }, Some(bytes.clone())),
+                    ModelSource::Url(url) => (
+                        ToWorker::Load {
+                            label,
+                            url: Some(url.clone()),
+                            name: source.name(),
+                        },
+                        None,
+                    ),
+                    ModelSource::Bytes { name, bytes } => (
+                        ToWorker::Load {
+                            label,
+                            url: None,
+                            name: name.clone(),
+                        },
+                        Some(bytes.clone()),
+                    ),
                     ModelSource::Path(p) => {
-                        let error = "the browser has no file paths: use Open... or an address".into();
-                        return self.inbox.borrow_mut().push((self.generation, Event::LoadFailed { label, origin: p.display().to_string(), error }));
+                        let error =
+                            "the browser has no file paths: use Open... or an address".into();
+                        return self.inbox.borrow_mut().push((
+                            self.generation,
+                            Event::LoadFailed {
+                                label,
+                                origin: p.display().to_string(),
+                                error,
+                            },
+                        ));
                     }
                 };
                 self.post(&message, bytes.as_deref().map(|b| b.as_slice()));
                 self.loads.push((message, bytes));
             }
             Request::Generate(job) => {
-                let message = ToWorker::Generate { id: job.id, model: job.model, prompts: job.prompts, seeds: job.seeds, steps: job.steps, guidance: job.guidance };
+                let message = ToWorker::Generate {
+                    id: job.id,
+                    model: job.model,
+                    prompts: job.prompts,
+                    seeds: job.seeds,
+                    steps: job.steps,
+                    guidance: job.guidance,
+                };
                 self.post(&message, None);
                 self.pending.insert(job.id, (Instant::now(), message));
             }
@@ -223,7 +330,9 @@ impl Engine for WebEngine {
                 Event::Fatal { error } if self.backend != "cpu" => {
                     let error = error.clone();
                     if let Err(e) = self.fall_back(&error) {
-                        out.push(Event::Fatal { error: format!("{error}; starting a CPU worker failed too: {e}") });
+                        out.push(Event::Fatal {
+                            error: format!("{error}; starting a CPU worker failed too: {e}"),
+                        });
                     }
                     continue;
                 }
@@ -257,10 +366,23 @@ impl eframe::App for WebApp {
 /// the same compiled wasm `module`. `backend`: `auto` (WebGPU if usable, else CPU), `webgpu` or
 /// `cpu`; `fused`: Flick's WGSL kernels on WebGPU (false: burn's composed operations).
 #[wasm_bindgen]
-pub async fn start(canvas_id: String, module: JsValue, backend: String, fused: bool) -> Result<(), JsValue> {
-    std::panic::set_hook(Box::new(|info| console_error(&format!("flick (page) panicked: {info}"))));
-    let document = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
-    let canvas: web_sys::HtmlCanvasElement = document.get_element_by_id(&canvas_id).ok_or_else(|| format!("no element #{canvas_id}"))?.dyn_into().map_err(|_| format!("#{canvas_id} is not a canvas"))?;
+pub async fn start(
+    canvas_id: String,
+    module: JsValue,
+    backend: String,
+    fused: bool,
+) -> Result<(), JsValue> {
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("flick (page) panicked: {info}"))
+    }));
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let canvas: web_sys::HtmlCanvasElement = document
+        .get_element_by_id(&canvas_id)
+        .ok_or_else(|| format!("no element #{canvas_id}"))?
+        .dyn_into()
+        .map_err(|_| format!("#{canvas_id} is not a canvas"))?;
     let wake: Rc<RefCell<Option<egui::Context>>> = Rc::default();
     let runner = eframe::WebRunner::new();
     let wake2 = wake.clone();
@@ -270,10 +392,27 @@ pub async fn start(canvas_id: String, module: JsValue, backend: String, fused: b
             eframe::WebOptions::default(),
             Box::new(move |cc| {
                 *wake2.borrow_mut() = Some(cc.egui_ctx.clone());
-                let settings: flick_viewer::state::Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
-                let engine = WebEngine::new(module, &backend, fused, settings.batch.clamp(1, flick_viewer::state::MAX_BATCH), wake2.clone())?;
-                let models = flick_viewer::WEB_BUNDLED.iter().map(|u| ModelSource::Url(u.to_string())).collect();
-                let app = ViewerApp::new(settings, Box::new(engine), "starting the generation worker...".into(), models);
+                let settings: flick_viewer::state::Settings = cc
+                    .storage
+                    .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                    .unwrap_or_default();
+                let engine = WebEngine::new(
+                    module,
+                    &backend,
+                    fused,
+                    settings.batch.clamp(1, flick_viewer::state::MAX_BATCH),
+                    wake2.clone(),
+                )?;
+                let models = flick_viewer::WEB_BUNDLED
+                    .iter()
+                    .map(|u| ModelSource::Url(u.to_string()))
+                    .collect();
+                let app = ViewerApp::new(
+                    settings,
+                    Box::new(engine),
+                    "starting the generation worker...".into(),
+                    models,
+                );
                 Ok(Box::new(WebApp { app }))
             }),
         )
@@ -296,7 +435,10 @@ fn post_from_worker(message: &FromWorker) {
     let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let json = serde_json::to_string(message).expect("messages serialise");
     if let Err(e) = scope.post_message(&JsValue::from_str(&json)) {
-        console_error(&format!("flick worker: cannot post to the page: {}", js_error(e)));
+        console_error(&format!(
+            "flick worker: cannot post to the page: {}",
+            js_error(e)
+        ));
     }
 }
 
@@ -315,11 +457,19 @@ struct WorkerLogger;
 impl log::Log for WorkerLogger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         // cubecl warns once per kernel family that the browser has no on-disk autotune cache.
-        metadata.level() <= log::Level::Warn && !metadata.target().starts_with("cubecl_environment::persistence")
+        metadata.level() <= log::Level::Warn
+            && !metadata
+                .target()
+                .starts_with("cubecl_environment::persistence")
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            log(format!("flick worker {} [{}]: {}", record.level(), record.target(), record.args()));
+            log(format!(
+                "flick worker {} [{}]: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
         }
     }
     fn flush(&self) {}
@@ -338,17 +488,24 @@ pub fn worker_main() {
         emit(Event::Fatal { error });
     }));
     let (tx, rx) = futures_channel::mpsc::unbounded::<(ToWorker, Option<Vec<u8>>)>();
-    let onmessage = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-        let parts: js_sys::Array = e.data().unchecked_into();
-        let text = parts.get(0).as_string().unwrap_or_default();
-        let bytes = parts.get(1).dyn_into::<js_sys::Uint8Array>().ok().map(|a| a.to_vec());
-        match serde_json::from_str::<ToWorker>(&text) {
-            Ok(message) => {
-                let _ = tx.unbounded_send((message, bytes));
+    let onmessage =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            let parts: js_sys::Array = e.data().unchecked_into();
+            let text = parts.get(0).as_string().unwrap_or_default();
+            let bytes = parts
+                .get(1)
+                .dyn_into::<js_sys::Uint8Array>()
+                .ok()
+                .map(|a| a.to_vec());
+            match serde_json::from_str::<ToWorker>(&text) {
+                Ok(message) => {
+                    let _ = tx.unbounded_send((message, bytes));
+                }
+                Err(err) => {
+                    console_error(&format!("flick worker: unreadable request ({err}): {text}"))
+                }
             }
-            Err(err) => console_error(&format!("flick worker: unreadable request ({err}): {text}")),
-        }
-    });
+        });
     let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
@@ -365,7 +522,15 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
     let mut state: Option<WorkerState> = None;
     while let Some((message, bytes)) = rx.next().await {
         match (message, state.as_mut()) {
-            (ToWorker::Init { backend, fused, warm_batch, reason }, None) => {
+            (
+                ToWorker::Init {
+                    backend,
+                    fused,
+                    warm_batch,
+                    reason,
+                },
+                None,
+            ) => {
                 flick_core::shaders::set_fused(fused);
                 let (device, mut described, mut notice) = open_device(&backend).await;
                 if !fused && device.identity().is_some() {
@@ -379,26 +544,66 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                     log(format!("flick: {n}"));
                 }
                 emit(Event::Backend { described, notice });
-                state = Some(WorkerState { device, warm_batch, models: HashMap::new() });
+                state = Some(WorkerState {
+                    device,
+                    warm_batch,
+                    models: HashMap::new(),
+                });
             }
-            (ToWorker::Init { .. }, Some(_)) => console_error("flick worker: initialised twice; ignored"),
+            (ToWorker::Init { .. }, Some(_)) => {
+                console_error("flick worker: initialised twice; ignored")
+            }
             (_, None) => console_error("flick worker: a request before Init; ignored"),
-            (ToWorker::Load { label, url, name }, Some(s)) => load(s, label, url, name, bytes).await,
-            (ToWorker::Generate { id, model, prompts, seeds, steps, guidance }, Some(s)) => {
+            (ToWorker::Load { label, url, name }, Some(s)) => {
+                load(s, label, url, name, bytes).await
+            }
+            (
+                ToWorker::Generate {
+                    id,
+                    model,
+                    prompts,
+                    seeds,
+                    steps,
+                    guidance,
+                },
+                Some(s),
+            ) => {
                 let Some(g) = s.models.get(&model) else {
-                    emit(Event::Failed { job: id, error: format!("model {model:?} is not loaded") });
+                    emit(Event::Failed {
+                        job: id,
+                        error: format!("model {model:?} is not loaded"),
+                    });
                     continue;
                 };
                 let t0 = Instant::now();
-                let result = g.generate_videos_async(&prompts, &seeds, steps, guidance, |step, steps| emit(Event::Progress { job: id, step, steps })).await;
+                let result = g
+                    .generate_videos_async(&prompts, &seeds, steps, guidance, |step, steps| {
+                        emit(Event::Progress {
+                            job: id,
+                            step,
+                            steps,
+                        })
+                    })
+                    .await;
                 match result {
                     Ok(clips) => {
                         let secs = t0.elapsed().as_secs_f64();
                         let secs_per_clip = secs / clips.len().max(1) as f64;
-                        log(format!("flick: {model} @{steps}: {} clips in {secs:.3} s ({secs_per_clip:.3} s/clip)", clips.len()));
-                        emit(Event::Done { job: id, clips, secs_per_clip, latency: secs });
+                        log(format!(
+                            "flick: {model} @{steps}: {} clips in {secs:.3} s ({secs_per_clip:.3} s/clip)",
+                            clips.len()
+                        ));
+                        emit(Event::Done {
+                            job: id,
+                            clips,
+                            secs_per_clip,
+                            latency: secs,
+                        });
                     }
-                    Err(e) => emit(Event::Failed { job: id, error: format!("generation failed: {e}") }),
+                    Err(e) => emit(Event::Failed {
+                        job: id,
+                        error: format!("generation failed: {e}"),
+                    }),
                 }
             }
         }
@@ -417,13 +622,23 @@ async fn open_device(choice: &str) -> (Device, String, Option<String>) {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
             // Browsers may hide the adapter's name.
-            let adapter = if info.name.is_empty() { format!("an unnamed {:?} adapter", info.device_type) } else { format!("{} ({:?})", info.name, info.device_type) };
+            let adapter = if info.name.is_empty() {
+                format!("an unnamed {:?} adapter", info.device_type)
+            } else {
+                format!("{} ({:?})", info.name, info.device_type)
+            };
             let name = format!("WebGPU on {adapter}");
-            log(format!("flick: WebGPU adapter initialised: {adapter}; checking it"));
+            log(format!(
+                "flick: WebGPU adapter initialised: {adapter}; checking it"
+            ));
             match check_adapter(&device, &setup.adapter).await {
                 Ok(()) => {
-                    let software = matches!(info.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu) || info.name.to_ascii_lowercase().contains("swiftshader");
-                    let notice = software.then(|| format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow."));
+                    let software =
+                        matches!(info.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu)
+                            || info.name.to_ascii_lowercase().contains("swiftshader");
+                    let notice = software.then(|| {
+                        format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow.")
+                    });
                     return (device, name, notice);
                 }
                 Err(why) => format!("the WebGPU adapter ({adapter}) cannot run the model ({why})"),
@@ -431,23 +646,43 @@ async fn open_device(choice: &str) -> (Device, String, Option<String>) {
         }
         Err(e) => format!("this browser offers no usable WebGPU adapter ({e})"),
     };
-    (Device::flex(), CPU_NAME.into(), Some(format!("No WebGPU: {why}. Generating on the CPU in WebAssembly instead (slower).")))
+    (
+        Device::flex(),
+        CPU_NAME.into(),
+        Some(format!(
+            "No WebGPU: {why}. Generating on the CPU in WebAssembly instead (slower)."
+        )),
+    )
 }
 
 /// What the model needs of an adapter, checked before trusting it: enough storage buffers per
 /// shader stage and workgroup size for burn's kernels, and a matrix product that comes back
 /// right.
-async fn check_adapter(device: &Device, adapter: &burn::tensor::wgpu::wgpu::Adapter) -> Result<(), String> {
+async fn check_adapter(
+    device: &Device,
+    adapter: &burn::tensor::wgpu::wgpu::Adapter,
+) -> Result<(), String> {
     use burn::prelude::*;
     let limits = adapter.limits();
     if limits.max_storage_buffers_per_shader_stage < 8 {
-        return Err(format!("{} storage buffers per shader stage, 8 needed", limits.max_storage_buffers_per_shader_stage));
+        return Err(format!(
+            "{} storage buffers per shader stage, 8 needed",
+            limits.max_storage_buffers_per_shader_stage
+        ));
     }
     if limits.max_compute_invocations_per_workgroup < 256 {
-        return Err(format!("workgroups of {} invocations, 256 needed", limits.max_compute_invocations_per_workgroup));
+        return Err(format!(
+            "workgroups of {} invocations, 256 needed",
+            limits.max_compute_invocations_per_workgroup
+        ));
     }
     let a = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), device);
-    let product = a.clone().matmul(a).into_data_async().await.map_err(|e| format!("reading a result back failed: {e:?}"))?;
+    let product = a
+        .clone()
+        .matmul(a)
+        .into_data_async()
+        .await
+        .map_err(|e| format!("reading a result back failed: {e:?}"))?;
     let values = product.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
     if values != [7.0, 10.0, 15.0, 22.0] {
         return Err(format!("a 2×2 product came back as {values:?}"));
@@ -458,9 +693,16 @@ async fn check_adapter(device: &Device, adapter: &burn::tensor::wgpu::wgpu::Adap
     for rows in [1usize, 8] {
         let x = Tensor::<2>::ones([rows, 64], device);
         let w = Tensor::<2>::ones([64, 256], device);
-        let sum: f32 = x.matmul(w).sum().into_scalar_async().await.map_err(|e| format!("{e:?}"))?;
+        let sum: f32 = x
+            .matmul(w)
+            .sum()
+            .into_scalar_async()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         if (sum - (rows * 64 * 256) as f32).abs() > 1.0 {
-            return Err(format!("a {rows}×64 by 64×256 product of ones summed to {sum}"));
+            return Err(format!(
+                "a {rows}×64 by 64×256 product of ones summed to {sum}"
+            ));
         }
     }
     Ok(())
@@ -468,9 +710,21 @@ async fn check_adapter(device: &Device, adapter: &burn::tensor::wgpu::wgpu::Adap
 
 /// Download (with progress) or take the bytes, build the model, warm it up at the batch the
 /// page will ask for (so the first click does not pay for shader compilation), report.
-async fn load(s: &mut WorkerState, label: String, url: Option<String>, name: String, bytes: Option<Vec<u8>>) {
+async fn load(
+    s: &mut WorkerState,
+    label: String,
+    url: Option<String>,
+    name: String,
+    bytes: Option<Vec<u8>>,
+) {
     let origin = url.clone().unwrap_or_else(|| format!("<{name}>"));
-    let fail = |error: String| emit(Event::LoadFailed { label: label.clone(), origin: origin.clone(), error });
+    let fail = |error: String| {
+        emit(Event::LoadFailed {
+            label: label.clone(),
+            origin: origin.clone(),
+            error,
+        })
+    };
     let t0 = Instant::now();
     let bytes = match (url, bytes) {
         (_, Some(b)) => b,
@@ -481,7 +735,11 @@ async fn load(s: &mut WorkerState, label: String, url: Option<String>, name: Str
         (None, None) => return fail("no address and no bytes".into()),
     };
     let downloaded = t0.elapsed().as_secs_f64();
-    emit(Event::LoadProgress { label: label.clone(), stage: "initialising".into(), fraction: None });
+    emit(Event::LoadProgress {
+        label: label.clone(),
+        stage: "initialising".into(),
+        fraction: None,
+    });
     let t1 = Instant::now();
     let g = match Generator::from_bytes(&bytes, &s.device) {
         Ok(g) => g,
@@ -489,18 +747,35 @@ async fn load(s: &mut WorkerState, label: String, url: Option<String>, name: Str
     };
     let init = t1.elapsed().as_secs_f64();
     let d = g.defaults();
-    emit(Event::LoadProgress { label: label.clone(), stage: "warming up".into(), fraction: None });
+    emit(Event::LoadProgress {
+        label: label.clone(),
+        stage: "warming up".into(),
+        fraction: None,
+    });
     let t2 = Instant::now();
     let batch = s.warm_batch.max(1);
     let prompts = vec!["warm-up".to_string(); batch];
     let seeds: Vec<u64> = (0..batch as u64).collect();
-    if let Err(e) = g.generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {}).await {
+    if let Err(e) = g
+        .generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {})
+        .await
+    {
         return fail(format!("the warm-up generation failed: {e}"));
     }
     let warm = t2.elapsed().as_secs_f64();
-    log(format!("flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up (batch {batch}, one step) {warm:.2} s", bytes.len() as f64 / 1e6));
+    log(format!(
+        "flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up (batch {batch}, one step) {warm:.2} s",
+        bytes.len() as f64 / 1e6
+    ));
     let c = &g.info.config;
-    emit(Event::Loaded { label: label.clone(), kind: g.info.kind.clone(), default_steps: d.steps, default_guidance: d.guidance, shape: [c.frames, c.height, c.width], origin: origin.clone() });
+    emit(Event::Loaded {
+        label: label.clone(),
+        kind: g.info.kind.clone(),
+        default_steps: d.steps,
+        default_guidance: d.guidance,
+        shape: [c.frames, c.height, c.width],
+        origin: origin.clone(),
+    });
     s.models.insert(label, g);
 }
 
@@ -508,28 +783,54 @@ async fn load(s: &mut WorkerState, label: String, url: Option<String>, name: Str
 async fn download(label: &str, url: &str) -> Result<Vec<u8>, String> {
     use wasm_bindgen_futures::JsFuture;
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let response: web_sys::Response = JsFuture::from(scope.fetch_with_str(url)).await.map_err(|e| format!("cannot download {url}: {}", js_error(e)))?.unchecked_into();
+    let response: web_sys::Response = JsFuture::from(scope.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("cannot download {url}: {}", js_error(e)))?
+        .unchecked_into();
     if !response.ok() {
-        return Err(format!("cannot download {url}: HTTP {} {}", response.status(), response.status_text()));
+        return Err(format!(
+            "cannot download {url}: HTTP {} {}",
+            response.status(),
+            response.status_text()
+        ));
     }
-    let total: Option<f64> = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse().ok());
-    let body = response.body().ok_or_else(|| format!("{url}: empty response"))?;
+    let total: Option<f64> = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok());
+    let body = response
+        .body()
+        .ok_or_else(|| format!("{url}: empty response"))?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut out = Vec::with_capacity(total.unwrap_or(0.0) as usize);
     let mut reported = -1.0f32;
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("downloading {url} failed: {}", js_error(e)))?;
-        if js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("downloading {url} failed: {}", js_error(e)))?;
+        if js_sys::Reflect::get(&chunk, &"done".into())
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true)
+        {
             break;
         }
-        let value: js_sys::Uint8Array = js_sys::Reflect::get(&chunk, &"value".into()).map_err(js_error)?.unchecked_into();
+        let value: js_sys::Uint8Array = js_sys::Reflect::get(&chunk, &"value".into())
+            .map_err(js_error)?
+            .unchecked_into();
         let start = out.len();
         out.resize(start + value.length() as usize, 0);
         value.copy_to(&mut out[start..]);
         let fraction = total.map(|t| (out.len() as f64 / t) as f32);
         if fraction.is_none_or(|f| f - reported >= 0.05) {
             reported = fraction.unwrap_or(0.0);
-            emit(Event::LoadProgress { label: label.to_string(), stage: format!("downloading {:.1} MB", out.len() as f64 / 1e6), fraction });
+            emit(Event::LoadProgress {
+                label: label.to_string(),
+                stage: format!("downloading {:.1} MB", out.len() as f64 / 1e6),
+                fraction,
+            });
         }
     }
     Ok(out)

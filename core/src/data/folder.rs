@@ -24,24 +24,42 @@ pub struct FolderDataset {
 impl FolderDataset {
     /// Open `dir`, decoding every clip to `frames × height × width`.
     pub fn open(dir: &Path, frames: usize, height: usize, width: usize) -> Result<Self, Error> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::Data(format!("cannot read dataset folder {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            Error::Data(format!("cannot read dataset folder {}: {e}", dir.display()))
+        })?;
         let captions = read_captions_jsonl(dir)?;
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         let mut clips = Vec::new();
         let mut skipped = Vec::new();
         for path in paths {
-            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let is_gif = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif"));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let is_gif = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gif"));
             if !(is_gif || path.is_dir()) {
                 continue; // captions.jsonl, sidecar .txt files, anything else
             }
-            let caption = captions.get(&name).cloned().or_else(|| sidecar_caption(&path));
+            let caption = captions
+                .get(&name)
+                .cloned()
+                .or_else(|| sidecar_caption(&path));
             let Some(caption) = caption else {
-                warn_skip(&mut skipped, &path, "no caption (neither in captions.jsonl nor a sidecar .txt)");
+                warn_skip(
+                    &mut skipped,
+                    &path,
+                    "no caption (neither in captions.jsonl nor a sidecar .txt)",
+                );
                 continue;
             };
-            let decoded = if is_gif { decode_gif(&path) } else { decode_png_folder(&path) };
+            let decoded = if is_gif {
+                decode_gif(&path)
+            } else {
+                decode_png_folder(&path)
+            };
             match decoded {
                 Ok(frames_rgba) if !frames_rgba.is_empty() => {
                     let clip = to_clip(&frames_rgba, frames, height, width);
@@ -52,7 +70,11 @@ impl FolderDataset {
             }
         }
         if !skipped.is_empty() {
-            eprintln!("warning: skipped {} unusable file(s) in {}", skipped.len(), dir.display());
+            eprintln!(
+                "warning: skipped {} unusable file(s) in {}",
+                skipped.len(),
+                dir.display()
+            );
         }
         if clips.is_empty() {
             return Err(Error::Data(format!(
@@ -93,7 +115,9 @@ fn read_captions_jsonl(dir: &Path) -> Result<HashMap<String, String>, Error> {
     }
     let path = dir.join("captions.jsonl");
     let mut map = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(map) };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(map);
+    };
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -102,22 +126,38 @@ fn read_captions_jsonl(dir: &Path) -> Result<HashMap<String, String>, Error> {
             Ok(l) => {
                 map.insert(l.file.trim_end_matches('/').to_string(), l.caption);
             }
-            Err(e) => eprintln!("warning: {} line {}: not {{\"file\": ..., \"caption\": ...}}: {e}", path.display(), i + 1),
+            Err(e) => eprintln!(
+                "warning: {} line {}: not {{\"file\": ..., \"caption\": ...}}: {e}",
+                path.display(),
+                i + 1
+            ),
         }
     }
     Ok(map)
 }
 
 fn sidecar_caption(path: &Path) -> Option<String> {
-    let txt = if path.is_dir() { path.join("caption.txt") } else { path.with_extension("txt") };
+    let txt = if path.is_dir() {
+        path.join("caption.txt")
+    } else {
+        path.with_extension("txt")
+    };
     let alt = path.with_extension("txt");
-    [txt, alt].iter().find_map(|p| std::fs::read_to_string(p).ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    [txt, alt]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn decode_gif(path: &Path) -> Result<Vec<RgbaImage>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file)).map_err(|e| format!("not a readable GIF: {e}"))?;
-    let frames = decoder.into_frames().collect_frames().map_err(|e| format!("corrupt GIF: {e}"))?;
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("not a readable GIF: {e}"))?;
+    let frames = decoder
+        .into_frames()
+        .collect_frames()
+        .map_err(|e| format!("corrupt GIF: {e}"))?;
     Ok(frames.into_iter().map(|f| f.into_buffer()).collect())
 }
 
@@ -132,7 +172,11 @@ fn decode_png_folder(dir: &Path) -> Result<Vec<RgbaImage>, String> {
         return Err("folder holds no .png frames".into());
     }
     pngs.iter()
-        .map(|p| image::open(p).map(|i| i.to_rgba8()).map_err(|e| format!("frame {} unreadable: {e}", p.display())))
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_rgba8())
+                .map_err(|e| format!("frame {} unreadable: {e}", p.display()))
+        })
         .collect()
 }
 
@@ -140,11 +184,18 @@ fn decode_png_folder(dir: &Path) -> Result<Vec<RgbaImage>, String> {
 fn to_clip(frames: &[RgbaImage], t: usize, h: usize, w: usize) -> Clip {
     let mut data = vec![0f32; 3 * t * h * w];
     for f in 0..t {
-        let src = if t == 1 { 0 } else { f * (frames.len() - 1) / (t - 1).max(1) };
+        let src = if t == 1 {
+            0
+        } else {
+            f * (frames.len() - 1) / (t - 1).max(1)
+        };
         let img = &frames[src.min(frames.len() - 1)];
         let (iw, ih) = img.dimensions();
         let scale = (w as f32 / iw as f32).max(h as f32 / ih as f32);
-        let (rw, rh) = (((iw as f32 * scale).ceil() as u32).max(w as u32), ((ih as f32 * scale).ceil() as u32).max(h as u32));
+        let (rw, rh) = (
+            ((iw as f32 * scale).ceil() as u32).max(w as u32),
+            ((ih as f32 * scale).ceil() as u32).max(h as u32),
+        );
         let resized = image::imageops::resize(img, rw, rh, FilterType::Triangle);
         let (ox, oy) = ((rw - w as u32) / 2, (rh - h as u32) / 2);
         for y in 0..h {
@@ -157,7 +208,12 @@ fn to_clip(frames: &[RgbaImage], t: usize, h: usize, w: usize) -> Clip {
             }
         }
     }
-    Clip { data, frames: t, height: h, width: w }
+    Clip {
+        data,
+        frames: t,
+        height: h,
+        width: w,
+    }
 }
 
 #[cfg(test)]
@@ -186,7 +242,9 @@ mod tests {
         let frames = dir.path().join("c");
         std::fs::create_dir(&frames).unwrap();
         for i in 0..4 {
-            image::RgbaImage::from_pixel(40, 30, image::Rgba([0, 255, 0, 255])).save(frames.join(format!("{i:03}.png"))).unwrap();
+            image::RgbaImage::from_pixel(40, 30, image::Rgba([0, 255, 0, 255]))
+                .save(frames.join(format!("{i:03}.png")))
+                .unwrap();
         }
         std::fs::write(dir.path().join("captions.jsonl"), "{\"file\": \"b.gif\", \"caption\": \"blue\"}\n{\"file\": \"c\", \"caption\": \"green frames\"}\n").unwrap();
         let ds = FolderDataset::open(dir.path(), 8, 16, 16).unwrap();
@@ -196,7 +254,10 @@ mod tests {
         let a = ds.clip(0);
         assert_eq!(a.caption, "a red thing");
         assert_eq!((a.clip.frames, a.clip.height, a.clip.width), (8, 16, 16));
-        assert!((a.clip.at(0, 7, 8, 8) - 1.0).abs() < 0.02 && (a.clip.at(1, 7, 8, 8) + 1.0).abs() < 0.02);
+        assert!(
+            (a.clip.at(0, 7, 8, 8) - 1.0).abs() < 0.02
+                && (a.clip.at(1, 7, 8, 8) + 1.0).abs() < 0.02
+        );
         let c = ds.clip(2);
         assert_eq!(c.caption, "green frames");
         assert!((c.clip.at(1, 3, 0, 0) - 1.0).abs() < 0.02);
@@ -207,7 +268,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.gif"), b"nope").unwrap();
         std::fs::write(dir.path().join("x.txt"), "cap").unwrap();
-        let err = FolderDataset::open(dir.path(), 8, 16, 16).unwrap_err().to_string();
+        let err = FolderDataset::open(dir.path(), 8, 16, 16)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no usable clip"), "{err}");
         assert!(FolderDataset::open(&dir.path().join("missing"), 8, 16, 16).is_err());
     }

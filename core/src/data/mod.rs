@@ -35,7 +35,10 @@ pub trait ClipSource: Send + Sync {
 impl ClipSource for shapes::ShapesSource {
     fn get(&self, index: u64) -> CaptionedClip {
         let s = self.sample(shapes::Split::Train, index);
-        CaptionedClip { clip: s.clip, caption: s.caption }
+        CaptionedClip {
+            clip: s.clip,
+            caption: s.caption,
+        }
     }
 }
 
@@ -50,8 +53,15 @@ pub fn stack(clips: &[Clip]) -> (Vec<f32>, [usize; 5]) {
     let first = &clips[0];
     let mut data = Vec::with_capacity(clips.len() * first.data.len());
     for c in clips {
-        assert_eq!((c.frames, c.height, c.width), (first.frames, first.height, first.width), "clips of one batch must share a shape");
+        assert_eq!(
+            (c.frames, c.height, c.width),
+            (first.frames, first.height, first.width),
+            "clips of one batch must share a shape"
+        );
         data.extend_from_slice(&c.data);
     }
-    (data, [clips.len(), 3, first.frames, first.height, first.width])
+    (
+        data,
+        [clips.len(), 3, first.frames, first.height, first.width],
+    )
 }

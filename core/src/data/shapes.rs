@@ -147,7 +147,12 @@ pub struct ShapesConfig {
 
 impl Default for ShapesConfig {
     fn default() -> Self {
-        Self { frames: 8, height: 32, width: 32, two_object_prob: 0.25 }
+        Self {
+            frames: 8,
+            height: 32,
+            width: 32,
+            two_object_prob: 0.25,
+        }
     }
 }
 
@@ -171,9 +176,15 @@ impl ShapesSource {
     /// Fails with a message if the geometry is unusable.
     pub fn new(config: ShapesConfig, seed: u64) -> Result<Self, crate::Error> {
         if config.frames == 0 {
-            return Err(crate::Error::Config("shapes: frames must be ≥ 1 (1 = images)".into()));
+            return Err(crate::Error::Config(
+                "shapes: frames must be ≥ 1 (1 = images)".into(),
+            ));
         }
-        if config.height == 0 || config.width == 0 || config.height % 8 != 0 || config.width % 8 != 0 {
+        if config.height == 0
+            || config.width == 0
+            || config.height % 8 != 0
+            || config.width % 8 != 0
+        {
             return Err(crate::Error::Config(format!(
                 "shapes: height and width must be positive multiples of 8, got {}×{}",
                 config.height, config.width
@@ -195,19 +206,38 @@ impl ShapesSource {
         let mut rng = self.rng(split, index);
         let attributes = match split {
             Split::Train => {
-                let n = if rng.random::<f32>() < self.config.two_object_prob { 2 } else { 1 };
+                let n = if rng.random::<f32>() < self.config.two_object_prob {
+                    2
+                } else {
+                    1
+                };
                 let objects = (0..n).map(|_| random_train_object(&mut rng)).collect();
-                Attributes { objects, background: pick(&mut rng, Background::ALL) }
+                Attributes {
+                    objects,
+                    background: pick(&mut rng, Background::ALL),
+                }
             }
             Split::HeldOut => {
                 let (shape, color, motion) = HELD_OUT[rng.random_range(0..HELD_OUT.len())];
-                let object = Object { shape, color, size: pick(&mut rng, Size::ALL), motion };
-                Attributes { objects: vec![object], background: pick(&mut rng, Background::ALL) }
+                let object = Object {
+                    shape,
+                    color,
+                    size: pick(&mut rng, Size::ALL),
+                    motion,
+                };
+                Attributes {
+                    objects: vec![object],
+                    background: pick(&mut rng, Background::ALL),
+                }
             }
         };
         let caption = caption(&attributes, &mut rng);
         let clip = render(&attributes, &self.config, &mut rng);
-        ShapesSample { clip, caption, attributes }
+        ShapesSample {
+            clip,
+            caption,
+            attributes,
+        }
     }
 
     /// Render a clip of the given attributes (e.g. an eval prompt's) with a seeded placement.
@@ -256,12 +286,27 @@ fn size_words(s: Size) -> &'static [&'static str] {
 
 fn motion_words(m: Motion) -> &'static [&'static str] {
     match m {
-        Motion::Left => &["moving left", "drifting left", "moves to the left", "sliding left"],
-        Motion::Right => &["moving right", "drifting right", "moves to the right", "sliding right"],
+        Motion::Left => &[
+            "moving left",
+            "drifting left",
+            "moves to the left",
+            "sliding left",
+        ],
+        Motion::Right => &[
+            "moving right",
+            "drifting right",
+            "moves to the right",
+            "sliding right",
+        ],
         Motion::Up => &["moving up", "rising", "floating upward", "going up"],
         Motion::Down => &["moving down", "falling", "sinking", "dropping down"],
         Motion::Still => &["standing still", "resting", "not moving", "motionless"],
-        Motion::Clockwise => &["orbiting clockwise", "circling clockwise", "spinning around clockwise", "going round clockwise"],
+        Motion::Clockwise => &[
+            "orbiting clockwise",
+            "circling clockwise",
+            "spinning around clockwise",
+            "going round clockwise",
+        ],
     }
 }
 
@@ -343,8 +388,20 @@ fn box_sd(px: f32, py: f32, hx: f32, hy: f32) -> f32 {
 }
 
 /// Centre of an object in frame `f` of `frames`, given its start and motion.
-fn trajectory(o: &Object, start: (f32, f32), orbit_phase: f32, f: usize, frames: usize, h: f32, w: f32) -> (f32, f32) {
-    let u = if frames > 1 { f as f32 / (frames - 1) as f32 } else { 0.0 };
+fn trajectory(
+    o: &Object,
+    start: (f32, f32),
+    orbit_phase: f32,
+    f: usize,
+    frames: usize,
+    h: f32,
+    w: f32,
+) -> (f32, f32) {
+    let u = if frames > 1 {
+        f as f32 / (frames - 1) as f32
+    } else {
+        0.0
+    };
     let travel = 0.45 * w.min(h);
     let (x, y) = start;
     match o.motion {
@@ -378,7 +435,8 @@ fn render<R: Rng>(a: &Attributes, cfg: &ShapesConfig, rng: &mut R) -> Clip {
         .iter()
         .map(|o| {
             let margin = radius(o.size, hf, wf) + 1.0;
-            let span = |lo: f32, hi: f32, rng: &mut R| lo + rng.random::<f32>() * (hi - lo).max(0.0);
+            let span =
+                |lo: f32, hi: f32, rng: &mut R| lo + rng.random::<f32>() * (hi - lo).max(0.0);
             let (x0, x1, y0, y1) = match o.motion {
                 Motion::Left => (margin + travel, wf - margin, margin, hf - margin),
                 Motion::Right => (margin, wf - margin - travel, margin, hf - margin),
@@ -395,8 +453,14 @@ fn render<R: Rng>(a: &Attributes, cfg: &ShapesConfig, rng: &mut R) -> Clip {
         let col = o.color.rgb();
         for f in 0..t {
             let (cx, cy) = trajectory(o, start, phase, f, t, hf, wf);
-            let (ylo, yhi) = (((cy - r - 2.0).floor().max(0.0)) as usize, ((cy + r + 2.0).ceil().min(hf)) as usize);
-            let (xlo, xhi) = (((cx - r - 2.0).floor().max(0.0)) as usize, ((cx + r + 2.0).ceil().min(wf)) as usize);
+            let (ylo, yhi) = (
+                ((cy - r - 2.0).floor().max(0.0)) as usize,
+                ((cy + r + 2.0).ceil().min(hf)) as usize,
+            );
+            let (xlo, xhi) = (
+                ((cx - r - 2.0).floor().max(0.0)) as usize,
+                ((cx + r + 2.0).ceil().min(wf)) as usize,
+            );
             for y in ylo..yhi {
                 for x in xlo..xhi {
                     let sd = signed_distance(o.shape, x as f32 + 0.5 - cx, y as f32 + 0.5 - cy, r);
@@ -414,7 +478,12 @@ fn render<R: Rng>(a: &Attributes, cfg: &ShapesConfig, rng: &mut R) -> Clip {
     for v in &mut data {
         *v = *v * 2.0 - 1.0;
     }
-    Clip { data, frames: t, height: h, width: w }
+    Clip {
+        data,
+        frames: t,
+        height: h,
+        width: w,
+    }
 }
 
 fn radius(size: Size, h: f32, w: f32) -> f32 {
@@ -443,7 +512,9 @@ mod tests {
         assert_eq!(a.attributes, b.attributes);
         let c = s.sample(Split::Train, 43);
         assert_ne!(a.clip.data, c.clip.data);
-        let other_seed = ShapesSource::new(ShapesConfig::default(), 8).unwrap().sample(Split::Train, 42);
+        let other_seed = ShapesSource::new(ShapesConfig::default(), 8)
+            .unwrap()
+            .sample(Split::Train, 42);
         assert_ne!(a.clip.data, other_seed.clip.data);
     }
 
@@ -452,7 +523,13 @@ mod tests {
         let s = source();
         for i in 0..3000 {
             let tr = s.sample(Split::Train, i);
-            assert!(tr.attributes.objects.iter().all(|o| !is_held_out(o.combo())), "train clip {i} holds a held-out object");
+            assert!(
+                tr.attributes
+                    .objects
+                    .iter()
+                    .all(|o| !is_held_out(o.combo())),
+                "train clip {i} holds a held-out object"
+            );
             let ev = s.sample(Split::HeldOut, i);
             assert!(is_held_out(ev.attributes.main().combo()));
         }
@@ -470,7 +547,9 @@ mod tests {
             let bg = sample.attributes.background.rgb();
             for f in 0..8 {
                 let differs = (0..32 * 32).filter(|p| {
-                    (0..3).any(|c| (clip.data[(c * 8 + f) * 1024 + p] - (bg[c] * 2.0 - 1.0)).abs() > 0.3)
+                    (0..3).any(|c| {
+                        (clip.data[(c * 8 + f) * 1024 + p] - (bg[c] * 2.0 - 1.0)).abs() > 0.3
+                    })
                 });
                 assert!(differs.count() > 10, "clip {i} frame {f} shows no object");
             }
@@ -479,7 +558,14 @@ mod tests {
 
     #[test]
     fn motion_moves_the_centre_of_mass_the_right_way() {
-        let s = ShapesSource::new(ShapesConfig { two_object_prob: 0.0, ..ShapesConfig::default() }, 3).unwrap();
+        let s = ShapesSource::new(
+            ShapesConfig {
+                two_object_prob: 0.0,
+                ..ShapesConfig::default()
+            },
+            3,
+        )
+        .unwrap();
         let mut checked = 0;
         for i in 0..400 {
             let sample = s.sample(Split::Train, i);
@@ -489,7 +575,13 @@ mod tests {
                 let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
                 for y in 0..32 {
                     for x in 0..32 {
-                        let d: f32 = (0..3).map(|c| (sample.clip.data[((c * 8 + f) * 32 + y) * 32 + x] - (bg[c] * 2.0 - 1.0)).abs()).sum();
+                        let d: f32 = (0..3)
+                            .map(|c| {
+                                (sample.clip.data[((c * 8 + f) * 32 + y) * 32 + x]
+                                    - (bg[c] * 2.0 - 1.0))
+                                    .abs()
+                            })
+                            .sum();
                         sx += d * x as f32;
                         sy += d * y as f32;
                         n += d;
@@ -520,11 +612,38 @@ mod tests {
 
     #[test]
     fn images_and_other_sizes_work() {
-        let s = ShapesSource::new(ShapesConfig { frames: 1, height: 16, width: 48, two_object_prob: 0.5 }, 1).unwrap();
+        let s = ShapesSource::new(
+            ShapesConfig {
+                frames: 1,
+                height: 16,
+                width: 48,
+                two_object_prob: 0.5,
+            },
+            1,
+        )
+        .unwrap();
         let x = s.sample(Split::Train, 0);
         assert_eq!(x.clip.data.len(), 3 * 16 * 48);
-        assert!(ShapesSource::new(ShapesConfig { height: 30, ..ShapesConfig::default() }, 0).is_err());
-        assert!(ShapesSource::new(ShapesConfig { frames: 0, ..ShapesConfig::default() }, 0).is_err());
+        assert!(
+            ShapesSource::new(
+                ShapesConfig {
+                    height: 30,
+                    ..ShapesConfig::default()
+                },
+                0
+            )
+            .is_err()
+        );
+        assert!(
+            ShapesSource::new(
+                ShapesConfig {
+                    frames: 0,
+                    ..ShapesConfig::default()
+                },
+                0
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -533,7 +652,11 @@ mod tests {
         let mut phrasings = std::collections::HashSet::new();
         for i in 0..200 {
             let x = s.sample(Split::Train, i);
-            assert!(x.caption.contains(x.attributes.main().color.word()), "{}", x.caption);
+            assert!(
+                x.caption.contains(x.attributes.main().color.word()),
+                "{}",
+                x.caption
+            );
             phrasings.insert(x.caption.clone());
         }
         assert!(phrasings.len() > 150);

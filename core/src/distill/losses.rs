@@ -50,7 +50,9 @@ impl GanLoss {
         match (self, real) {
             (GanLoss::NonSaturating, _) => softplus(fake.neg()).mean(),
             (GanLoss::Relativistic, Some(real)) => softplus(real - fake).mean(),
-            (GanLoss::Relativistic, None) => panic!("the relativistic generator loss needs the paired real logits"),
+            (GanLoss::Relativistic, None) => {
+                panic!("the relativistic generator loss needs the paired real logits")
+            }
             (GanLoss::Wgan, _) => fake.neg().mean(),
         }
     }
@@ -67,8 +69,16 @@ pub fn fd_r1(at_x: Tensor<1>, at_x_plus_hu: Tensor<1>, h: f32, gamma: f32) -> Te
 }
 
 /// WGAN gradient penalty `λ · (|∇D·u| − 1)²` at interpolates, from logits at `x̂` and `x̂ + h·u`.
-pub fn fd_gradient_penalty(at_x: Tensor<1>, at_x_plus_hu: Tensor<1>, h: f32, lambda: f32) -> Tensor<1> {
-    (((at_x_plus_hu - at_x) / h).abs() - 1.0).powi_scalar(2).mean() * lambda
+pub fn fd_gradient_penalty(
+    at_x: Tensor<1>,
+    at_x_plus_hu: Tensor<1>,
+    h: f32,
+    lambda: f32,
+) -> Tensor<1> {
+    (((at_x_plus_hu - at_x) / h).abs() - 1.0)
+        .powi_scalar(2)
+        .mean()
+        * lambda
 }
 
 #[cfg(test)]
@@ -86,11 +96,15 @@ mod tests {
     fn losses_have_their_textbook_values() {
         let ln2 = std::f32::consts::LN_2;
         // At logits 0 both terms of the non-saturating loss are ln 2.
-        assert!((scalar(GanLoss::NonSaturating.d_loss(t(&[0.0]), t(&[0.0]))) - 2.0 * ln2).abs() < 1e-6);
+        assert!(
+            (scalar(GanLoss::NonSaturating.d_loss(t(&[0.0]), t(&[0.0]))) - 2.0 * ln2).abs() < 1e-6
+        );
         assert!((scalar(GanLoss::NonSaturating.g_loss(t(&[0.0]), None)) - ln2).abs() < 1e-6);
         // A confident, right discriminator has a small loss; a fooled one a large loss.
         assert!(scalar(GanLoss::NonSaturating.d_loss(t(&[20.0]), t(&[-20.0]))) < 1e-6);
-        assert!((scalar(GanLoss::NonSaturating.d_loss(t(&[-20.0]), t(&[20.0]))) - 40.0).abs() < 1e-3);
+        assert!(
+            (scalar(GanLoss::NonSaturating.d_loss(t(&[-20.0]), t(&[20.0]))) - 40.0).abs() < 1e-3
+        );
         // softplus is stable far out.
         assert!((scalar(softplus(t(&[100.0]))) - 100.0).abs() < 1e-4);
         assert!(scalar(softplus(t(&[-100.0]))).abs() < 1e-6);
@@ -98,7 +112,9 @@ mod tests {
         let a = scalar(GanLoss::Relativistic.d_loss(t(&[3.0, 1.0]), t(&[1.0, 0.0])));
         let b = scalar(GanLoss::Relativistic.d_loss(t(&[13.0, 11.0]), t(&[11.0, 10.0])));
         assert!((a - b).abs() < 1e-5);
-        assert!((scalar(GanLoss::Relativistic.g_loss(t(&[0.5]), Some(t(&[0.5])))) - ln2).abs() < 1e-6);
+        assert!(
+            (scalar(GanLoss::Relativistic.g_loss(t(&[0.5]), Some(t(&[0.5])))) - ln2).abs() < 1e-6
+        );
         // WGAN: the mean difference.
         assert!((scalar(GanLoss::Wgan.d_loss(t(&[2.0, 4.0]), t(&[1.0, 1.0]))) + 2.0).abs() < 1e-6);
     }
@@ -114,6 +130,8 @@ mod tests {
         // Slope 1: no gradient penalty.
         let unit = t(&[0.5 + h, -1.0 - h]);
         assert!(scalar(fd_gradient_penalty(at.clone(), unit, h, 10.0)) < 1e-2);
-        assert!((scalar(approx_penalty(t(&[1.0, 2.0]), t(&[1.5, 2.0]), 100.0)) - 12.5).abs() < 1e-4);
+        assert!(
+            (scalar(approx_penalty(t(&[1.0, 2.0]), t(&[1.5, 2.0]), 100.0)) - 12.5).abs() < 1e-4
+        );
     }
 }

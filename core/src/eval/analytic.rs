@@ -25,7 +25,10 @@ fn dist(a: [f32; 3], b: [f32; 3]) -> f32 {
 }
 
 fn nearest<T: Copy>(value: [f32; 3], options: &[T], color: impl Fn(T) -> [f32; 3]) -> T {
-    *options.iter().min_by(|a, b| dist(value, color(**a)).total_cmp(&dist(value, color(**b)))).unwrap()
+    *options
+        .iter()
+        .min_by(|a, b| dist(value, color(**a)).total_cmp(&dist(value, color(**b))))
+        .unwrap()
 }
 
 /// Read a clip's attributes.
@@ -74,24 +77,43 @@ pub fn read(clip: &Clip) -> Readout {
             continue;
         }
         let n = pts.len() as f32;
-        let (cx, cy) = (pts.iter().map(|p| p.0).sum::<f32>() / n, pts.iter().map(|p| p.1).sum::<f32>() / n);
+        let (cx, cy) = (
+            pts.iter().map(|p| p.0).sum::<f32>() / n,
+            pts.iter().map(|p| p.1).sum::<f32>() / n,
+        );
         centroids.push(Some((cx, cy)));
-        let (x0, x1) = pts.iter().fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (y0, y1) = pts.iter().fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (x0, x1) = pts
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = pts
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let (bw, bh) = (x1 - x0 + 1.0, y1 - y0 + 1.0);
         fill_sum += n / (bw * bh);
         side_sum += bw.max(bh);
         // Vertical asymmetry: share of pixels in the bottom half of the box minus the top half.
         let mid = (y0 + y1) / 2.0;
-        asym_sum += (pts.iter().filter(|p| p.1 > mid).count() as f32 - pts.iter().filter(|p| p.1 < mid).count() as f32) / n;
+        asym_sum += (pts.iter().filter(|p| p.1 > mid).count() as f32
+            - pts.iter().filter(|p| p.1 < mid).count() as f32)
+            / n;
         frames_seen += 1.0;
     }
     if frames_seen < (t as f32 / 2.0).max(1.0) || colour_n < 1.0 {
-        return Readout { background, color: None, shape: None, size: None, motion: None };
+        return Readout {
+            background,
+            color: None,
+            shape: None,
+            size: None,
+            motion: None,
+        };
     }
     let colour = [0, 1, 2].map(|c| colour_sum[c] / colour_n);
     let color = nearest(colour, Color::ALL, |c| c.rgb());
-    let (fill, asym, side) = (fill_sum / frames_seen, asym_sum / frames_seen, side_sum / frames_seen);
+    let (fill, asym, side) = (
+        fill_sum / frames_seen,
+        asym_sum / frames_seen,
+        side_sum / frames_seen,
+    );
     // Fill of the bounding box: square ≈ 1, circle ≈ π/4, triangle ≈ 1/2 (bottom-heavy), cross ≈ 0.55.
     let shape = if fill > 0.88 {
         Shape::Square
@@ -104,10 +126,24 @@ pub fn read(clip: &Clip) -> Readout {
     };
     // Bounding-box side relative to the frame (anti-aliased edge included): circles and crosses
     // span 2r (small ≈ 0.29, large ≈ 0.47), squares and triangles ≈ 1.6r (≈ 0.24 vs ≈ 0.38).
-    let cut = if matches!(shape, Shape::Circle | Shape::Cross) { 0.38 } else { 0.31 };
-    let size = if side / (h.min(w) as f32) > cut { Size::Large } else { Size::Small };
+    let cut = if matches!(shape, Shape::Circle | Shape::Cross) {
+        0.38
+    } else {
+        0.31
+    };
+    let size = if side / (h.min(w) as f32) > cut {
+        Size::Large
+    } else {
+        Size::Small
+    };
     let motion = read_motion(&centroids, h.min(w) as f32);
-    Readout { background, color: Some(color), shape: Some(shape), size: Some(size), motion }
+    Readout {
+        background,
+        color: Some(color),
+        shape: Some(shape),
+        size: Some(size),
+        motion,
+    }
 }
 
 fn read_motion(centroids: &[Option<(f32, f32)>], side: f32) -> Option<Motion> {
@@ -121,14 +157,20 @@ fn read_motion(centroids: &[Option<(f32, f32)>], side: f32) -> Option<Motion> {
     let (first, last) = (track[0], track[track.len() - 1]);
     let (dx, dy) = (last.0 - first.0, last.1 - first.1);
     let net = (dx * dx + dy * dy).sqrt();
-    let path: f32 = track.windows(2).map(|w| ((w[1].0 - w[0].0).powi(2) + (w[1].1 - w[0].1).powi(2)).sqrt()).sum();
+    let path: f32 = track
+        .windows(2)
+        .map(|w| ((w[1].0 - w[0].0).powi(2) + (w[1].1 - w[0].1).powi(2)).sqrt())
+        .sum();
     if path < 0.08 * side {
         return Some(Motion::Still);
     }
     // Turning: signed area swept around the track's centre (positive = clockwise on screen,
     // where rows grow downwards).
     let n = track.len() as f32;
-    let (mx, my) = (track.iter().map(|p| p.0).sum::<f32>() / n, track.iter().map(|p| p.1).sum::<f32>() / n);
+    let (mx, my) = (
+        track.iter().map(|p| p.0).sum::<f32>() / n,
+        track.iter().map(|p| p.1).sum::<f32>() / n,
+    );
     let mut turn = 0f32;
     for w in track.windows(2) {
         let a0 = (w[0].1 - my).atan2(w[0].0 - mx);
@@ -146,7 +188,11 @@ fn read_motion(centroids: &[Option<(f32, f32)>], side: f32) -> Option<Motion> {
         return Some(Motion::Clockwise);
     }
     Some(if dx.abs() > dy.abs() {
-        if dx < 0.0 { Motion::Left } else { Motion::Right }
+        if dx < 0.0 {
+            Motion::Left
+        } else {
+            Motion::Right
+        }
     } else if dy < 0.0 {
         Motion::Up
     } else {
@@ -170,7 +216,9 @@ pub struct Agreement {
 /// Compare readouts with the attributes each clip was meant to show.
 pub fn agreement(pairs: &[(Readout, Attributes)]) -> Agreement {
     let n = pairs.len().max(1) as f32;
-    let rate = |f: &dyn Fn(&Readout, &Attributes) -> bool| pairs.iter().filter(|(r, a)| f(r, a)).count() as f32 / n;
+    let rate = |f: &dyn Fn(&Readout, &Attributes) -> bool| {
+        pairs.iter().filter(|(r, a)| f(r, a)).count() as f32 / n
+    };
     Agreement {
         clips: pairs.len(),
         color: rate(&|r, a| r.color == Some(a.main().color)),
@@ -180,7 +228,11 @@ pub fn agreement(pairs: &[(Readout, Attributes)]) -> Agreement {
         background: rate(&|r, a| r.background == a.background),
         all: rate(&|r, a| {
             let o = a.main();
-            r.color == Some(o.color) && r.shape == Some(o.shape) && r.size == Some(o.size) && r.motion == Some(o.motion) && r.background == a.background
+            r.color == Some(o.color)
+                && r.shape == Some(o.shape)
+                && r.size == Some(o.size)
+                && r.motion == Some(o.motion)
+                && r.background == a.background
         }),
     }
 }
@@ -191,8 +243,18 @@ mod tests {
     use crate::data::shapes::{ShapesConfig, ShapesSource, Split};
 
     fn real(split: Split, n: u64) -> Agreement {
-        let s = ShapesSource::new(ShapesConfig { two_object_prob: 0.0, ..ShapesConfig::default() }, 11).unwrap();
-        let pairs: Vec<_> = (0..n).map(|i| s.sample(split, i)).map(|x| (read(&x.clip), x.attributes)).collect();
+        let s = ShapesSource::new(
+            ShapesConfig {
+                two_object_prob: 0.0,
+                ..ShapesConfig::default()
+            },
+            11,
+        )
+        .unwrap();
+        let pairs: Vec<_> = (0..n)
+            .map(|i| s.sample(split, i))
+            .map(|x| (read(&x.clip), x.attributes))
+            .collect();
         agreement(&pairs)
     }
 
@@ -212,11 +274,21 @@ mod tests {
     fn blank_and_noise_clips_are_not_credited() {
         let s = ShapesSource::new(ShapesConfig::default(), 1).unwrap();
         let x = s.sample(Split::Train, 0);
-        let blank = Clip { data: vec![-1.0; x.clip.data.len()], ..x.clip.clone() };
+        let blank = Clip {
+            data: vec![-1.0; x.clip.data.len()],
+            ..x.clip.clone()
+        };
         let r = read(&blank);
         assert_eq!((r.color, r.motion), (None, None));
         // A clip with its frames shuffled backwards reads the opposite linear motion.
-        let s = ShapesSource::new(ShapesConfig { two_object_prob: 0.0, ..ShapesConfig::default() }, 2).unwrap();
+        let s = ShapesSource::new(
+            ShapesConfig {
+                two_object_prob: 0.0,
+                ..ShapesConfig::default()
+            },
+            2,
+        )
+        .unwrap();
         let mut checked = 0;
         for i in 0..100 {
             let x = s.sample(Split::Train, i);

@@ -21,7 +21,9 @@ fn foreground(clip: &Clip) -> Vec<Vec<bool>> {
             let mut m = Vec::with_capacity(clip.height * clip.width);
             for y in 0..clip.height {
                 for x in 0..clip.width {
-                    let d: f32 = (0..3).map(|c| ((clip.at(c, t, y, x) + 1.0) / 2.0 - bg[c]).abs()).sum();
+                    let d: f32 = (0..3)
+                        .map(|c| ((clip.at(c, t, y, x) + 1.0) / 2.0 - bg[c]).abs())
+                        .sum();
                     m.push(d > 0.45);
                 }
             }
@@ -64,7 +66,9 @@ pub fn outline_flicker(clip: &Clip) -> Option<f64> {
     for f in 1..masks.len() {
         let dx = (centroids[f].0 - centroids[f - 1].0).round() as i64;
         let dy = (centroids[f].1 - centroids[f - 1].1).round() as i64;
-        let at = |m: &Vec<bool>, x: i64, y: i64| x >= 0 && y >= 0 && x < w && y < h && m[(y * w + x) as usize];
+        let at = |m: &Vec<bool>, x: i64, y: i64| {
+            x >= 0 && y >= 0 && x < w && y < h && m[(y * w + x) as usize]
+        };
         for y in 0..h {
             for x in 0..w {
                 if at(&masks[f - 1], x, y) != at(&masks[f], x + dx, y + dy) {
@@ -105,7 +109,12 @@ mod tests {
                 }
             }
         }
-        Clip { data, frames, height: h, width: w }
+        Clip {
+            data,
+            frames,
+            height: h,
+            width: w,
+        }
     }
 
     #[test]
@@ -115,9 +124,17 @@ mod tests {
         let pulsing = outline_flicker(&clip(6, |f| if f % 2 == 0 { 4 } else { 6 }, 4, 0)).unwrap();
         assert_eq!(still, 0.0);
         assert!(moving < 1e-9, "a translating square flickers by {moving}");
-        assert!(pulsing > 0.3, "a square redrawn every frame flickers only {pulsing}");
+        assert!(
+            pulsing > 0.3,
+            "a square redrawn every frame flickers only {pulsing}"
+        );
         // No object, or one frame: undefined.
-        let empty = Clip { data: vec![-0.8; 3 * 3 * 8 * 8], frames: 3, height: 8, width: 8 };
+        let empty = Clip {
+            data: vec![-0.8; 3 * 3 * 8 * 8],
+            frames: 3,
+            height: 8,
+            width: 8,
+        };
         assert_eq!(outline_flicker(&empty), None);
         assert_eq!(mean_score(&[empty], outline_flicker), None);
     }

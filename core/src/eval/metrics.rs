@@ -42,8 +42,14 @@ pub fn symmetric_eigen(a: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * d + i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..d).flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * d + j].powi(2)).sum();
-        let scale: f64 = (0..d).map(|i| a[i * d + i].powi(2)).sum::<f64>().max(1e-300);
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * d + j].powi(2))
+            .sum();
+        let scale: f64 = (0..d)
+            .map(|i| a[i * d + i].powi(2))
+            .sum::<f64>()
+            .max(1e-300);
         if off <= 1e-22 * scale {
             break;
         }
@@ -113,21 +119,29 @@ fn matmul(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
 /// `|μa − μb|² + tr(Σa + Σb − 2 (Σa^½ Σb Σa^½)^½)`.
 pub fn frechet_distance(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
     let d = a[0].len();
-    assert!(b.iter().chain(a).all(|v| v.len() == d), "feature widths differ");
+    assert!(
+        b.iter().chain(a).all(|v| v.len() == d),
+        "feature widths differ"
+    );
     let (ma, ca) = mean_cov(a);
     let (mb, cb) = mean_cov(b);
     let mean_term: f64 = ma.iter().zip(&mb).map(|(x, y)| (x - y).powi(2)).sum();
     let sa = sqrt_psd(&ca, d);
     let mid = matmul(&matmul(&sa, &cb, d), &sa, d);
     // Symmetrise against round-off before the square root.
-    let mid: Vec<f64> = (0..d * d).map(|k| 0.5 * (mid[k] + mid[(k % d) * d + k / d])).collect();
+    let mid: Vec<f64> = (0..d * d)
+        .map(|k| 0.5 * (mid[k] + mid[(k % d) * d + k / d]))
+        .collect();
     let cross = sqrt_psd(&mid, d);
     let tr = |m: &[f64]| (0..d).map(|i| m[i * d + i]).sum::<f64>();
     (mean_term + tr(&ca) + tr(&cb) - 2.0 * tr(&cross)).max(0.0)
 }
 
 fn dist2(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum()
 }
 
 /// Squared distance of each vector to its `k`-th nearest neighbour in the same set.
@@ -135,7 +149,12 @@ fn knn_radii(x: &[Vec<f32>], k: usize) -> Vec<f64> {
     x.iter()
         .enumerate()
         .map(|(i, a)| {
-            let mut d: Vec<f64> = x.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, b)| dist2(a, b)).collect();
+            let mut d: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, b)| dist2(a, b))
+                .collect();
             d.sort_by(|p, q| p.total_cmp(q));
             d[(k - 1).min(d.len() - 1)]
         })
@@ -146,7 +165,15 @@ fn knn_radii(x: &[Vec<f32>], k: usize) -> Vec<f64> {
 /// around each reference vector with radius its distance to its k-th nearest neighbour).
 fn coverage(reference: &[Vec<f32>], query: &[Vec<f32>], k: usize) -> f64 {
     let radii = knn_radii(reference, k);
-    let inside = query.iter().filter(|q| reference.iter().zip(&radii).any(|(r, &rad)| dist2(q, r) <= rad)).count();
+    let inside = query
+        .iter()
+        .filter(|q| {
+            reference
+                .iter()
+                .zip(&radii)
+                .any(|(r, &rad)| dist2(q, r) <= rad)
+        })
+        .count();
     inside as f64 / query.len() as f64
 }
 
@@ -154,7 +181,10 @@ fn coverage(reference: &[Vec<f32>], query: &[Vec<f32>], k: usize) -> f64 {
 /// precision = fraction of generated vectors inside the real manifold, recall = fraction of
 /// real vectors inside the generated manifold. Returns `(precision, recall)`.
 pub fn precision_recall(real: &[Vec<f32>], generated: &[Vec<f32>], k: usize) -> (f64, f64) {
-    assert!(real.len() > k && generated.len() > k, "precision/recall need more than k = {k} vectors per set");
+    assert!(
+        real.len() > k && generated.len() > k,
+        "precision/recall need more than k = {k} vectors per set"
+    );
     (coverage(real, generated, k), coverage(generated, real, k))
 }
 
@@ -178,7 +208,11 @@ pub fn diversity(groups: &[Vec<Vec<f32>>]) -> f64 {
         total += sum / pairs as f64;
         count += 1;
     }
-    if count == 0 { 0.0 } else { total / count as f64 }
+    if count == 0 {
+        0.0
+    } else {
+        total / count as f64
+    }
 }
 
 /// Per-head accuracy and the all-heads-correct rate of predictions against labels.
@@ -207,7 +241,13 @@ mod tests {
 
     fn gaussian(n: usize, d: usize, mean: f32, scale: f32, seed: u64) -> Vec<Vec<f32>> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..n).map(|_| (0..d).map(|_| mean + scale * crate::flow::standard_normal(&mut rng)).collect()).collect()
+        (0..n)
+            .map(|_| {
+                (0..d)
+                    .map(|_| mean + scale * crate::flow::standard_normal(&mut rng))
+                    .collect()
+            })
+            .collect()
     }
 
     #[test]
@@ -225,7 +265,10 @@ mod tests {
         let a = gaussian(2000, 8, 0.0, 1.0, 1);
         assert!(frechet_distance(&a, &a) < 1e-6, "identical sets");
         // Shifted mean by 1 in each of 8 dims: FD ≈ 8; scaled by 2: tr(1 + 4 − 2·2) = 1 per dim.
-        let shifted: Vec<Vec<f32>> = a.iter().map(|v| v.iter().map(|x| x + 1.0).collect()).collect();
+        let shifted: Vec<Vec<f32>> = a
+            .iter()
+            .map(|v| v.iter().map(|x| x + 1.0).collect())
+            .collect();
         let fd = frechet_distance(&a, &shifted);
         assert!((fd - 8.0).abs() < 1e-6, "{fd}");
         let b = gaussian(2000, 8, 0.0, 2.0, 2);
@@ -262,7 +305,9 @@ mod tests {
     fn adherence_of_shuffled_labels_is_chance() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let sizes = [4usize, 7, 2, 6, 4];
-        let labels: Vec<[usize; 5]> = (0..20000).map(|_| sizes.map(|n| rng.random_range(0..n))).collect();
+        let labels: Vec<[usize; 5]> = (0..20000)
+            .map(|_| sizes.map(|n| rng.random_range(0..n)))
+            .collect();
         assert_eq!(adherence(&labels, &labels), ([1.0; 5], 1.0));
         let mut shuffled = labels.clone();
         for i in (1..shuffled.len()).rev() {
@@ -271,7 +316,11 @@ mod tests {
         }
         let (per, _) = adherence(&shuffled, &labels);
         for (acc, n) in per.iter().zip(sizes) {
-            assert!((acc - 1.0 / n as f64).abs() < 0.02, "{acc} vs chance {}", 1.0 / n as f64);
+            assert!(
+                (acc - 1.0 / n as f64).abs() < 0.02,
+                "{acc} vs chance {}",
+                1.0 / n as f64
+            );
         }
     }
 }

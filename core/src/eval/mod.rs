@@ -9,7 +9,7 @@
 //! ground-truth procedural clips, whose penultimate features feed the distribution metrics of
 //! [`metrics`] (Fréchet distance, precision/recall, diversity).
 
-pub mod metrics;
-pub mod probe;
 pub mod analytic;
 pub mod artifacts;
+pub mod metrics;
+pub mod probe;

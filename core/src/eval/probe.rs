@@ -20,8 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::data::shapes::{Attributes, Background, Color, Motion, Shape, Size};
 
 /// The five heads: name and number of classes, in logit order.
-pub const HEADS: [(&str, usize); 5] =
-    [("shape", Shape::ALL.len()), ("color", Color::ALL.len()), ("size", Size::ALL.len()), ("motion", Motion::ALL.len()), ("background", Background::ALL.len())];
+pub const HEADS: [(&str, usize); 5] = [
+    ("shape", Shape::ALL.len()),
+    ("color", Color::ALL.len()),
+    ("size", Size::ALL.len()),
+    ("motion", Motion::ALL.len()),
+    ("background", Background::ALL.len()),
+];
 
 /// Total logits over all heads.
 pub fn total_classes() -> usize {
@@ -44,24 +49,45 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { frames: 8, height: 32, width: 32, channels: [16, 32, 64, 96], features: 128 }
+        Self {
+            frames: 8,
+            height: 32,
+            width: 32,
+            channels: [16, 32, 64, 96],
+            features: 128,
+        }
     }
 }
 
 impl ProbeConfig {
     /// Check the geometry and widths (a config read from a file or a checkpoint).
     pub fn validate(&self) -> Result<(), crate::Error> {
-        if self.frames == 0 || self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
-            return Err(crate::Error::Config(format!("probe clips must have ≥ 1 frame and height/width multiples of 8, got {}×{}×{}", self.frames, self.height, self.width)));
+        if self.frames == 0
+            || self.height == 0
+            || self.width == 0
+            || self.height % 8 != 0
+            || self.width % 8 != 0
+        {
+            return Err(crate::Error::Config(format!(
+                "probe clips must have ≥ 1 frame and height/width multiples of 8, got {}×{}×{}",
+                self.frames, self.height, self.width
+            )));
         }
         if self.channels.contains(&0) || self.features == 0 {
-            return Err(crate::Error::Config("probe channels and features must be ≥ 1".into()));
+            return Err(crate::Error::Config(
+                "probe channels and features must be ≥ 1".into(),
+            ));
         }
         Ok(())
     }
 
     pub fn init(&self, device: &Device) -> Probe {
-        let conv = |i: usize, o: usize, stride: [usize; 3]| Conv3dConfig::new([i, o], [3, 3, 3]).with_stride(stride).with_padding(PaddingConfig3d::Explicit(1, 1, 1)).init(device);
+        let conv = |i: usize, o: usize, stride: [usize; 3]| {
+            Conv3dConfig::new([i, o], [3, 3, 3])
+                .with_stride(stride)
+                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                .init(device)
+        };
         let [a, b, c, d] = self.channels;
         Probe {
             c1: conv(3, a, [1, 1, 1]),
@@ -101,7 +127,13 @@ impl Probe {
         let h = silu(norm(self.c4.forward(h)));
         let [b, c, t, y, w] = h.dims();
         let cells = h.reshape([b, c, t * y * w]);
-        let pooled = Tensor::cat(vec![cells.clone().mean_dim(2).reshape([b, c]), cells.max_dim(2).reshape([b, c])], 1);
+        let pooled = Tensor::cat(
+            vec![
+                cells.clone().mean_dim(2).reshape([b, c]),
+                cells.max_dim(2).reshape([b, c]),
+            ],
+            1,
+        );
         let features = silu(self.fc.forward(pooled));
         let logits = self.heads.forward(features.clone());
         (features, logits)
@@ -111,7 +143,13 @@ impl Probe {
 /// Class indices of a clip's (first object's) attributes, in [`HEADS`] order.
 pub fn labels(a: &Attributes) -> [usize; 5] {
     let o = a.main();
-    [o.shape.index(), o.color.index(), o.size.index(), o.motion.index(), a.background.index()]
+    [
+        o.shape.index(),
+        o.color.index(),
+        o.size.index(),
+        o.motion.index(),
+        a.background.index(),
+    ]
 }
 
 /// Summed cross-entropy of the five heads (each averaged over the batch).
@@ -150,7 +188,9 @@ pub fn predict(logits: Tensor<2>) -> Vec<[usize; 5]> {
             let mut offset = 0;
             for (head, &(_, n)) in HEADS.iter().enumerate() {
                 let slice = &row[offset..offset + n];
-                out[head] = (0..n).max_by(|&a, &c| slice[a].total_cmp(&slice[c])).unwrap_or(0);
+                out[head] = (0..n)
+                    .max_by(|&a, &c| slice[a].total_cmp(&slice[c]))
+                    .unwrap_or(0);
                 offset += n;
             }
             out
@@ -160,19 +200,37 @@ pub fn predict(logits: Tensor<2>) -> Vec<[usize; 5]> {
 
 /// Save a probe: weights plus `format`, `kind = "probe"`, the config and `extra` metadata
 /// (training step, held-out accuracy).
-pub fn save(path: &std::path::Path, probe: &Probe, config: &ProbeConfig, extra: &std::collections::BTreeMap<String, String>) -> Result<(), crate::Error> {
+pub fn save(
+    path: &std::path::Path,
+    probe: &Probe,
+    config: &ProbeConfig,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> Result<(), crate::Error> {
     use crate::checkpoint::{FORMAT, NamedTensors, module_tensors, write_safetensors};
     let mut tensors = NamedTensors::new();
     module_tensors(probe, "", &mut tensors);
     let mut meta = extra.clone();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("kind".into(), "probe".into());
-    meta.insert("config".into(), serde_json::to_string(config).expect("config serialises"));
+    meta.insert(
+        "config".into(),
+        serde_json::to_string(config).expect("config serialises"),
+    );
     write_safetensors(path, &tensors, meta)
 }
 
 /// Load a probe saved by [`save`]; a file that is not a probe checkpoint is a clear error.
-pub fn load(path: &std::path::Path, device: &Device) -> Result<(Probe, ProbeConfig, std::collections::BTreeMap<String, String>), crate::Error> {
+pub fn load(
+    path: &std::path::Path,
+    device: &Device,
+) -> Result<
+    (
+        Probe,
+        ProbeConfig,
+        std::collections::BTreeMap<String, String>,
+    ),
+    crate::Error,
+> {
     use crate::Error;
     let (tensors, meta) = crate::checkpoint::read_safetensors(path)?;
     let bad = |m: String| Error::Checkpoint(format!("{}: {m}", path.display()));
@@ -180,27 +238,55 @@ pub fn load(path: &std::path::Path, device: &Device) -> Result<(Probe, ProbeConf
         return Err(bad("not a Flick checkpoint (no \"format\" metadata)".into()));
     }
     if meta.get("kind").map(String::as_str) != Some("probe") {
-        return Err(bad(format!("holds a {:?}, not an attribute probe", meta.get("kind").cloned().unwrap_or_default())));
+        return Err(bad(format!(
+            "holds a {:?}, not an attribute probe",
+            meta.get("kind").cloned().unwrap_or_default()
+        )));
     }
-    let config: ProbeConfig = serde_json::from_str(meta.get("config").ok_or_else(|| bad("no probe config in the metadata".into()))?).map_err(|e| bad(format!("probe config unreadable: {e}")))?;
+    let config: ProbeConfig = serde_json::from_str(
+        meta.get("config")
+            .ok_or_else(|| bad("no probe config in the metadata".into()))?,
+    )
+    .map_err(|e| bad(format!("probe config unreadable: {e}")))?;
     config.validate().map_err(|e| bad(e.to_string()))?;
-    let probe = crate::checkpoint::load_module(config.init(device), &tensors, "", device).map_err(|e| bad(e.to_string()))?;
+    let probe = crate::checkpoint::load_module(config.init(device), &tensors, "", device)
+        .map_err(|e| bad(e.to_string()))?;
     Ok((probe, config, meta))
 }
 
 /// Per-head accuracy and all-correct rate of `probe` on `n` real single-object clips of
 /// `split` (procedural seed `seed`), read in batches of `batch`.
-pub fn accuracy(probe: &Probe, config: &ProbeConfig, split: crate::data::shapes::Split, n: usize, seed: u64, batch: usize, device: &Device) -> ([f64; 5], f64) {
+pub fn accuracy(
+    probe: &Probe,
+    config: &ProbeConfig,
+    split: crate::data::shapes::Split,
+    n: usize,
+    seed: u64,
+    batch: usize,
+    device: &Device,
+) -> ([f64; 5], f64) {
     use crate::data::shapes::{ShapesConfig, ShapesSource};
-    let source = ShapesSource::new(ShapesConfig { frames: config.frames, height: config.height, width: config.width, two_object_prob: 0.0 }, seed).expect("valid geometry");
+    let source = ShapesSource::new(
+        ShapesConfig {
+            frames: config.frames,
+            height: config.height,
+            width: config.width,
+            two_object_prob: 0.0,
+        },
+        seed,
+    )
+    .expect("valid geometry");
     let mut predicted = Vec::with_capacity(n);
     let mut truth = Vec::with_capacity(n);
     for start in (0..n).step_by(batch.max(1)) {
-        let samples: Vec<_> = (start..(start + batch).min(n)).map(|i| source.sample(split, i as u64)).collect();
+        let samples: Vec<_> = (start..(start + batch).min(n))
+            .map(|i| source.sample(split, i as u64))
+            .collect();
         truth.extend(samples.iter().map(|s| labels(&s.attributes)));
         let clips: Vec<_> = samples.into_iter().map(|s| s.clip).collect();
         let (data, shape) = crate::data::stack(&clips);
-        let (_, logits) = probe.forward(Tensor::<5>::from_data(TensorData::new(data, shape), device));
+        let (_, logits) =
+            probe.forward(Tensor::<5>::from_data(TensorData::new(data, shape), device));
         predicted.extend(predict(logits));
     }
     super::metrics::adherence(&predicted, &truth)
@@ -213,9 +299,17 @@ mod tests {
     #[test]
     fn shapes_and_loss_of_a_random_probe() {
         let device = Device::flex();
-        let cfg = ProbeConfig { channels: [4, 4, 8, 8], features: 16, ..Default::default() };
+        let cfg = ProbeConfig {
+            channels: [4, 4, 8, 8],
+            features: 16,
+            ..Default::default()
+        };
         let probe = cfg.init(&device);
-        let x = Tensor::<5>::random([2, 3, 8, 32, 32], burn::tensor::Distribution::Uniform(-1.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 8, 32, 32],
+            burn::tensor::Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
         let (f, l) = probe.forward(x);
         assert_eq!(f.dims(), [2, 16]);
         assert_eq!(l.dims(), [2, total_classes()]);
@@ -231,9 +325,30 @@ mod tests {
     #[test]
     fn bad_geometry_is_an_error_not_a_panic() {
         assert!(ProbeConfig::default().validate().is_ok());
-        assert!(ProbeConfig { height: 30, ..Default::default() }.validate().is_err());
-        assert!(ProbeConfig { frames: 0, ..Default::default() }.validate().is_err());
-        assert!(ProbeConfig { channels: [16, 0, 64, 96], ..Default::default() }.validate().is_err());
+        assert!(
+            ProbeConfig {
+                height: 30,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ProbeConfig {
+                frames: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ProbeConfig {
+                channels: [16, 0, 64, 96],
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]
@@ -246,7 +361,10 @@ mod tests {
             right[off + labels[h]] = 8.0;
             off += n;
         }
-        let l = Tensor::<2>::from_data(TensorData::new(right.clone(), [1, total_classes()]), &device);
+        let l = Tensor::<2>::from_data(
+            TensorData::new(right.clone(), [1, total_classes()]),
+            &device,
+        );
         let good: f32 = loss(l.clone(), &[labels]).into_scalar();
         let bad: f32 = loss(l.clone(), &[[0, 0, 0, 0, 1]]).into_scalar();
         assert!(good < 0.1 && bad > 10.0, "{good} {bad}");

@@ -102,7 +102,12 @@ impl Backbone {
     ///
     /// # Shapes
     /// - `xs[r]`: `[B, 3, T, H/2^r, W/2^r]`, `t`: `[B]` (the full size's time)
-    pub fn forward_levels(&self, mut xs: Vec<Tensor<5>>, t: Tensor<1>, text: &TextContext) -> Vec<Tensor<5>> {
+    pub fn forward_levels(
+        &self,
+        mut xs: Vec<Tensor<5>>,
+        t: Tensor<1>,
+        text: &TextContext,
+    ) -> Vec<Tensor<5>> {
         match self {
             Backbone::Nested(m) => m.forward_levels(xs, t, text),
             _ => vec![self.forward(xs.swap_remove(0), t, text)],
@@ -112,7 +117,13 @@ impl Backbone {
     /// The teacher's flow-matching loss on clean clips `x0` `[B, 3, T, H, W]` with noise `eps`
     /// (one tensor per level, [`Self::levels`]) at full-size times `t` `[B]`: the velocity MSE
     /// (the nested U-Net: weighted over its resolutions). Returns `[1]`.
-    pub fn flow_loss(&self, x0: Tensor<5>, mut eps: Vec<Tensor<5>>, t: Tensor<1>, text: &TextContext) -> Tensor<1> {
+    pub fn flow_loss(
+        &self,
+        x0: Tensor<5>,
+        mut eps: Vec<Tensor<5>>,
+        t: Tensor<1>,
+        text: &TextContext,
+    ) -> Tensor<1> {
         match self {
             Backbone::Nested(m) => m.flow_loss(x0, eps, t, text),
             _ => {
@@ -147,7 +158,13 @@ impl Backbone {
     /// The token features `[B, N_i, d_i]` at each tap in `taps` (layers after the last tap are
     /// not run). The nested U-Net's taps are its inner network's, run on the clip pooled to the
     /// inner resolution at that level's time.
-    pub fn features(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> Vec<Tensor<3>> {
+    pub fn features(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextContext,
+        taps: &[usize],
+    ) -> Vec<Tensor<3>> {
         match self {
             Backbone::Dit(m) => m.features(x, t, text, taps),
             Backbone::Unet(m) => m.features(x, t, text, taps),
@@ -174,17 +191,42 @@ mod tests {
         // A DiT checkpoint written before the enum existed must load: its paths start at the
         // DiT's own fields.
         let device = Device::flex();
-        let cfg = ModelConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16)).with_dim(32).with_depth(1).with_heads(2).with_height(16).with_width(16).with_frames(2);
+        let cfg = ModelConfig::new(
+            TextEncoderConfig::new()
+                .with_dim(16)
+                .with_depth(1)
+                .with_heads(2)
+                .with_max_len(16),
+        )
+        .with_dim(32)
+        .with_depth(1)
+        .with_heads(2)
+        .with_height(16)
+        .with_width(16)
+        .with_frames(2);
         let mut paths = Vec::new();
         crate::params::visit_params(&cfg.init(&device), |p, _, _, _| paths.push(p.to_string()));
         let mut dit_paths = Vec::new();
-        crate::params::visit_params(&cfg.init_dit(&device), |p, _, _, _| dit_paths.push(p.to_string()));
+        crate::params::visit_params(&cfg.init_dit(&device), |p, _, _, _| {
+            dit_paths.push(p.to_string())
+        });
         assert_eq!(paths, dit_paths);
-        assert!(paths.iter().any(|p| p == "blocks.0.attn.q.weight"), "{paths:?}");
-        let unet = cfg.clone().with_kind(BackboneKind::Unet).with_unet(crate::model::unet::UnetConfig::new().with_channels(vec![8, 16]).with_cond_dim(16).with_heads(2));
+        assert!(
+            paths.iter().any(|p| p == "blocks.0.attn.q.weight"),
+            "{paths:?}"
+        );
+        let unet = cfg.clone().with_kind(BackboneKind::Unet).with_unet(
+            crate::model::unet::UnetConfig::new()
+                .with_channels(vec![8, 16])
+                .with_cond_dim(16)
+                .with_heads(2),
+        );
         unet.validate().unwrap();
         let mut paths = Vec::new();
         crate::params::visit_params(&unet.init(&device), |p, _, _, _| paths.push(p.to_string()));
-        assert!(paths.iter().any(|p| p == "down.0.blocks.0.conv1.weight"), "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p == "down.0.blocks.0.conv1.weight"),
+            "{paths:?}"
+        );
     }
 }

@@ -23,7 +23,10 @@ use crate::text::TextContext;
 
 /// The 1-based block indices the heads read: `depth/2`, `3·depth/4`, `depth` (distinct, ≥ 1).
 pub fn tap_depths(depth: usize) -> Vec<usize> {
-    let mut taps: Vec<usize> = [depth / 2, (3 * depth) / 4, depth].into_iter().map(|d| d.max(1)).collect();
+    let mut taps: Vec<usize> = [depth / 2, (3 * depth) / 4, depth]
+        .into_iter()
+        .map(|d| d.max(1))
+        .collect();
     taps.dedup();
     taps
 }
@@ -38,15 +41,24 @@ pub struct QueryHead {
 
 impl QueryHead {
     pub fn new(dim: usize, heads: usize, device: &Device) -> Self {
-        let query = Tensor::<2>::random([1, dim], burn::tensor::Distribution::Normal(0.0, 0.02), device);
-        Self { query: Param::from_tensor(query), attn: AttentionConfig::new(dim, dim, heads).init(device) }
+        let query = Tensor::<2>::random(
+            [1, dim],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
+        Self {
+            query: Param::from_tensor(query),
+            attn: AttentionConfig::new(dim, dim, heads).init(device),
+        }
     }
 
     /// `tokens: [B, N, d] → [B, d]`
     pub fn forward(&self, tokens: Tensor<3>) -> Tensor<2> {
         let [b, _, d] = tokens.dims();
         let q = self.query.val().unsqueeze_dim::<3>(0).expand([b, 1, d]);
-        self.attn.forward(q, layer_norm(tokens), None).reshape([b, d])
+        self.attn
+            .forward(q, layer_norm(tokens), None)
+            .reshape([b, d])
     }
 }
 
@@ -69,7 +81,10 @@ impl Discriminator {
         let dims: Vec<usize> = taps.iter().map(|&i| backbone.tap_dim(i)).collect();
         let width: usize = dims.iter().sum();
         Self {
-            heads: dims.iter().map(|&d| QueryHead::new(d, heads, device)).collect(),
+            heads: dims
+                .iter()
+                .map(|&d| QueryHead::new(d, heads, device))
+                .collect(),
             norm: LayerNormConfig::new(width).init(device),
             proj: LinearConfig::new(width, 1).init(device),
             backbone,
@@ -86,8 +101,14 @@ impl Discriminator {
     pub fn forward(&self, x_t: Tensor<5>, t: Tensor<1>, text: &TextContext) -> Tensor<1> {
         let b = x_t.dims()[0];
         let feats = self.backbone.features(x_t, t, text, &self.taps);
-        let pooled: Vec<Tensor<2>> = feats.into_iter().zip(&self.heads).map(|(f, h)| h.forward(f)).collect();
-        self.proj.forward(self.norm.forward(Tensor::cat(pooled, 1))).reshape([b])
+        let pooled: Vec<Tensor<2>> = feats
+            .into_iter()
+            .zip(&self.heads)
+            .map(|(f, h)| h.forward(f))
+            .collect();
+        self.proj
+            .forward(self.norm.forward(Tensor::cat(pooled, 1)))
+            .reshape([b])
     }
 }
 
@@ -103,24 +124,48 @@ mod tests {
         assert_eq!(tap_depths(6), vec![3, 4, 6]);
         assert_eq!(tap_depths(2), vec![1, 2]);
         let device = Device::default();
-        let cfg = ModelConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
-            .with_frames(2)
-            .with_height(8)
-            .with_width(8)
-            .with_patch([2, 4, 4])
-            .with_dim(32)
-            .with_depth(4)
-            .with_heads(2);
+        let cfg = ModelConfig::new(
+            TextEncoderConfig::new()
+                .with_dim(32)
+                .with_depth(1)
+                .with_heads(2)
+                .with_max_len(32),
+        )
+        .with_frames(2)
+        .with_height(8)
+        .with_width(8)
+        .with_patch([2, 4, 4])
+        .with_dim(32)
+        .with_depth(4)
+        .with_heads(2);
         let d = Discriminator::new(cfg.init(&device), 2, &device);
         assert_eq!(d.taps, vec![2, 3, 4]);
-        let text = d.encode_text(&["a red circle".to_string(), "a blue cross".to_string()], &device);
-        let x = Tensor::<5>::random([2, 3, 2, 8, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let text = d.encode_text(
+            &["a red circle".to_string(), "a blue cross".to_string()],
+            &device,
+        );
+        let x = Tensor::<5>::random(
+            [2, 3, 2, 8, 8],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_floats([0.3, 0.9], &device);
-        let a: Vec<f32> = d.forward(x.clone(), t.clone(), &text).into_data().try_to_vec::<f32>().unwrap();
-        let b: Vec<f32> = d.forward(x + 0.5, t, &text).into_data().try_to_vec::<f32>().unwrap();
+        let a: Vec<f32> = d
+            .forward(x.clone(), t.clone(), &text)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = d
+            .forward(x + 0.5, t, &text)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(a.len(), 2);
         assert!(a.iter().all(|v| v.is_finite()));
-        assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6), "logits ignore the clip: {a:?} vs {b:?}");
+        assert!(
+            a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6),
+            "logits ignore the clip: {a:?} vs {b:?}"
+        );
     }
 
     #[test]
@@ -128,26 +173,61 @@ mod tests {
         // Heads at the bottleneck, the middle of the decoder and the last level, each at its
         // own width; gradients reach the backbone from the logit.
         let device = Device::flex().autodiff();
-        let cfg = ModelConfig::new(TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16))
-            .with_frames(2)
-            .with_height(16)
-            .with_width(16)
-            .with_kind(crate::model::BackboneKind::Unet)
-            .with_unet(crate::model::unet::UnetConfig::new().with_channels(vec![8, 16, 16]).with_cond_dim(16).with_heads(2));
+        let cfg = ModelConfig::new(
+            TextEncoderConfig::new()
+                .with_dim(16)
+                .with_depth(1)
+                .with_heads(2)
+                .with_max_len(16),
+        )
+        .with_frames(2)
+        .with_height(16)
+        .with_width(16)
+        .with_kind(crate::model::BackboneKind::Unet)
+        .with_unet(
+            crate::model::unet::UnetConfig::new()
+                .with_channels(vec![8, 16, 16])
+                .with_cond_dim(16)
+                .with_heads(2),
+        );
         cfg.validate().unwrap();
         let d = Discriminator::new(cfg.init(&device), 2, &device);
         assert_eq!(d.taps, vec![1, 3, 4]);
-        let text = d.encode_text(&["a red circle".to_string(), "a blue cross".to_string()], &device);
-        let x = Tensor::<5>::random([2, 3, 2, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let text = d.encode_text(
+            &["a red circle".to_string(), "a blue cross".to_string()],
+            &device,
+        );
+        let x = Tensor::<5>::random(
+            [2, 3, 2, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_floats([0.3, 0.9], &device);
         let logits = d.forward(x.clone(), t.clone(), &text);
         assert_eq!(logits.dims(), [2]);
         let grads = logits.clone().sum().backward();
-        let Backbone::Unet(u) = &d.backbone else { panic!("a U-Net backbone") };
-        let g: f32 = u.stem.weight.val().grad(&grads).expect("gradient").abs().sum().into_scalar();
+        let Backbone::Unet(u) = &d.backbone else {
+            panic!("a U-Net backbone")
+        };
+        let g: f32 = u
+            .stem
+            .weight
+            .val()
+            .grad(&grads)
+            .expect("gradient")
+            .abs()
+            .sum()
+            .into_scalar();
         assert!(g > 0.0, "no gradient reaches the U-Net's stem");
-        let b: Vec<f32> = d.forward(x + 0.5, t, &text).into_data().try_to_vec::<f32>().unwrap();
+        let b: Vec<f32> = d
+            .forward(x + 0.5, t, &text)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let a: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
-        assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6), "logits ignore the clip: {a:?} vs {b:?}");
+        assert!(
+            a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-6),
+            "logits ignore the clip: {a:?} vs {b:?}"
+        );
     }
 }

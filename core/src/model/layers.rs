@@ -31,7 +31,12 @@ pub struct AttentionConfig {
 
 impl AttentionConfig {
     pub fn init(&self, device: &Device) -> Attention {
-        assert!(self.dim % self.heads == 0, "attention width {} not divisible by {} heads", self.dim, self.heads);
+        assert!(
+            self.dim % self.heads == 0,
+            "attention width {} not divisible by {} heads",
+            self.dim,
+            self.heads
+        );
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         let mut out = LinearConfig::new(self.dim, self.dim);
         if self.zero_out {
@@ -75,7 +80,10 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn new(dim: usize, hidden: usize, device: &Device) -> Self {
-        Self { fc1: LinearConfig::new(dim, hidden).init(device), fc2: LinearConfig::new(hidden, dim).init(device) }
+        Self {
+            fc1: LinearConfig::new(dim, hidden).init(device),
+            fc2: LinearConfig::new(hidden, dim).init(device),
+        }
     }
 
     /// `[B, N, dim] → [B, N, dim]`
@@ -110,8 +118,11 @@ pub fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
 pub fn timestep_embedding(t: Tensor<1>, dim: usize) -> Tensor<2> {
     let half = dim / 2;
     let device = t.device();
-    let freqs: Vec<f32> = (0..half).map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp()).collect();
-    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze_dim::<2>(0); // [1, half]
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| (-(10_000f32.ln()) * i as f32 / half as f32).exp())
+        .collect();
+    let freqs =
+        Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze_dim::<2>(0); // [1, half]
     let args = (t * 1000.0).unsqueeze_dim::<2>(1) * freqs; // [B, half]
     Tensor::cat(vec![args.clone().cos(), args.sin()], 1)
 }
@@ -119,8 +130,16 @@ pub fn timestep_embedding(t: Tensor<1>, dim: usize) -> Tensor<2> {
 /// The conditioning vector of every backbone: `silu(fc2(silu(fc1(emb(t)))) + pool(text))`, the
 /// timestep (256-wide sinusoidal embedding) plus the pooled prompt feature.
 /// `t: [B]`, `text.pooled: [B, text_dim]` → `[B, fc2's width]`
-pub fn condition(fc1: &Linear, fc2: &Linear, pool: &Linear, t: Tensor<1>, text: &crate::text::TextContext) -> Tensor<2> {
-    let temb = fc2.forward(burn::tensor::activation::silu(fc1.forward(timestep_embedding(t, 256))));
+pub fn condition(
+    fc1: &Linear,
+    fc2: &Linear,
+    pool: &Linear,
+    t: Tensor<1>,
+    text: &crate::text::TextContext,
+) -> Tensor<2> {
+    let temb = fc2.forward(burn::tensor::activation::silu(
+        fc1.forward(timestep_embedding(t, 256)),
+    ));
     burn::tensor::activation::silu(temb + pool.forward(text.pooled.clone()))
 }
 
@@ -162,7 +181,11 @@ pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32
 /// pixel-resolution convolutions), burn's `Conv3d::forward` otherwise.
 pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
     let [kt, kh, kw] = conv.kernel_size;
-    let same = (conv.padding == burn::nn::PaddingConfig3d::Explicit(kt / 2, kh / 2, kw / 2) || conv.padding == burn::nn::PaddingConfig3d::Same) && kt % 2 == 1 && kh % 2 == 1 && kw % 2 == 1;
+    let same = (conv.padding == burn::nn::PaddingConfig3d::Explicit(kt / 2, kh / 2, kw / 2)
+        || conv.padding == burn::nn::PaddingConfig3d::Same)
+        && kt % 2 == 1
+        && kh % 2 == 1
+        && kw % 2 == 1;
     if conv.stride == [1, 1, 1] && conv.dilation == [1, 1, 1] && conv.groups == 1 && same {
         return crate::shaders::conv3d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
     }
@@ -198,21 +221,35 @@ impl ConvBlock {
         use burn::nn::PaddingConfig3d;
         use burn::nn::conv::Conv3dConfig;
         let conv = |zero: bool| {
-            let mut c = Conv3dConfig::new([channels, channels], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1));
+            let mut c = Conv3dConfig::new([channels, channels], [1, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(0, 1, 1));
             if zero {
                 c = c.with_initializer(Initializer::Zeros);
             }
             c.init(device)
         };
-        let groups = [8, 4, 2, 1].into_iter().find(|g| channels % g == 0).unwrap_or(1);
-        Self { ada: LinearConfig::new(cond_dim, 2 * channels).with_initializer(Initializer::Zeros).init(device), conv1: conv(false), conv2: conv(true), groups }
+        let groups = [8, 4, 2, 1]
+            .into_iter()
+            .find(|g| channels % g == 0)
+            .unwrap_or(1);
+        Self {
+            ada: LinearConfig::new(cond_dim, 2 * channels)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            conv1: conv(false),
+            conv2: conv(true),
+            groups,
+        }
     }
 
     /// `x: [B, C, T, H, W]`, `c: [B, cond_dim]` (after SiLU) → `[B, C, T, H, W]`
     pub fn forward(&self, x: Tensor<5>, c: Tensor<2>) -> Tensor<5> {
         let [b, ch, _, _, _] = x.dims();
         let m = self.ada.forward(c).chunk(2, 1);
-        let (shift, scale) = (m[0].clone().reshape([b, ch, 1, 1, 1]), m[1].clone().reshape([b, ch, 1, 1, 1]));
+        let (shift, scale) = (
+            m[0].clone().reshape([b, ch, 1, 1, 1]),
+            m[1].clone().reshape([b, ch, 1, 1, 1]),
+        );
         let h = group_norm(x.clone(), self.groups) * (scale + 1.0) + shift;
         let h = conv3d(&self.conv1, burn::tensor::activation::silu(h));
         x + conv3d(&self.conv2, burn::tensor::activation::silu(h))
@@ -221,9 +258,9 @@ impl ConvBlock {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
-    use super::*;
 
     #[test]
     fn positions_are_distinct_and_sized() {
@@ -251,15 +288,29 @@ mod tests {
         // a kernel that did not combine its blocks' softmaxes would split a clip in time.
         for device in [Device::flex(), Device::flex().autodiff()] {
             for n in [7, 64, 129, 256, 300] {
-                let r = |s: [usize; 4]| Tensor::<4>::random(s, burn::tensor::Distribution::Normal(0.0, 2.0), &device);
+                let r = |s: [usize; 4]| {
+                    Tensor::<4>::random(s, burn::tensor::Distribution::Normal(0.0, 2.0), &device)
+                };
                 let (q, k, v) = (r([2, 3, n, 16]), r([2, 3, n, 16]), r([2, 3, n, 16]));
                 let mut b = vec![0f32; 2 * n];
                 b[n + n / 2..].fill(-1e4); // second item: last half of the keys masked
-                let bias = Tensor::<2>::from_data(TensorData::new(b, [2, n]), &device).reshape([2, 1, 1, n]).expand([2, 3, n, n]);
-                let fused = attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), AttentionModuleOptions::default());
+                let bias = Tensor::<2>::from_data(TensorData::new(b, [2, n]), &device)
+                    .reshape([2, 1, 1, n])
+                    .expand([2, 3, n, n]);
+                let fused = attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    None,
+                    Some(bias.clone()),
+                    AttentionModuleOptions::default(),
+                );
                 let plain = textbook_attention(q, k, v, bias);
                 let diff: f32 = (fused - plain).abs().max().into_scalar();
-                assert!(diff < 1e-3, "n = {n}: fused attention differs from the formula by {diff}");
+                assert!(
+                    diff < 1e-3,
+                    "n = {n}: fused attention differs from the formula by {diff}"
+                );
             }
         }
     }
@@ -267,7 +318,10 @@ mod tests {
     #[test]
     fn layer_norm_normalises_rows() {
         let device = Device::flex();
-        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, -5.0, 0.0, 5.0, 10.0], [2, 4]), &device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, -5.0, 0.0, 5.0, 10.0], [2, 4]),
+            &device,
+        );
         let y: Vec<f32> = layer_norm(x).into_data().try_to_vec::<f32>().unwrap();
         for r in 0..2 {
             let row = &y[r * 4..r * 4 + 4];

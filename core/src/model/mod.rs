@@ -125,7 +125,8 @@ impl ModelConfig {
     /// fields it lacks with their defaults — checkpoints and config files written before a field
     /// existed keep loading and mean what they meant — and rejecting fields that do not exist.
     pub fn from_value(value: serde_json::Value) -> Result<Self, String> {
-        let mut full = serde_json::to_value(ModelConfig::new(TextEncoderConfig::new())).map_err(|e| e.to_string())?;
+        let mut full = serde_json::to_value(ModelConfig::new(TextEncoderConfig::new()))
+            .map_err(|e| e.to_string())?;
         merge_config(&mut full, value, "")?;
         serde_json::from_value(full).map_err(|e| e.to_string())
     }
@@ -134,18 +135,33 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: String| Err(crate::Error::Config(m));
         if self.frames == 0 || self.height == 0 || self.width == 0 {
-            return bad(format!("clip size {}×{}×{} must be ≥ 1 everywhere", self.frames, self.height, self.width));
+            return bad(format!(
+                "clip size {}×{}×{} must be ≥ 1 everywhere",
+                self.frames, self.height, self.width
+            ));
         }
         if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
-            return bad(format!("text encoder: dim {} must divide by heads {}, max_len ≥ 2", self.text.dim, self.text.heads));
+            return bad(format!(
+                "text encoder: dim {} must divide by heads {}, max_len ≥ 2",
+                self.text.dim, self.text.heads
+            ));
         }
         if self.text.conv_kernel % 2 == 0 && self.text.conv_kernel != 0 {
-            return bad(format!("text encoder: conv_kernel must be odd (or 0 for none), got {}", self.text.conv_kernel));
+            return bad(format!(
+                "text encoder: conv_kernel must be odd (or 0 for none), got {}",
+                self.text.conv_kernel
+            ));
         }
         match self.kind {
             BackboneKind::Dit => self.validate_dit(),
-            BackboneKind::Unet => self.unet.validate(self.height, self.width).map_err(crate::Error::Config),
-            BackboneKind::Nested => self.nested.validate(&self.unet, self.height, self.width).map_err(crate::Error::Config),
+            BackboneKind::Unet => self
+                .unet
+                .validate(self.height, self.width)
+                .map_err(crate::Error::Config),
+            BackboneKind::Nested => self
+                .nested
+                .validate(&self.unet, self.height, self.width)
+                .map_err(crate::Error::Config),
         }
     }
 
@@ -156,10 +172,16 @@ impl ModelConfig {
             return bad(format!("patch sizes must be ≥ 1, got {:?}", self.patch));
         }
         if self.frames % pt != 0 || self.height % ph != 0 || self.width % pw != 0 {
-            return bad(format!("clip {}×{}×{} is not divisible by patch {:?}", self.frames, self.height, self.width, self.patch));
+            return bad(format!(
+                "clip {}×{}×{} is not divisible by patch {:?}",
+                self.frames, self.height, self.width, self.patch
+            ));
         }
         if self.dim % self.heads != 0 || self.dim % 16 != 0 {
-            return bad(format!("dim {} must be a multiple of 16 and of heads {}", self.dim, self.heads));
+            return bad(format!(
+                "dim {} must be a multiple of 16 and of heads {}",
+                self.dim, self.heads
+            ));
         }
         if self.depth == 0 {
             return bad("depth must be ≥ 1".into());
@@ -176,21 +198,41 @@ impl ModelConfig {
     /// `[height, width]` of every resolution the backbone denoises, full size first (the nested
     /// U-Net: one per outer level and its inner; every other backbone: the clip's).
     pub fn level_sizes(&self) -> Vec<[usize; 2]> {
-        let levels = if self.kind == BackboneKind::Nested { self.nested.outer_channels.len() + 1 } else { 1 };
-        (0..levels).map(|r| [self.height >> r, self.width >> r]).collect()
+        let levels = if self.kind == BackboneKind::Nested {
+            self.nested.outer_channels.len() + 1
+        } else {
+            1
+        };
+        (0..levels)
+            .map(|r| [self.height >> r, self.width >> r])
+            .collect()
     }
 
     /// Noise values per clip over all resolutions (`3·T·Σ h_r·w_r`) for clips of `frames`.
     pub fn noise_len(&self, frames: usize) -> usize {
-        self.level_sizes().iter().map(|[h, w]| 3 * frames * h * w).sum()
+        self.level_sizes()
+            .iter()
+            .map(|[h, w]| 3 * frames * h * w)
+            .sum()
     }
 
     /// Build the configured backbone.
     pub fn init(&self, device: &Device) -> Backbone {
         match self.kind {
             BackboneKind::Dit => Backbone::Dit(self.init_dit(device)),
-            BackboneKind::Unet => Backbone::Unet(self.unet.init(&self.text, self.sigma_data, self.prediction, device)),
-            BackboneKind::Nested => Backbone::Nested(self.nested.init(&self.unet, &self.text, self.sigma_data, self.prediction, device)),
+            BackboneKind::Unet => {
+                Backbone::Unet(
+                    self.unet
+                        .init(&self.text, self.sigma_data, self.prediction, device),
+                )
+            }
+            BackboneKind::Nested => Backbone::Nested(self.nested.init(
+                &self.unet,
+                &self.text,
+                self.sigma_data,
+                self.prediction,
+                device,
+            )),
         }
     }
 
@@ -202,7 +244,11 @@ impl ModelConfig {
         // The stem mixes 3×3×3 neighbourhoods (local motion); the head refines each frame (1×3×3),
         // a third of the cost at full resolution.
         let conv = |i: usize, o: usize, zero: bool| {
-            let (k, pad) = if i == 3 { ([3, 3, 3], PaddingConfig3d::Explicit(1, 1, 1)) } else { ([1, 3, 3], PaddingConfig3d::Explicit(0, 1, 1)) };
+            let (k, pad) = if i == 3 {
+                ([3, 3, 3], PaddingConfig3d::Explicit(1, 1, 1))
+            } else {
+                ([1, 3, 3], PaddingConfig3d::Explicit(0, 1, 1))
+            };
             let mut c = Conv3dConfig::new([i, o], k).with_padding(pad);
             if zero {
                 c = c.with_initializer(Initializer::Zeros);
@@ -218,10 +264,14 @@ impl ModelConfig {
         }
         let blocks = (0..self.depth)
             .map(|i| DitBlock {
-                ada: LinearConfig::new(d, 6 * d).with_initializer(Initializer::Zeros).init(device),
+                ada: LinearConfig::new(d, 6 * d)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device),
                 attn: AttentionConfig::new(d, d, self.heads).init(device),
                 cross_norm: LayerNormConfig::new(d).init(device),
-                cross: AttentionConfig::new(d, self.text.dim, self.heads).with_zero_out(true).init(device),
+                cross: AttentionConfig::new(d, self.text.dim, self.heads)
+                    .with_zero_out(true)
+                    .init(device),
                 mlp: Mlp::new(d, d * self.mlp_ratio, device),
                 span: match self.attention {
                     AttentionMode::Full => Span::Full,
@@ -233,16 +283,24 @@ impl ModelConfig {
         VideoDit {
             text: self.text.init(device),
             stem: (cs > 0).then(|| conv(3, cs, false)),
-            patch_embed: Conv3dConfig::new([in_ch, d], self.patch).with_stride(self.patch).init(device),
+            patch_embed: Conv3dConfig::new([in_ch, d], self.patch)
+                .with_stride(self.patch)
+                .init(device),
             t_fc1: LinearConfig::new(256, d).init(device),
             t_fc2: LinearConfig::new(d, d).init(device),
             text_pool: LinearConfig::new(self.text.dim, d).init(device),
             blocks,
-            final_ada: LinearConfig::new(d, 2 * d).with_initializer(Initializer::Zeros).init(device),
+            final_ada: LinearConfig::new(d, 2 * d)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
             final_proj: proj.init(device),
             head1: (cs > 0).then(|| conv(2 * cs, cs, false)),
             head2: (cs > 0).then(|| conv(cs, 3, true)),
-            head_ada: (cs > 0 && self.head_modulation).then(|| LinearConfig::new(d, 2 * cs).with_initializer(Initializer::Zeros).init(device)),
+            head_ada: (cs > 0 && self.head_modulation).then(|| {
+                LinearConfig::new(d, 2 * cs)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
+            }),
             stem_blocks: (0..n_conv).map(|_| ConvBlock::new(cs, d, device)).collect(),
             head_blocks: (0..n_conv).map(|_| ConvBlock::new(cs, d, device)).collect(),
             patch: self.patch,
@@ -255,12 +313,20 @@ impl ModelConfig {
 
 /// Overwrite `base` with `over` key by key (recursively for tables); a key `base` lacks is an
 /// error naming it.
-fn merge_config(base: &mut serde_json::Value, over: serde_json::Value, path: &str) -> Result<(), String> {
+fn merge_config(
+    base: &mut serde_json::Value,
+    over: serde_json::Value,
+    path: &str,
+) -> Result<(), String> {
     use serde_json::Value;
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get_mut(&k) {
                     Some(slot) => merge_config(slot, v, &p)?,
                     None => return Err(format!("unknown model config field `{p}`")),
@@ -277,7 +343,9 @@ fn merge_config(base: &mut serde_json::Value, over: serde_json::Value, path: &st
 
 /// `serde(deserialize_with)` for a [`ModelConfig`] with defaults for missing fields (see
 /// [`ModelConfig::from_value`]).
-pub fn deserialize_config_with_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelConfig, D::Error> {
+pub fn deserialize_config_with_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<ModelConfig, D::Error> {
     let value = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
     ModelConfig::from_value(value).map_err(serde::de::Error::custom)
 }
@@ -309,7 +377,13 @@ impl DitBlock {
     /// - `x`: `[B, N, d]` with `N = t·h·w` tokens in (time, row, column) order
     /// - `c`: `[B, d]` conditioning (after SiLU)
     /// - returns `[B, N, d]`
-    pub fn forward(&self, x: Tensor<3>, c: Tensor<2>, text: &TextContext, grid: [usize; 3]) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        c: Tensor<2>,
+        text: &TextContext,
+        grid: [usize; 3],
+    ) -> Tensor<3> {
         let [b, n, d] = x.dims();
         let [t, h, w] = grid;
         let m = self.ada.forward(c).chunk(6, 1); // 6 × [B, d]
@@ -321,13 +395,27 @@ impl DitBlock {
                 self.attn.forward(y.clone(), y, None).reshape([b, n, d])
             }
             Span::Time => {
-                let y = y.reshape([b, t, h * w, d]).swap_dims(1, 2).reshape([b * h * w, t, d]); // positions as batch
-                self.attn.forward(y.clone(), y, None).reshape([b, h * w, t, d]).swap_dims(1, 2).reshape([b, n, d])
+                let y = y
+                    .reshape([b, t, h * w, d])
+                    .swap_dims(1, 2)
+                    .reshape([b * h * w, t, d]); // positions as batch
+                self.attn
+                    .forward(y.clone(), y, None)
+                    .reshape([b, h * w, t, d])
+                    .swap_dims(1, 2)
+                    .reshape([b, n, d])
             }
         };
         let x = x + y * m[2].clone().unsqueeze_dim::<3>(1);
-        let x = x.clone() + self.cross.forward(self.cross_norm.forward(x), text.tokens.clone(), Some(text.bias.clone()));
-        let y = self.mlp.forward(adaln(x.clone(), m[3].clone(), m[4].clone()));
+        let x = x.clone()
+            + self.cross.forward(
+                self.cross_norm.forward(x),
+                text.tokens.clone(),
+                Some(text.bias.clone()),
+            );
+        let y = self
+            .mlp
+            .forward(adaln(x.clone(), m[3].clone(), m[4].clone()));
         x + y * m[5].clone().unsqueeze_dim::<3>(1)
     }
 }
@@ -398,8 +486,15 @@ impl Preconditioning {
         let cov = tt.clone() - one_minus * s2;
         let c_in = var_x.clone().sqrt().recip();
         let c_skip = cov.clone() / var_x.clone();
-        let c_out = ((cov.powi_scalar(2) / var_x).neg() + (1.0 + s2)).clamp_min(1e-8).sqrt();
-        Self { c_in, c_skip, c_out, t: tt }
+        let c_out = ((cov.powi_scalar(2) / var_x).neg() + (1.0 + s2))
+            .clamp_min(1e-8)
+            .sqrt();
+        Self {
+            c_in,
+            c_skip,
+            c_out,
+            t: tt,
+        }
     }
 
     /// The network's input `c_in·x_t`. `[B, 3, T, H, W]`
@@ -433,7 +528,13 @@ impl VideoDit {
 
     /// Velocity prediction (preconditioned, see [`preconditioning`]) plus the token features `[B, N, d]` after each block index in `taps`
     /// (1-based: `taps = [depth]` is the last block's output).
-    pub fn forward_taps(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> (Tensor<5>, Vec<Tensor<3>>) {
+    pub fn forward_taps(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextContext,
+        taps: &[usize],
+    ) -> (Tensor<5>, Vec<Tensor<3>>) {
         let (v, tapped) = self.run(x, t, text, taps, true);
         (v.expect("run with the head returns the velocity"), tapped)
     }
@@ -441,11 +542,24 @@ impl VideoDit {
     /// Only the token features `[B, N, d]` after each block index in `taps` (1-based): the
     /// blocks after the last tap and the output head are not run (the APT discriminator's
     /// backbone).
-    pub fn features(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> Vec<Tensor<3>> {
+    pub fn features(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextContext,
+        taps: &[usize],
+    ) -> Vec<Tensor<3>> {
         self.run(x, t, text, taps, false).1
     }
 
-    fn run(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize], head: bool) -> (Option<Tensor<5>>, Vec<Tensor<3>>) {
+    fn run(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextContext,
+        taps: &[usize],
+        head: bool,
+    ) -> (Option<Tensor<5>>, Vec<Tensor<3>>) {
         let [b, _, frames, height, width] = x.dims();
         let [pt, ph, pw] = self.patch;
         let device = x.device();
@@ -465,11 +579,22 @@ impl VideoDit {
             f
         });
         let h = self.patch_embed.forward(skip.clone().unwrap_or(x_in)); // [B, d, t, h, w]
-        let pos = Tensor::<2>::from_data(TensorData::new(factorised_positions(grid[0], grid[1], grid[2], d), [n, d]), &device);
+        let pos = Tensor::<2>::from_data(
+            TensorData::new(factorised_positions(grid[0], grid[1], grid[2], d), [n, d]),
+            &device,
+        );
         let mut tokens = h.reshape([b, d, n]).swap_dims(1, 2) + pos.unsqueeze_dim::<3>(0); // [B, N, d]
 
         let mut tapped = Vec::with_capacity(taps.len());
-        let last = if head { self.blocks.len() } else { taps.iter().copied().max().unwrap_or(0).min(self.blocks.len()) };
+        let last = if head {
+            self.blocks.len()
+        } else {
+            taps.iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+                .min(self.blocks.len())
+        };
         for (i, block) in self.blocks.iter().enumerate().take(last) {
             tokens = block.forward(tokens, c.clone(), text, grid);
             if taps.contains(&(i + 1)) {
@@ -480,7 +605,9 @@ impl VideoDit {
             return (None, tapped);
         }
         let m = self.final_ada.forward(c.clone()).chunk(2, 1);
-        let out = self.final_proj.forward(adaln(tokens, m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
+        let out = self
+            .final_proj
+            .forward(adaln(tokens, m[0].clone(), m[1].clone())); // [B, N, pt·ph·pw·co]
         let co = out.dims()[2] / (pt * ph * pw);
         let out = out
             .reshape([b, grid[0], grid[1], grid[2], pt, ph, pw, co])
@@ -493,7 +620,8 @@ impl VideoDit {
                     Some(ada) => {
                         let cs = hidden.dims()[1];
                         let m = ada.forward(c.clone()).chunk(2, 1); // shift, scale: [B, cs]
-                        hidden * (m[1].clone().reshape([b, cs, 1, 1, 1]) + 1.0) + m[0].clone().reshape([b, cs, 1, 1, 1])
+                        hidden * (m[1].clone().reshape([b, cs, 1, 1, 1]) + 1.0)
+                            + m[0].clone().reshape([b, cs, 1, 1, 1])
                     }
                     None => hidden,
                 };
@@ -533,21 +661,36 @@ mod tests {
             }
             let best = (sxv / sxx) as f32;
             let resid = ((svv - sxv * sxv / sxx) / n as f64).sqrt() as f32;
-            assert!((c_skip - best).abs() < 0.02, "t={t}: c_skip {c_skip} vs {best}");
-            assert!((c_in * ((sxx / n as f64).sqrt() as f32) - 1.0).abs() < 0.02, "t={t}");
-            assert!((c_out - resid).abs() < 0.02, "t={t}: c_out {c_out} vs {resid}");
+            assert!(
+                (c_skip - best).abs() < 0.02,
+                "t={t}: c_skip {c_skip} vs {best}"
+            );
+            assert!(
+                (c_in * ((sxx / n as f64).sqrt() as f32) - 1.0).abs() < 0.02,
+                "t={t}"
+            );
+            assert!(
+                (c_out - resid).abs() < 0.02,
+                "t={t}: c_out {c_out} vs {resid}"
+            );
         }
     }
 
     pub fn tiny() -> ModelConfig {
-        ModelConfig::new(TextEncoderConfig::new().with_dim(32).with_depth(1).with_heads(2).with_max_len(32))
-            .with_frames(4)
-            .with_height(16)
-            .with_width(16)
-            .with_dim(32)
-            .with_depth(2)
-            .with_heads(2)
-            .with_stem_channels(8)
+        ModelConfig::new(
+            TextEncoderConfig::new()
+                .with_dim(32)
+                .with_depth(1)
+                .with_heads(2)
+                .with_max_len(32),
+        )
+        .with_frames(4)
+        .with_height(16)
+        .with_width(16)
+        .with_dim(32)
+        .with_depth(2)
+        .with_heads(2)
+        .with_stem_channels(8)
     }
 
     #[test]
@@ -555,11 +698,19 @@ mod tests {
         let device = Device::flex();
         for mode in [AttentionMode::Full, AttentionMode::Factorised] {
             for stem in [0, 8] {
-                let mut cfg = tiny().with_attention(mode).with_stem_channels(stem).with_patch([2, 4, 4]).with_head_modulation(stem > 0);
+                let mut cfg = tiny()
+                    .with_attention(mode)
+                    .with_stem_channels(stem)
+                    .with_patch([2, 4, 4])
+                    .with_head_modulation(stem > 0);
                 cfg.text.conv_kernel = if stem > 0 { 5 } else { 0 };
                 cfg.validate().unwrap();
                 let model = cfg.init_dit(&device);
-                let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+                let x = Tensor::<5>::random(
+                    [2, 3, 4, 16, 16],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
                 let t = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.9], [2]), &device);
                 let text = model.encode_text(&["a red ball".into(), "".into()], &device);
                 let (v, taps) = model.forward_taps(x, t, &text, &[1, 2]);
@@ -576,7 +727,11 @@ mod tests {
         let cfg = tiny().with_head_modulation(true);
         cfg.validate().unwrap();
         let model = cfg.init_dit(&device);
-        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 4, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.05f32, 0.7], [2]), &device);
         let text = model.encode_text(&["a red ball".into(), "".into()], &device);
         let with = model.forward(x.clone(), t.clone(), &text);
@@ -584,21 +739,56 @@ mod tests {
         plain.head_ada = None;
         let without = plain.forward(x, t, &text);
         let diff: f32 = (with - without).abs().max().into_scalar();
-        assert!(diff < 1e-6, "zero-initialised head modulation changed the output by {diff}");
+        assert!(
+            diff < 1e-6,
+            "zero-initialised head modulation changed the output by {diff}"
+        );
 
-        assert!(tiny().with_head_modulation(true).with_stem_channels(0).validate().is_err());
+        assert!(
+            tiny()
+                .with_head_modulation(true)
+                .with_stem_channels(0)
+                .validate()
+                .is_err()
+        );
         // Clean-clip parametrisation: a fresh model (zero head) predicts x̂0 = 0, so v̂ = x_t / t.
         let clean = tiny().with_prediction(Prediction::Clean).init_dit(&device);
-        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 4, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.01f32, 0.5], [2]), &device);
-        let v = clean.forward(x.clone(), t, &clean.encode_text(&["a".into(), "b".into()], &device));
-        let expect = Tensor::cat(vec![x.clone().narrow(0, 0, 1) / CLEAN_T_MIN, x.narrow(0, 1, 1) / 0.5], 0);
+        let v = clean.forward(
+            x.clone(),
+            t,
+            &clean.encode_text(&["a".into(), "b".into()], &device),
+        );
+        let expect = Tensor::cat(
+            vec![
+                x.clone().narrow(0, 0, 1) / CLEAN_T_MIN,
+                x.narrow(0, 1, 1) / 0.5,
+            ],
+            0,
+        );
         let diff: f32 = (v - expect).abs().max().into_scalar();
-        assert!(diff < 1e-4, "clean prediction: v̂ ≠ (x_t − 0)/max(t, {CLEAN_T_MIN}) by {diff}");
+        assert!(
+            diff < 1e-4,
+            "clean prediction: v̂ ≠ (x_t − 0)/max(t, {CLEAN_T_MIN}) by {diff}"
+        );
         // Configs written before a field existed load with its default; unknown fields are errors.
         let old = serde_json::json!({"dim": 64, "text": {"dim": 32, "depth": 1, "heads": 2, "max_len": 32}});
         let cfg = ModelConfig::from_value(old).unwrap();
-        assert_eq!((cfg.dim, cfg.head_modulation, cfg.text.conv_kernel, cfg.text.dim, cfg.frames), (64, false, 0, 32, 8));
+        assert_eq!(
+            (
+                cfg.dim,
+                cfg.head_modulation,
+                cfg.text.conv_kernel,
+                cfg.text.dim,
+                cfg.frames
+            ),
+            (64, false, 0, 32, 8)
+        );
         assert_eq!(cfg.prediction, Prediction::Velocity);
         let err = ModelConfig::from_value(serde_json::json!({"text": {"dimm": 3}})).unwrap_err();
         assert!(err.contains("text.dimm"), "{err}");
@@ -612,30 +802,68 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny().with_head_modulation(true).with_conv_blocks(2);
         cfg.validate().unwrap();
-        assert!(tiny().with_stem_channels(0).with_conv_blocks(1).validate().is_err());
+        assert!(
+            tiny()
+                .with_stem_channels(0)
+                .with_conv_blocks(1)
+                .validate()
+                .is_err()
+        );
         let model = cfg.init_dit(&device);
         assert_eq!((model.stem_blocks.len(), model.head_blocks.len()), (2, 2));
-        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 4, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.9], [2]), &device);
         let text = model.encode_text(&["a red ball".into(), "".into()], &device);
         let with = model.forward(x.clone(), t.clone(), &text);
         let mut plain = model.clone();
         plain.stem_blocks.clear();
         plain.head_blocks.clear();
-        let diff: f32 = (with - plain.forward(x.clone(), t.clone(), &text)).abs().max().into_scalar();
-        assert!(diff < 1e-6, "zero-initialised conv blocks changed the output by {diff}");
+        let diff: f32 = (with - plain.forward(x.clone(), t.clone(), &text))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(
+            diff < 1e-6,
+            "zero-initialised conv blocks changed the output by {diff}"
+        );
         // The zero-initialised output convolution gets a gradient (so the block can learn).
         let ad = device.clone().autodiff();
         let mut m = cfg.init_dit(&ad);
         // The head's zero-initialised output convolution blocks every gradient upstream at
         // step 0 (adaLN-Zero style); give it weights as after the first update.
-        m.head2 = Some(Conv3dConfig::new([cfg.stem_channels, 3], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(&ad));
+        m.head2 = Some(
+            Conv3dConfig::new([cfg.stem_channels, 3], [1, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+                .init(&ad),
+        );
         let text = m.encode_text(&["a red ball".into(), "".into()], &ad);
-        let loss = m.forward(Tensor::from_data(x.into_data(), &ad), Tensor::from_data(t.into_data(), &ad), &text).powi_scalar(2).mean();
+        let loss = m
+            .forward(
+                Tensor::from_data(x.into_data(), &ad),
+                Tensor::from_data(t.into_data(), &ad),
+                &text,
+            )
+            .powi_scalar(2)
+            .mean();
         let grads = loss.backward();
         for (name, blk) in [("stem", &m.stem_blocks[0]), ("head", &m.head_blocks[1])] {
-            let g: f32 = blk.conv2.weight.val().grad(&grads).expect("gradient").abs().sum().into_scalar();
-            assert!(g > 0.0, "no gradient reaches the {name} conv block's output convolution");
+            let g: f32 = blk
+                .conv2
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("gradient")
+                .abs()
+                .sum()
+                .into_scalar();
+            assert!(
+                g > 0.0,
+                "no gradient reaches the {name} conv block's output convolution"
+            );
         }
     }
 
@@ -647,7 +875,9 @@ mod tests {
         let (b, co, frames, height, width) = (1, 2, 4, 8, 8);
         let [pt, ph, pw] = [2, 4, 2];
         let grid = [frames / pt, height / ph, width / pw];
-        let clip: Vec<f32> = (0..b * co * frames * height * width).map(|i| i as f32).collect();
+        let clip: Vec<f32> = (0..b * co * frames * height * width)
+            .map(|i| i as f32)
+            .collect();
         let mut tokens = vec![0f32; clip.len()];
         let mut k = 0;
         for gt in 0..grid[0] {
@@ -687,19 +917,42 @@ mod conv_tests {
         // The stem (3×3×3, padding 1), the patch embedding (kernel = stride = 2×4×4) and the
         // head (1×3×3) at clip-like sizes, on the plain and the autodiff CPU backend.
         for device in [Device::flex(), Device::flex().autodiff()] {
-            for (ci, co, k, stride, pad) in [(3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]), (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]), (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1])] {
-                let conv = Conv3dConfig::new([ci, co], k).with_stride(stride).with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2])).init(&device);
+            for (ci, co, k, stride, pad) in [
+                (3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+                (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]),
+                (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+            ] {
+                let conv = Conv3dConfig::new([ci, co], k)
+                    .with_stride(stride)
+                    .with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2]))
+                    .init(&device);
                 let xs = [2, ci, 8, 16, 12];
-                let x = Tensor::<5>::random(xs, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+                let x =
+                    Tensor::<5>::random(xs, burn::tensor::Distribution::Normal(0.0, 1.0), &device);
                 let y = conv.forward(x.clone());
                 let w: Vec<f32> = conv.weight.val().into_data().try_to_vec().unwrap();
-                let bias: Vec<f32> = conv.bias.as_ref().unwrap().val().into_data().try_to_vec().unwrap();
+                let bias: Vec<f32> = conv
+                    .bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .try_to_vec()
+                    .unwrap();
                 let xv: Vec<f32> = x.into_data().try_to_vec().unwrap();
-                let (expect, shape) = naive_conv3d(&xv, xs, &w, [co, ci, k[0], k[1], k[2]], &bias, stride, pad);
+                let (expect, shape) =
+                    naive_conv3d(&xv, xs, &w, [co, ci, k[0], k[1], k[2]], &bias, stride, pad);
                 assert_eq!(y.dims(), shape);
                 let got: Vec<f32> = y.into_data().try_to_vec().unwrap();
-                let diff = got.iter().zip(&expect).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                assert!(diff < 1e-4, "conv {ci}→{co} kernel {k:?} stride {stride:?}: differs by {diff}");
+                let diff = got
+                    .iter()
+                    .zip(&expect)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    diff < 1e-4,
+                    "conv {ci}→{co} kernel {k:?} stride {stride:?}: differs by {diff}"
+                );
             }
         }
     }
@@ -709,11 +962,29 @@ mod conv_tests {
         // L(x, W) = Σ conv(x; W)·g is linear in x and in W, so for any direction e
         // L(x + e) − L(x) = ⟨∂L/∂x, e⟩ exactly (up to rounding): checks the backward kernels.
         let ad = Device::flex().autodiff();
-        for (ci, co, k, stride, pad) in [(3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]), (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]), (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1])] {
-            let conv = Conv3dConfig::new([ci, co], k).with_stride(stride).with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2])).init(&ad);
+        for (ci, co, k, stride, pad) in [
+            (3, 5, [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+            (4, 6, [2, 4, 4], [2, 4, 4], [0, 0, 0]),
+            (6, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+        ] {
+            let conv = Conv3dConfig::new([ci, co], k)
+                .with_stride(stride)
+                .with_padding(PaddingConfig3d::Explicit(pad[0], pad[1], pad[2]))
+                .init(&ad);
             let xs = [2, ci, 8, 16, 12];
-            let rnd = |s: [usize; 5]| Tensor::<5>::random(s, burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
-            let x = Tensor::<5>::from_data(Tensor::<5>::random(xs, burn::tensor::Distribution::Normal(0.0, 1.0), &Device::flex()).into_data(), &ad).require_grad();
+            let rnd = |s: [usize; 5]| {
+                Tensor::<5>::random(s, burn::tensor::Distribution::Normal(0.0, 1.0), &ad)
+            };
+            let x = Tensor::<5>::from_data(
+                Tensor::<5>::random(
+                    xs,
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &Device::flex(),
+                )
+                .into_data(),
+                &ad,
+            )
+            .require_grad();
             let y = conv.forward(x.clone());
             let g = rnd(y.dims());
             let loss = (y * g.clone()).sum();
@@ -722,15 +993,36 @@ mod conv_tests {
             let gw = conv.weight.val().grad(&grads).unwrap();
             for _ in 0..3 {
                 let e = rnd(xs).detach();
-                let lhs: f32 = ((conv.forward(x.clone().detach() + e.clone()) - conv.forward(x.clone().detach())) * g.clone()).sum().into_scalar();
+                let lhs: f32 = ((conv.forward(x.clone().detach() + e.clone())
+                    - conv.forward(x.clone().detach()))
+                    * g.clone())
+                .sum()
+                .into_scalar();
                 let rhs: f32 = (gx.clone() * e.inner()).sum().into_scalar();
-                assert!((lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()), "∂/∂x for kernel {k:?}: {lhs} vs {rhs}");
-                let ew = Tensor::<5>::random(conv.weight.dims(), burn::tensor::Distribution::Normal(0.0, 1.0), &Device::flex());
+                assert!(
+                    (lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()),
+                    "∂/∂x for kernel {k:?}: {lhs} vs {rhs}"
+                );
+                let ew = Tensor::<5>::random(
+                    conv.weight.dims(),
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &Device::flex(),
+                );
                 let mut shifted = conv.clone();
-                shifted.weight = burn::module::Param::from_tensor(Tensor::from_data((conv.weight.val().inner() + ew.clone()).into_data(), &ad));
-                let lhs: f32 = ((shifted.forward(x.clone().detach()) - conv.forward(x.clone().detach())) * g.clone()).sum().into_scalar();
+                shifted.weight = burn::module::Param::from_tensor(Tensor::from_data(
+                    (conv.weight.val().inner() + ew.clone()).into_data(),
+                    &ad,
+                ));
+                let lhs: f32 = ((shifted.forward(x.clone().detach())
+                    - conv.forward(x.clone().detach()))
+                    * g.clone())
+                .sum()
+                .into_scalar();
                 let rhs: f32 = (gw.clone() * ew).sum().into_scalar();
-                assert!((lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()), "∂/∂W for kernel {k:?}: {lhs} vs {rhs}");
+                assert!(
+                    (lhs - rhs).abs() < 1e-2 * (1.0 + lhs.abs()),
+                    "∂/∂W for kernel {k:?}: {lhs} vs {rhs}"
+                );
             }
         }
     }

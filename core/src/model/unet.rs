@@ -60,61 +60,107 @@ impl UnetConfig {
     pub fn validate(&self, height: usize, width: usize) -> Result<(), String> {
         let levels = self.channels.len();
         if levels == 0 || self.channels.contains(&0) {
-            return Err(format!("unet.channels must list ≥ 1 non-zero widths, got {:?}", self.channels));
+            return Err(format!(
+                "unet.channels must list ≥ 1 non-zero widths, got {:?}",
+                self.channels
+            ));
         }
         let scale = 1 << (levels - 1);
         if height % scale != 0 || width % scale != 0 {
-            return Err(format!("clip {height}×{width} cannot be halved {} times (unet.channels has {levels} levels)", levels - 1));
+            return Err(format!(
+                "clip {height}×{width} cannot be halved {} times (unet.channels has {levels} levels)",
+                levels - 1
+            ));
         }
         if self.blocks == 0 || self.cond_dim == 0 {
             return Err("unet.blocks and unet.cond_dim must be ≥ 1".into());
         }
         if self.temporal_attention_levels > levels {
-            return Err(format!("unet.temporal_attention_levels {} > {levels} levels", self.temporal_attention_levels));
+            return Err(format!(
+                "unet.temporal_attention_levels {} > {levels} levels",
+                self.temporal_attention_levels
+            ));
         }
         for (l, &c) in self.channels.iter().enumerate() {
-            let attends = l + self.temporal_attention_levels >= levels || (l + 1 == levels && self.mid_blocks > 0);
+            let attends = l + self.temporal_attention_levels >= levels
+                || (l + 1 == levels && self.mid_blocks > 0);
             if attends && (self.heads == 0 || c % self.heads != 0) {
-                return Err(format!("unet level {l}: {c} channels do not divide into {} attention heads", self.heads));
+                return Err(format!(
+                    "unet level {l}: {c} channels do not divide into {} attention heads",
+                    self.heads
+                ));
             }
         }
         Ok(())
     }
 
     /// Build the U-Net with its text encoder; `sigma_data` and `prediction` as in the DiT.
-    pub fn init(&self, text: &TextEncoderConfig, sigma_data: f32, prediction: Prediction, device: &Device) -> VideoUnet {
+    pub fn init(
+        &self,
+        text: &TextEncoderConfig,
+        sigma_data: f32,
+        prediction: Prediction,
+        device: &Device,
+    ) -> VideoUnet {
         let levels = self.channels.len();
         let ch = &self.channels;
         let cd = self.cond_dim;
         let temporal = |l: usize| l + self.temporal_attention_levels >= levels;
         let attn_block = |c: usize, span: Span| DitBlock {
-            ada: LinearConfig::new(cd, 6 * c).with_initializer(Initializer::Zeros).init(device),
+            ada: LinearConfig::new(cd, 6 * c)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
             attn: AttentionConfig::new(c, c, self.heads).init(device),
             cross_norm: LayerNormConfig::new(c).init(device),
-            cross: AttentionConfig::new(c, text.dim, self.heads).with_zero_out(true).init(device),
+            cross: AttentionConfig::new(c, text.dim, self.heads)
+                .with_zero_out(true)
+                .init(device),
             mlp: Mlp::new(c, 4 * c, device),
             span,
         };
         let mut down = Vec::with_capacity(levels);
         let mut c_in = ch[0];
         for (l, &c) in ch.iter().enumerate() {
-            let blocks = (0..self.blocks).map(|i| ResBlock::new(if i == 0 { c_in } else { c }, c, cd, device)).collect();
-            let sample = (l + 1 < levels).then(|| Conv3dConfig::new([c, c], [1, 3, 3]).with_stride([1, 2, 2]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(device));
-            down.push(Level { blocks, attn: temporal(l).then(|| attn_block(c, Span::Time)), sample });
+            let blocks = (0..self.blocks)
+                .map(|i| ResBlock::new(if i == 0 { c_in } else { c }, c, cd, device))
+                .collect();
+            let sample = (l + 1 < levels).then(|| {
+                Conv3dConfig::new([c, c], [1, 3, 3])
+                    .with_stride([1, 2, 2])
+                    .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+                    .init(device)
+            });
+            down.push(Level {
+                blocks,
+                attn: temporal(l).then(|| attn_block(c, Span::Time)),
+                sample,
+            });
             c_in = c;
         }
         let bottom = ch[levels - 1];
         let mid_res = ResBlock::new(bottom, bottom, cd, device);
-        let mid = (0..self.mid_blocks).map(|_| attn_block(bottom, Span::Full)).collect();
+        let mid = (0..self.mid_blocks)
+            .map(|_| attn_block(bottom, Span::Full))
+            .collect();
         // Up: lowest level first; the first block of a level takes the skip concatenated.
         let mut up = Vec::with_capacity(levels);
         let mut c_in = bottom;
         for l in (0..levels).rev() {
             let c = ch[l];
-            let blocks = (0..self.blocks).map(|i| ResBlock::new(if i == 0 { c_in + c } else { c }, c, cd, device)).collect();
+            let blocks = (0..self.blocks)
+                .map(|i| ResBlock::new(if i == 0 { c_in + c } else { c }, c, cd, device))
+                .collect();
             // Upsampling to the next (finer) level: nearest ×2, then a 1×3×3 convolution to its width.
-            let sample = (l > 0).then(|| Conv3dConfig::new([c, ch[l - 1]], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(device));
-            up.push(Level { blocks, attn: temporal(l).then(|| attn_block(c, Span::Time)), sample });
+            let sample = (l > 0).then(|| {
+                Conv3dConfig::new([c, ch[l - 1]], [1, 3, 3])
+                    .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+                    .init(device)
+            });
+            up.push(Level {
+                blocks,
+                attn: temporal(l).then(|| attn_block(c, Span::Time)),
+                sample,
+            });
             c_in = if l > 0 { ch[l - 1] } else { c };
         }
         VideoUnet {
@@ -122,12 +168,17 @@ impl UnetConfig {
             t_fc1: LinearConfig::new(256, cd).init(device),
             t_fc2: LinearConfig::new(cd, cd).init(device),
             text_pool: LinearConfig::new(text.dim, cd).init(device),
-            stem: Conv3dConfig::new([3, ch[0]], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1)).init(device),
+            stem: Conv3dConfig::new([3, ch[0]], [3, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                .init(device),
             down,
             mid_res,
             mid,
             up,
-            head: Conv3dConfig::new([ch[0], 3], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).with_initializer(Initializer::Zeros).init(device),
+            head: Conv3dConfig::new([ch[0], 3], [1, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
             channels: ch.clone(),
             sigma_data,
             prediction,
@@ -144,7 +195,8 @@ fn groups(c: usize) -> usize {
 fn ada_group_norm(x: Tensor<5>, m: Tensor<2>, groups: usize) -> Tensor<5> {
     let [b, c, _, _, _] = x.dims();
     let m = m.chunk(2, 1); // shift, scale: [B, C]
-    group_norm(x, groups) * (m[1].clone().reshape([b, c, 1, 1, 1]) + 1.0) + m[0].clone().reshape([b, c, 1, 1, 1])
+    group_norm(x, groups) * (m[1].clone().reshape([b, c, 1, 1, 1]) + 1.0)
+        + m[0].clone().reshape([b, c, 1, 1, 1])
 }
 
 /// A residual block: per-frame 2-D convolutions with adaptive group norm, then a temporal
@@ -167,17 +219,30 @@ pub struct ResBlock {
 impl ResBlock {
     pub fn new(c_in: usize, c_out: usize, cond_dim: usize, device: &Device) -> Self {
         let spatial = |i: usize, o: usize, zero: bool| {
-            let c = Conv3dConfig::new([i, o], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1));
-            if zero { c.with_initializer(Initializer::Zeros) } else { c }.init(device)
+            let c = Conv3dConfig::new([i, o], [1, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(0, 1, 1));
+            if zero {
+                c.with_initializer(Initializer::Zeros)
+            } else {
+                c
+            }
+            .init(device)
         };
-        let ada = |c: usize| LinearConfig::new(cond_dim, 2 * c).with_initializer(Initializer::Zeros).init(device);
+        let ada = |c: usize| {
+            LinearConfig::new(cond_dim, 2 * c)
+                .with_initializer(Initializer::Zeros)
+                .init(device)
+        };
         Self {
             ada1: ada(c_in),
             conv1: spatial(c_in, c_out, false),
             ada2: ada(c_out),
             conv2: spatial(c_out, c_out, true),
             skip: (c_in != c_out).then(|| Conv3dConfig::new([c_in, c_out], [1, 1, 1]).init(device)),
-            temporal: Conv3dConfig::new([c_out, c_out], [3, 1, 1]).with_padding(PaddingConfig3d::Explicit(1, 0, 0)).with_initializer(Initializer::Zeros).init(device),
+            temporal: Conv3dConfig::new([c_out, c_out], [3, 1, 1])
+                .with_padding(PaddingConfig3d::Explicit(1, 0, 0))
+                .with_initializer(Initializer::Zeros)
+                .init(device),
         }
     }
 
@@ -186,9 +251,19 @@ impl ResBlock {
     /// - returns `[B, C_out, T, H, W]`
     pub fn forward(&self, x: Tensor<5>, c: Tensor<2>) -> Tensor<5> {
         let c_in = x.dims()[1];
-        let h = layers::conv3d(&self.conv1, silu(ada_group_norm(x.clone(), self.ada1.forward(c.clone()), groups(c_in)))); // [B, C_out, T, H, W]
+        let h = layers::conv3d(
+            &self.conv1,
+            silu(ada_group_norm(
+                x.clone(),
+                self.ada1.forward(c.clone()),
+                groups(c_in),
+            )),
+        ); // [B, C_out, T, H, W]
         let c_out = h.dims()[1];
-        let h = layers::conv3d(&self.conv2, silu(ada_group_norm(h, self.ada2.forward(c), groups(c_out))));
+        let h = layers::conv3d(
+            &self.conv2,
+            silu(ada_group_norm(h, self.ada2.forward(c), groups(c_out))),
+        );
         let y = match &self.skip {
             Some(s) => s.forward(x) + h,
             None => x + h,
@@ -222,21 +297,35 @@ impl Level {
 
 /// Run a transformer block on a feature map's tokens (with sin-cos positions when asked).
 /// `x: [B, C, T, h, w]` → `[B, C, T, h, w]`.
-fn attend(block: &DitBlock, x: Tensor<5>, c: Tensor<2>, text: &TextContext, positions: bool) -> Tensor<5> {
+fn attend(
+    block: &DitBlock,
+    x: Tensor<5>,
+    c: Tensor<2>,
+    text: &TextContext,
+    positions: bool,
+) -> Tensor<5> {
     let [b, ch, t, h, w] = x.dims();
     let n = t * h * w;
     let mut tokens = x.reshape([b, ch, n]).swap_dims(1, 2); // [B, N, C]
     if positions {
-        let pos = Tensor::<2>::from_data(TensorData::new(factorised_positions(t, h, w, ch), [n, ch]), &tokens.device());
+        let pos = Tensor::<2>::from_data(
+            TensorData::new(factorised_positions(t, h, w, ch), [n, ch]),
+            &tokens.device(),
+        );
         tokens = tokens + pos.unsqueeze_dim::<3>(0);
     }
-    block.forward(tokens, c, text, [t, h, w]).swap_dims(1, 2).reshape([b, ch, t, h, w])
+    block
+        .forward(tokens, c, text, [t, h, w])
+        .swap_dims(1, 2)
+        .reshape([b, ch, t, h, w])
 }
 
 /// Nearest-neighbour ×2 upsampling of height and width: `[B, C, T, H, W]` → `[B, C, T, 2H, 2W]`.
 pub fn upsample2(x: Tensor<5>) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
-    x.reshape([b * c * t, h, 1, w, 1]).expand([b * c * t, h, 2, w, 2]).reshape([b, c, t, 2 * h, 2 * w])
+    x.reshape([b * c * t, h, 1, w, 1])
+        .expand([b * c * t, h, 2, w, 2])
+        .reshape([b, c, t, 2 * h, 2 * w])
 }
 
 /// The video U-Net. See the module docs for the data flow.
@@ -287,7 +376,11 @@ impl VideoUnet {
     /// Width of the features at tap `i` (1-based, see the module docs).
     pub fn tap_dim(&self, i: usize) -> usize {
         let levels = self.channels.len();
-        if i <= 1 { self.channels[levels - 1] } else { self.channels[levels - (i - 1)] }
+        if i <= 1 {
+            self.channels[levels - 1]
+        } else {
+            self.channels[levels - (i - 1)]
+        }
     }
 
     /// The conditioning vector `[B, cond_dim]` (after SiLU).
@@ -304,12 +397,22 @@ impl VideoUnet {
         let pre = Preconditioning::new(t.clone(), self.sigma_data);
         let c = self.condition(t, text);
         let out = self.run(pre.input(x.clone()), c, text, None, &[], true);
-        pre.output(self.prediction, x, out.f.expect("run with the head returns F"))
+        pre.output(
+            self.prediction,
+            x,
+            out.f.expect("run with the head returns F"),
+        )
     }
 
     /// Only the features at `taps` (1-based; the layers after the last tap are not run): the APT
     /// discriminator's backbone.
-    pub fn features(&self, x: Tensor<5>, t: Tensor<1>, text: &TextContext, taps: &[usize]) -> Vec<Tensor<3>> {
+    pub fn features(
+        &self,
+        x: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextContext,
+        taps: &[usize],
+    ) -> Vec<Tensor<3>> {
         let pre = Preconditioning::new(t.clone(), self.sigma_data);
         let c = self.condition(t, text);
         self.run(pre.input(x), c, text, None, taps, false).taps
@@ -322,9 +425,21 @@ impl VideoUnet {
     ///
     /// # Shapes
     /// - `x_in`: `[B, 3, T, H, W]`, `c`: `[B, cond_dim]`, `extra`: `[B, C₀, T, H, W]`
-    pub fn run(&self, x_in: Tensor<5>, c: Tensor<2>, text: &TextContext, extra: Option<Tensor<5>>, taps: &[usize], head: bool) -> UnetOutput {
+    pub fn run(
+        &self,
+        x_in: Tensor<5>,
+        c: Tensor<2>,
+        text: &TextContext,
+        extra: Option<Tensor<5>>,
+        taps: &[usize],
+        head: bool,
+    ) -> UnetOutput {
         let levels = self.channels.len();
-        let last_tap = if head { usize::MAX } else { taps.iter().copied().max().unwrap_or(0) };
+        let last_tap = if head {
+            usize::MAX
+        } else {
+            taps.iter().copied().max().unwrap_or(0)
+        };
         let mut tapped = Vec::with_capacity(taps.len());
         let tap = |i: usize, x: &Tensor<5>, tapped: &mut Vec<Tensor<3>>| {
             if taps.contains(&i) {
@@ -350,21 +465,36 @@ impl VideoUnet {
         }
         tap(1, &x, &mut tapped);
         if last_tap <= 1 {
-            return UnetOutput { f: None, top: None, taps: tapped };
+            return UnetOutput {
+                f: None,
+                top: None,
+                taps: tapped,
+            };
         }
         for (k, level) in self.up.iter().enumerate() {
             let skip = skips.pop().expect("one skip per level");
             x = level.forward(Tensor::cat(vec![x, skip], 1), c.clone(), text); // [B, C_l, T, h, w]
             tap(k + 2, &x, &mut tapped);
             if k + 2 >= last_tap {
-                return UnetOutput { f: None, top: None, taps: tapped };
+                return UnetOutput {
+                    f: None,
+                    top: None,
+                    taps: tapped,
+                };
             }
             if let Some(s) = &level.sample {
                 x = layers::conv3d(s, upsample2(x)); // [B, C_{l−1}, T, 2h, 2w]
             }
         }
-        let f = layers::conv3d(&self.head, silu(group_norm(x.clone(), groups(self.channels[0])))); // [B, 3, T, H, W]
-        UnetOutput { f: Some(f), top: Some(x), taps: tapped }
+        let f = layers::conv3d(
+            &self.head,
+            silu(group_norm(x.clone(), groups(self.channels[0]))),
+        ); // [B, 3, T, H, W]
+        UnetOutput {
+            f: Some(f),
+            top: Some(x),
+            taps: tapped,
+        }
     }
 }
 
@@ -374,11 +504,19 @@ mod tests {
     use crate::text::TextEncoderConfig;
 
     pub fn tiny() -> UnetConfig {
-        UnetConfig::new().with_channels(vec![8, 16]).with_cond_dim(16).with_heads(2).with_mid_blocks(1)
+        UnetConfig::new()
+            .with_channels(vec![8, 16])
+            .with_cond_dim(16)
+            .with_heads(2)
+            .with_mid_blocks(1)
     }
 
     fn text() -> TextEncoderConfig {
-        TextEncoderConfig::new().with_dim(16).with_depth(1).with_heads(2).with_max_len(16)
+        TextEncoderConfig::new()
+            .with_dim(16)
+            .with_depth(1)
+            .with_heads(2)
+            .with_max_len(16)
     }
 
     #[test]
@@ -387,22 +525,48 @@ mod tests {
         let cfg = tiny();
         cfg.validate(16, 16).unwrap();
         let model = cfg.init(&text(), 0.8, Prediction::Velocity, &device);
-        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 4, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.9], [2]), &device);
         let text = model.encode_text(&["a red ball".into(), "".into()], &device);
-        assert_eq!(model.forward(x.clone(), t.clone(), &text).dims(), [2, 3, 4, 16, 16]);
+        assert_eq!(
+            model.forward(x.clone(), t.clone(), &text).dims(),
+            [2, 3, 4, 16, 16]
+        );
         let taps = model.features(x, t, &text, &[1, 2, 3]);
         let dims: Vec<[usize; 3]> = taps.iter().map(|f| f.dims()).collect();
-        assert_eq!(dims, vec![[2, 4 * 8 * 8, 16], [2, 4 * 8 * 8, 16], [2, 4 * 16 * 16, 8]]);
-        assert_eq!((model.tap_dim(1), model.tap_dim(2), model.tap_dim(3)), (16, 16, 8));
+        assert_eq!(
+            dims,
+            vec![[2, 4 * 8 * 8, 16], [2, 4 * 8 * 8, 16], [2, 4 * 16 * 16, 8]]
+        );
+        assert_eq!(
+            (model.tap_dim(1), model.tap_dim(2), model.tap_dim(3)),
+            (16, 16, 8)
+        );
         // Nearest upsampling puts each value in a 2×2 block.
-        let v = Tensor::<5>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 1, 2, 2]), &device);
+        let v = Tensor::<5>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 1, 2, 2]),
+            &device,
+        );
         let up: Vec<f32> = upsample2(v).into_data().try_to_vec().unwrap();
-        assert_eq!(up, vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]);
+        assert_eq!(
+            up,
+            vec![
+                1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.
+            ]
+        );
         // Geometry errors are reported, not panics.
         assert!(tiny().validate(17, 16).is_err());
         assert!(tiny().with_channels(vec![8, 15]).validate(16, 16).is_err());
-        assert!(tiny().with_temporal_attention_levels(3).validate(16, 16).is_err());
+        assert!(
+            tiny()
+                .with_temporal_attention_levels(3)
+                .validate(16, 16)
+                .is_err()
+        );
     }
 
     #[test]
@@ -412,25 +576,52 @@ mod tests {
         let device = Device::flex();
         let cfg = tiny();
         let model = cfg.init(&text(), 0.8, Prediction::Velocity, &device);
-        let x = Tensor::<5>::random([2, 3, 4, 16, 16], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<5>::random(
+            [2, 3, 4, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let t = Tensor::<1>::from_data(TensorData::new(vec![0.2f32, 0.7], [2]), &device);
         let text_ctx = model.encode_text(&["a".into(), "b".into()], &device);
         let v = model.forward(x.clone(), t.clone(), &text_ctx);
         let pre = Preconditioning::new(t.clone(), 0.8);
-        let diff: f32 = (v - pre.output(Prediction::Velocity, x.clone(), x.clone().zeros_like())).abs().max().into_scalar();
+        let diff: f32 = (v - pre.output(Prediction::Velocity, x.clone(), x.clone().zeros_like()))
+            .abs()
+            .max()
+            .into_scalar();
         assert!(diff < 1e-5, "{diff}");
 
         let ad = device.autodiff();
         let mut m = cfg.init(&text(), 0.8, Prediction::Velocity, &ad);
-        m.head = Conv3dConfig::new([8, 3], [1, 3, 3]).with_padding(PaddingConfig3d::Explicit(0, 1, 1)).init(&ad);
+        m.head = Conv3dConfig::new([8, 3], [1, 3, 3])
+            .with_padding(PaddingConfig3d::Explicit(0, 1, 1))
+            .init(&ad);
         let text_ctx = m.encode_text(&["a red ball".into(), "".into()], &ad);
-        let loss = m.forward(Tensor::from_data(x.into_data(), &ad), Tensor::from_data(t.into_data(), &ad), &text_ctx).powi_scalar(2).mean();
+        let loss = m
+            .forward(
+                Tensor::from_data(x.into_data(), &ad),
+                Tensor::from_data(t.into_data(), &ad),
+                &text_ctx,
+            )
+            .powi_scalar(2)
+            .mean();
         let grads = loss.backward();
-        let g = |p: &burn::module::Param<Tensor<5>>| -> f32 { p.val().grad(&grads).map_or(0.0, |g| g.abs().sum().into_scalar()) };
+        let g = |p: &burn::module::Param<Tensor<5>>| -> f32 {
+            p.val()
+                .grad(&grads)
+                .map_or(0.0, |g| g.abs().sum().into_scalar())
+        };
         assert!(g(&m.stem.weight) > 0.0, "no gradient at the stem");
-        for (name, blk) in [("down 0", &m.down[0].blocks[0]), ("mid", &m.mid_res), ("up 1", &m.up[1].blocks[0])] {
+        for (name, blk) in [
+            ("down 0", &m.down[0].blocks[0]),
+            ("mid", &m.mid_res),
+            ("up 1", &m.up[1].blocks[0]),
+        ] {
             assert!(g(&blk.conv2.weight) > 0.0, "{name}: no gradient at conv2");
-            assert!(g(&blk.temporal.weight) > 0.0, "{name}: no gradient at the temporal conv");
+            assert!(
+                g(&blk.temporal.weight) > 0.0,
+                "{name}: no gradient at the temporal conv"
+            );
         }
     }
 }
