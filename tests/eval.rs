@@ -110,6 +110,13 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
         "real clips' flicker {:?}",
         rows[0].flicker
     );
+    // The patch-grid column: real clips have no grid, so a second set scores ≈ 1.
+    assert!(md.contains("patch grid"), "{md}");
+    assert!(
+        rows[0].patch_grid.is_some_and(|g| (0.5..2.0).contains(&g)),
+        "real clips' patch grid {:?}",
+        rows[0].patch_grid
+    );
     // An 8-step teacher makes noise: farther from real clips than real clips are.
     for r in &rows[1..] {
         assert!(

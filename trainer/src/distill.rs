@@ -17,14 +17,13 @@
 //! checkpoint stood (`--resume`).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
 use flick_core::checkpoint::{
-    NamedTensors, load_module, model_metadata, module_tensors, read_safetensors, write_safetensors,
+    NamedTensors, load_module, model_metadata, module_tensors, write_safetensors,
 };
 use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
 use flick_core::data::stack;
@@ -36,13 +35,13 @@ use flick_core::model::Backbone;
 use flick_core::model::disc::Discriminator;
 use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{RmsProp, data_parallel_grads};
-use crate::train::{step_rng, truncate_metrics};
+use crate::run;
+use crate::train::step_rng;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -239,29 +238,6 @@ impl DistillConfig {
     }
 }
 
-fn progress(quiet: bool, len: u64, pos: u64) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .unwrap(),
-    );
-    bar.set_position(pos);
-    bar
-}
-
-/// A plain log line when there is no terminal for the progress bar (logs, nohup).
-fn log_line(quiet: bool, line: &str) {
-    if !quiet && !std::io::stderr().is_terminal() {
-        eprintln!("{line}");
-    }
-}
-
 /// Metadata of a one-step generator checkpoint.
 fn generator_extra(teacher: &Generator, method: &str, step: u64) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -397,7 +373,7 @@ pub fn make_pairs(
         ("shard_size".to_string(), cfg.shard_size.to_string()),
     ]);
     let shards = cfg.count.div_ceil(cfg.shard_size);
-    let bar = progress(quiet, cfg.count as u64, 0);
+    let bar = run::bar(quiet, cfg.count as u64, 0);
     bar.set_message("teacher pairs");
     let started = Instant::now();
     let mut made = 0usize;
@@ -463,7 +439,7 @@ pub fn make_pairs(
             meta: meta.clone(),
         };
         pairs::write_shard(&path, &shard)?;
-        log_line(
+        run::log_line(
             quiet,
             &format!(
                 "pairs {hi}/{} ({:.2} s per pair)",
@@ -513,32 +489,18 @@ pub fn train_consistency(
         &data.shape[1..],
         [3, mc.frames, mc.height, mc.width]
     );
-    std::fs::create_dir_all(out)?;
+    let saved = run::open(out, resume)?;
     let ad = device.clone().autodiff();
-    let state = out.join("state.safetensors");
-    let metrics_path = out.join("metrics.jsonl");
+    let state = run::state_path(out);
     let mut optim = crate::optim::AdamW::new(cc.beta1, cc.beta2, 1e-8, 0.0);
-    let (mut model, mut ema, mut step) = if resume && state.exists() {
-        let (tensors, meta) = read_safetensors(&state)?;
-        let model = load_module(mc.init(&ad), &tensors, "model.", &ad)?;
-        let ema = load_module(mc.init(device), &tensors, "ema.", device)?;
-        optim.load_state(
-            &tensors,
-            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
-            device,
-        );
-        let step: u64 = meta.get("step").context("state lacks step")?.parse()?;
-        truncate_metrics(&metrics_path, step)?;
+    let (mut model, mut ema, mut step) = if let Some(saved) = saved {
+        let model = load_module(mc.init(&ad), &saved.tensors, "model.", &ad)?;
+        let ema = load_module(mc.init(device), &saved.tensors, "ema.", device)?;
+        optim.load_state(&saved.tensors, saved.field("adam_t")?.parse()?, device);
+        let step = saved.step()?;
         eprintln!("resumed from {} at step {step}", state.display());
         (model, ema, step)
     } else {
-        if state.exists() && !resume {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                out.display()
-            );
-        }
-        let _ = std::fs::remove_file(&metrics_path);
         let (model, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
         (model, teacher.model.clone(), 0)
     };
@@ -556,13 +518,7 @@ pub fn train_consistency(
     );
     let per = data.clip_len();
     let last = stop_at.map_or(cc.steps, |s| s.min(cc.steps));
-    let bar = progress(quiet, cc.steps, step);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)?;
-    let started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
+    let mut progress = run::Progress::start(out, cc.steps, step, quiet)?;
     while step < last {
         // Epoch-wise shuffled order, a function of (seed, epoch).
         let b = cc.batch_size;
@@ -605,30 +561,26 @@ pub fn train_consistency(
         let (m, stats) = optim.step_with(model, &grads, lr, cc.grad_clip);
         model = m;
         let grad_norm = stats.map_or(f32::NAN, |s| s.grad_norm);
-        let decay = cc.ema_decay.min((1.0 + step as f32) / (10.0 + step as f32));
-        ema = ema_update(ema, &model, decay);
+        ema = ema_update(ema, &model, run::ema_decay(cc.ema_decay, step));
         step += 1;
-        window.1 += b;
-        bar.set_position(step);
+        progress.advance(step, b);
         if step % cc.log_every == 0 || step == last {
             let m = ConsistencyMetrics {
                 step,
                 loss,
                 lr,
                 grad_norm,
-                clips_per_s: window.1 as f32 / window.0.elapsed().as_secs_f32(),
-                elapsed_s: started.elapsed().as_secs_f32(),
+                clips_per_s: progress.clips_per_s(),
+                elapsed_s: progress.elapsed_s(),
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
-            bar.set_message(format!("mse {loss:.4} · {:.1} clips/s", m.clips_per_s));
-            log_line(
-                quiet,
+            progress.log(
+                &m,
+                format!("mse {loss:.4} · {:.1} clips/s", m.clips_per_s),
                 &format!(
                     "step {step}/{} mse {loss:.4} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s",
                     cc.steps, m.clips_per_s
                 ),
-            );
-            window = (Instant::now(), 0);
+            )?;
         }
         if step % cc.checkpoint_every == 0 || step == last {
             let mut tensors = NamedTensors::new();
@@ -651,10 +603,10 @@ pub fn train_consistency(
                 "consistency",
                 step,
             )?;
-            plot_series(&metrics_path, "loss", &out.join("loss.png"))?;
+            run::plot(out, "loss", "loss.png")?;
         }
     }
-    bar.finish();
+    progress.finish();
     write_samples(
         &out.join("samples"),
         &format!("step_{step:06}"),
@@ -665,17 +617,6 @@ pub fn train_consistency(
         device,
     )?;
     Ok(ema)
-}
-
-/// Plot one field of a metrics file (log scale: its absolute value).
-fn plot_series(metrics: &Path, field: &str, png: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(metrics).unwrap_or_default();
-    let points: Vec<(u64, f32)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v[field].as_f64()?.abs() as f32)))
-        .collect();
-    crate::plot::plot_curve(png, &points)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -760,10 +701,9 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             mc.patch[0]
         );
     }
-    std::fs::create_dir_all(out)?;
+    let saved = run::open(out, resume)?;
     let ad = device.clone().autodiff();
-    let state = out.join("state.safetensors");
-    let metrics_path = out.join("metrics.jsonl");
+    let state = run::state_path(out);
     let total: u64 = ac.stages.iter().map(|s| s.steps).sum();
     let fresh_disc = || -> anyhow::Result<Discriminator> {
         let (backbone, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
@@ -773,32 +713,24 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
 
     let mut opt_g = RmsProp::new(ac.rms_alpha, 1e-8);
     let mut opt_d = RmsProp::new(ac.rms_alpha, 1e-8);
-    let (mut g, mut g_ema, mut d, mut step) = if resume && state.exists() {
-        let (tensors, meta) = read_safetensors(&state)?;
-        let g = load_module(mc.init(&ad), &tensors, "g.", &ad)?;
-        let g_ema = load_module(mc.init(&device), &tensors, "g_ema.", &device)?;
-        let d = load_module(fresh_disc()?, &tensors, "d.", &ad)?;
-        opt_g.load_state("opt_g.", &tensors, &device);
-        opt_d.load_state("opt_d.", &tensors, &device);
-        let step: u64 = meta.get("step").context("state lacks step")?.parse()?;
+    let (mut g, mut g_ema, mut d, mut step) = if let Some(saved) = saved {
+        let tensors = &saved.tensors;
+        let g = load_module(mc.init(&ad), tensors, "g.", &ad)?;
+        let g_ema = load_module(mc.init(&device), tensors, "g_ema.", &device)?;
+        let d = load_module(fresh_disc()?, tensors, "d.", &ad)?;
+        opt_g.load_state("opt_g.", tensors, &device);
+        opt_d.load_state("opt_d.", tensors, &device);
+        let step = saved.step()?;
         let objective = objective_tag(ac.loss, ac.r1);
-        if let Some(saved) = meta.get("objective").filter(|s| **s != objective) {
+        if let Some(saved) = saved.meta.get("objective").filter(|s| **s != objective) {
             bail!(
                 "{} was trained with {saved}, this invocation asks for {objective}: resume with the same config and --loss/--r1",
                 state.display()
             );
         }
-        truncate_metrics(&metrics_path, step)?;
         eprintln!("resumed from {} at step {step}", state.display());
         (g, g_ema, d, step)
     } else {
-        if state.exists() && !resume {
-            bail!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                out.display()
-            );
-        }
-        let _ = std::fs::remove_file(&metrics_path);
         let (g, info) = flick_core::checkpoint::load_model(init, &ad)
             .with_context(|| format!("--init {}", init.display()))?;
         anyhow::ensure!(
@@ -844,13 +776,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         })
         .collect::<Result<_, _>>()?;
     let last = stop_at.map_or(total, |s| s.min(total));
-    let bar = progress(quiet, total, step);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)?;
-    let started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
+    let mut progress = run::Progress::start(out, total, step, quiet)?;
     let save = |g: &Backbone,
                 g_ema: &Backbone,
                 d: &Discriminator,
@@ -1037,13 +963,12 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 g_loss.is_finite() && g_stats.is_some(),
                 "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g"
             );
-            let k = (step - stage_start - stage.d_warmup_steps) as f32;
-            g_ema = ema_update(g_ema, &g, ac.ema_decay.min((1.0 + k) / (10.0 + k)));
+            let k = step - stage_start - stage.d_warmup_steps;
+            g_ema = ema_update(g_ema, &g, run::ema_decay(ac.ema_decay, k));
             (Some(g_loss), g_stats)
         };
         step += 1;
-        window.1 += b;
-        bar.set_position(step);
+        progress.advance(step, b);
 
         if step % ac.log_every == 0 || step == last {
             let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
@@ -1059,18 +984,16 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 p_fake: sig(logit_fake),
                 d_grad_norm: d_stats.map_or(f32::NAN, |s| s.grad_norm),
                 g_grad_norm: g_stats.map_or(f32::NAN, |s| s.grad_norm),
-                clips_per_s: window.1 as f32 / window.0.elapsed().as_secs_f32(),
-                elapsed_s: started.elapsed().as_secs_f32(),
+                clips_per_s: progress.clips_per_s(),
+                elapsed_s: progress.elapsed_s(),
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             let g_msg = g_loss.map_or("(D warm-up)".to_string(), |l| format!("{l:.3}"));
             let msg = format!(
                 "{} D {d_loss:.3} G {g_msg} pen {penalty:.3} logits {logit_real:+.2}/{logit_fake:+.2} · {:.1} clips/s",
                 stage.name, m.clips_per_s
             );
-            bar.set_message(msg.clone());
-            log_line(quiet, &format!("step {step}/{total} {msg}"));
-            window = (Instant::now(), 0);
+            let line = format!("step {step}/{total} {msg}");
+            progress.log(&m, msg, &line)?;
         }
         if step % ac.checkpoint_every == 0 || step == last {
             save(&g, &g_ema, &d, &opt_g, &opt_d, step)?;
@@ -1081,7 +1004,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 ("p_real", "p_real.png"),
                 ("p_fake", "p_fake.png"),
             ] {
-                plot_series(&metrics_path, field, &out.join(png))?;
+                run::plot(out, field, png)?;
             }
         }
         if ac.sample_every > 0 && step % ac.sample_every == 0 {
@@ -1096,7 +1019,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             )?;
         }
     }
-    bar.finish();
+    progress.finish();
     if step == total {
         let lastst = ac.stages.last().expect("at least one stage");
         save_generator(

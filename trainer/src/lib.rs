@@ -9,5 +9,6 @@ pub mod eval;
 pub mod optim;
 pub mod plot;
 pub mod probe;
+pub mod run;
 pub mod score;
 pub mod train;

@@ -7,23 +7,19 @@
 //! attribute combinations no training clip shows), from a different procedural seed.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::prelude::*;
-use flick_core::checkpoint::{
-    NamedTensors, load_module, module_tensors, read_safetensors, write_safetensors,
-};
+use flick_core::checkpoint::{NamedTensors, load_module, module_tensors, write_safetensors};
 use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
 use flick_core::data::stack;
 use flick_core::eval::probe::{self, HEADS, Probe, ProbeConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::{AdamW, data_parallel_grads};
+use crate::run;
 
 /// `configs/probe.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,7 +70,7 @@ impl ProbeTrainConfig {
 }
 
 pub fn state_path(out: &Path) -> PathBuf {
-    out.join("state.safetensors")
+    run::state_path(out)
 }
 pub fn model_path(out: &Path) -> PathBuf {
     out.join("probe.safetensors")
@@ -118,8 +114,7 @@ pub fn train_probe(
     workers: usize,
     quiet: bool,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let saved = run::open(out, resume)?;
     let pc = &cfg.probe;
     let tc = &cfg.train;
     let source = ShapesSource::new(
@@ -136,58 +131,28 @@ pub fn train_probe(
     let mut model: Probe = pc.init(&ad);
     let mut optim = AdamW::new(0.9, 0.999, 1e-8, tc.weight_decay);
     let mut step = 0u64;
-    let metrics_path = out.join("metrics.jsonl");
-    if resume && state_path(out).exists() {
-        let (tensors, meta) = read_safetensors(&state_path(out))?;
-        let saved: ProbeConfig =
-            serde_json::from_str(meta.get("config").context("probe state lacks its config")?)?;
-        if &saved != pc {
+    if let Some(saved) = saved {
+        let saved_cfg: ProbeConfig = serde_json::from_str(
+            saved
+                .meta
+                .get("config")
+                .context("probe state lacks its config")?,
+        )?;
+        if &saved_cfg != pc {
             bail!(
                 "{} was written for another probe config; start a new run folder",
                 state_path(out).display()
             );
         }
-        step = meta.get("step").context("state lacks step")?.parse()?;
-        model = load_module(model, &tensors, "model.", &ad)?;
-        optim.load_state(
-            &tensors,
-            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
-            device,
-        );
+        step = saved.step()?;
+        model = load_module(model, &saved.tensors, "model.", &ad)?;
+        optim.load_state(&saved.tensors, saved.field("adam_t")?.parse()?, device);
         eprintln!("resumed from {} at step {step}", state_path(out).display());
-    } else if !resume && state_path(out).exists() {
-        bail!(
-            "{} already holds a run; pass --resume to continue it or choose another --out",
-            out.display()
-        );
     }
-    if step == 0 {
-        let _ = std::fs::remove_file(&metrics_path);
-    }
-    std::fs::write(
-        out.join("config.resolved.toml"),
-        toml::to_string_pretty(cfg)?,
-    )?;
+    run::write_config(out, cfg)?;
     eprintln!("probe: {} parameters", flick_core::params::count(&model));
 
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(tc.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .unwrap(),
-    );
-    bar.set_position(step);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)?;
-    let started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
+    let mut progress = run::Progress::start(out, tc.steps, step, quiet)?;
     let b = tc.batch_size;
     let mut last_acc = BTreeMap::new();
     while step < tc.steps {
@@ -227,8 +192,7 @@ pub fn train_probe(
         }
         model = optim.step_with(model, &grads, lr, 1.0).0;
         step += 1;
-        window.1 += b;
-        bar.set_position(step);
+        progress.advance(step, b);
 
         let eval_now = step % tc.eval_every == 0 || step == tc.steps;
         let heldout = eval_now.then(|| {
@@ -244,24 +208,22 @@ pub fn train_probe(
             accuracy_map(per, all)
         });
         if step % tc.log_every == 0 || eval_now {
-            let secs = window.0.elapsed().as_secs_f32();
             let m = Metrics {
                 step,
                 loss,
                 lr,
-                clips_per_s: window.1 as f32 / secs,
-                elapsed_s: started.elapsed().as_secs_f32(),
+                clips_per_s: progress.clips_per_s(),
+                elapsed_s: progress.elapsed_s(),
                 heldout_accuracy: heldout.clone(),
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
-            bar.set_message(format!("loss {loss:.4} · {:.1} clips/s", m.clips_per_s));
-            if !quiet && !std::io::stderr().is_terminal() {
-                eprintln!(
+            progress.log(
+                &m,
+                format!("loss {loss:.4} · {:.1} clips/s", m.clips_per_s),
+                &format!(
                     "step {step}/{} loss {loss:.4} lr {lr:.2e} {:.1} clips/s",
                     tc.steps, m.clips_per_s
-                );
-            }
-            window = (Instant::now(), 0);
+                ),
+            )?;
         }
         if let Some(acc) = heldout {
             let line = acc
@@ -269,15 +231,15 @@ pub fn train_probe(
                 .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
                 .collect::<Vec<_>>()
                 .join(", ");
-            bar.println(format!("step {step}: held-out accuracy {line}"));
+            progress.say(&format!("step {step}: held-out accuracy {line}"));
             last_acc = acc;
         }
         if step % tc.checkpoint_every == 0 || step == tc.steps {
             save(out, cfg, &model, &optim, step, &last_acc)?;
-            crate::train::plot_metrics(out)?;
+            run::plot(out, "loss", "loss.png")?;
         }
     }
-    bar.finish();
+    progress.finish();
     if last_acc.is_empty() {
         let (per, all) = probe::accuracy(
             &model.valid(),

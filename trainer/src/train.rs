@@ -6,7 +6,6 @@
 //! checkpoint stood.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,12 +25,12 @@ use flick_core::generate::Generator;
 use flick_core::model::Backbone;
 use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::TeacherConfig;
 use crate::optim::{AdamW, data_parallel_grads};
+use crate::run;
 
 /// Options of one training invocation.
 pub struct TrainArgs {
@@ -85,7 +84,7 @@ pub(crate) fn step_rng(seed: u64, step: u64) -> rand_chacha::ChaCha8Rng {
 
 /// File names inside a run directory.
 pub fn state_path(out: &Path) -> PathBuf {
-    out.join("state.safetensors")
+    run::state_path(out)
 }
 pub fn model_path(out: &Path) -> PathBuf {
     out.join("teacher.safetensors")
@@ -113,8 +112,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         }
     }
     let workers = workers.clamp(1, cfg.train.batch_size);
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let saved = run::open(&out, resume)?;
     let mc = &cfg.model;
     let source: Box<dyn ClipSource> = match &cfg.data.folder {
         Some(dir) => {
@@ -178,47 +176,27 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     let mut ema_from: u64 = 0;
     let metrics_path = out.join("metrics.jsonl");
 
-    if resume && state_path(&out).exists() {
-        let (tensors, meta) = read_safetensors(&state_path(&out))?;
-        let saved_cfg = meta
+    if let Some(saved) = saved {
+        let saved_cfg = saved
+            .meta
             .get("config")
             .context("state file lacks its model config")?;
-        let saved = flick_core::model::ModelConfig::from_value(serde_json::from_str(saved_cfg)?)
-            .map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
-        if &saved != mc {
+        let saved_model =
+            flick_core::model::ModelConfig::from_value(serde_json::from_str(saved_cfg)?)
+                .map_err(|e| anyhow::anyhow!("state file model config unreadable: {e}"))?;
+        if &saved_model != mc {
             bail!(
                 "{} was written for another model config; start a new run folder or use the same config",
                 state_path(&out).display()
             );
         }
-        step = meta.get("step").context("state lacks step")?.parse()?;
-        skipped = meta
-            .get("skipped_steps")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        ema_from = meta
-            .get("ema_from_step")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        model = load_module(model, &tensors, "model.", &ad)?;
-        ema = load_module(ema, &tensors, "ema.", &device)?;
-        optim.load_state(
-            &tensors,
-            meta.get("adam_t").context("state lacks adam_t")?.parse()?,
-            &device,
-        );
-        truncate_metrics(&metrics_path, step)?;
+        step = saved.step()?;
+        skipped = saved.number_or("skipped_steps", 0);
+        ema_from = saved.number_or("ema_from_step", 0);
+        model = load_module(model, &saved.tensors, "model.", &ad)?;
+        ema = load_module(ema, &saved.tensors, "ema.", &device)?;
+        optim.load_state(&saved.tensors, saved.field("adam_t")?.parse()?, &device);
         eprintln!("resumed from {} at step {step}", state_path(&out).display());
-    } else if resume {
-        eprintln!(
-            "--resume: no state in {}, starting from step 0",
-            out.display()
-        );
-    } else if state_path(&out).exists() {
-        bail!(
-            "{} already holds a run; pass --resume to continue it or choose another --out",
-            out.display()
-        );
     }
     if let Some(src) = init_from.as_deref().filter(|_| step == 0) {
         let w = warm_start(src, model, ema, &mut optim, &init_reset, &ad, &device)?;
@@ -237,16 +215,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             && std::fs::canonicalize(&src_metrics).ok() != std::fs::canonicalize(&metrics_path).ok()
         {
             std::fs::copy(&src_metrics, &metrics_path)?;
-            truncate_metrics(&metrics_path, step)?;
         }
     }
-    if step == 0 {
-        let _ = std::fs::remove_file(&metrics_path);
-    }
-    std::fs::write(
-        out.join("config.resolved.toml"),
-        toml::to_string_pretty(&cfg)?,
-    )?;
+    run::write_config(&out, &cfg)?;
     eprintln!(
         "model: {} parameters ({} in the text encoder); config {}",
         flick_core::params::count(&model),
@@ -255,24 +226,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     );
 
     let mut last = stop_at.map_or(cfg.train.steps, |s| s.min(cfg.train.steps));
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.train.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-        )
-        .unwrap(),
-    );
-    bar.set_position(step);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)?;
+    // A warm start's copied curve is cut back to its step like a resumed run's.
+    let mut progress = run::Progress::start(&out, cfg.train.steps, step, quiet)?;
     let started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
     let mut consecutive_bad = 0;
     let (mut last_full_loss, mut last_short_loss) = (f32::NAN, None::<f32>);
     let mut budget_window: Option<Instant> = None;
@@ -348,16 +304,18 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             consecutive_bad = 0;
             // EMA warm-up (as in timm/diffusers): early on the average must not cling to the
             // random initialisation.
-            let k = (step - ema_from) as f32;
-            let decay = cfg.train.ema_decay.min((1.0 + k) / (10.0 + k));
-            ema = ema_update(ema, &model, decay);
+            ema = ema_update(
+                ema,
+                &model,
+                run::ema_decay(cfg.train.ema_decay, step - ema_from),
+            );
             if let Some(p) = prof.as_mut() {
                 p.lap("ema", true);
             }
         } else {
             skipped += 1;
             consecutive_bad += 1;
-            bar.println(format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
+            progress.say(&format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
             if consecutive_bad >= cfg.train.max_bad_steps {
                 save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
                 bail!(
@@ -367,15 +325,10 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             }
         }
         if let Some(p) = prof.take() {
-            if std::io::stderr().is_terminal() {
-                bar.println(p.report(step, shape[0]));
-            } else if !quiet {
-                eprintln!("{}", p.report(step, shape[0]));
-            }
+            progress.say(&p.report(step, shape[0]));
         }
         step += 1;
-        window.1 += shape[0];
-        bar.set_position(step);
+        progress.advance(step, shape[0]);
 
         if let Some(budget) = time_budget {
             // Measure at full speed: the first steps pay for shader compilation and autotuning.
@@ -398,8 +351,8 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
                     out.join("config.resolved.toml"),
                     toml::to_string_pretty(&cfg)?,
                 )?;
-                bar.set_length(steps);
-                bar.println(format!(
+                progress.set_length(steps);
+                progress.say(&format!(
                     "time budget {budget:.0} s: {per_step:.3} s/step at full speed, so {steps} steps in all (cool-down {cooldown}); written to {} (resume with that config)",
                     out.join("config.resolved.toml").display()
                 ));
@@ -407,7 +360,6 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         }
 
         if step % cfg.train.log_every == 0 || step == last {
-            let secs = window.0.elapsed().as_secs_f32();
             let loss = if last_short_loss.is_some() && last_full_loss.is_finite() {
                 last_full_loss
             } else {
@@ -418,37 +370,32 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
                 loss,
                 lr,
                 grad_norm,
-                clips_per_s: window.1 as f32 / secs,
-                elapsed_s: started.elapsed().as_secs_f32(),
+                clips_per_s: progress.clips_per_s(),
+                elapsed_s: progress.elapsed_s(),
                 skipped_steps: skipped,
                 short_loss: last_short_loss,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&m)?)?;
             let short_msg = last_short_loss
                 .map(|l| format!(" (short clips {l:.4})"))
                 .unwrap_or_default();
-            bar.set_message(format!(
-                "loss {loss:.4}{short_msg} · {:.1} clips/s",
-                m.clips_per_s
-            ));
-            if !quiet && !std::io::stderr().is_terminal() {
-                // No progress bar without a terminal (logs, nohup): a plain line instead.
-                eprintln!(
+            progress.log(
+                &m,
+                format!("loss {loss:.4}{short_msg} · {:.1} clips/s", m.clips_per_s),
+                &format!(
                     "step {step}/{} loss {loss:.4}{short_msg} lr {lr:.2e} grad-norm {grad_norm:.3} {:.1} clips/s",
                     cfg.train.steps, m.clips_per_s
-                );
-            }
-            window = (Instant::now(), 0);
+                ),
+            )?;
         }
         if step % cfg.train.checkpoint_every == 0 || step == last {
             save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
-            plot_metrics(&out)?;
+            run::plot(&out, "loss", "loss.png")?;
         }
         if cfg.train.sample_every > 0 && (step % cfg.train.sample_every == 0 || step == last) {
             write_samples(&out, &cfg, &ema, &device, step)?;
         }
     }
-    bar.finish();
+    progress.finish();
     drop(batch_rx);
     let _ = producer.join();
     Ok(ema)
@@ -723,27 +670,6 @@ pub fn learning_rate(t: &crate::config::TrainConfig, step: u64) -> f32 {
     t.lr * warm * cool
 }
 
-pub(crate) fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
-    // Lines logged after the checkpoint we resume from would be repeated: drop them.
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .collect();
-    std::fs::write(
-        path,
-        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )?;
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn save_state(
     out: &Path,
@@ -786,17 +712,6 @@ pub fn teacher_extra(cfg: &TeacherConfig, step: u64) -> BTreeMap<String, String>
         ("steps".to_string(), cfg.sample.steps.to_string()),
         ("guidance".to_string(), cfg.sample.guidance.to_string()),
     ])
-}
-
-/// Plot `metrics.jsonl` to `loss.png`.
-pub fn plot_metrics(out: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    let points: Vec<(u64, f32)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()? as f32)))
-        .collect();
-    crate::plot::plot_curve(&out.join("loss.png"), &points)
 }
 
 fn write_samples(

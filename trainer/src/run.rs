@@ -1,0 +1,319 @@
+//! What every training loop in Flick shares — the teacher, the probe, consistency distillation
+//! and APT: the run folder (created; a folder that holds a run is never overwritten without
+//! `--resume`; the state file read back on resume), the metrics log (`metrics.jsonl`, emptied
+//! by a fresh run, cut back to the resumed step on resume so no line is repeated), progress (a
+//! bar on a terminal, plain lines in logs), throughput windows, the EMA warm-up and the curves.
+//! The loops keep only what differs: their models, losses, optimisers and state contents.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use flick_core::checkpoint::{NamedTensors, read_safetensors};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// The state file of a run folder (models, optimiser moments, step).
+pub fn state_path(out: &Path) -> PathBuf {
+    out.join("state.safetensors")
+}
+
+/// A state file read back for `--resume`: its tensors and metadata.
+pub struct Saved {
+    pub tensors: NamedTensors,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Saved {
+    /// The step the state was saved at.
+    pub fn step(&self) -> anyhow::Result<u64> {
+        Ok(self.meta.get("step").context("state lacks step")?.parse()?)
+    }
+
+    /// A numeric metadata field, `default` when absent (states written before it existed).
+    pub fn number_or(&self, key: &str, default: u64) -> u64 {
+        self.meta
+            .get(key)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// A metadata field that must be there.
+    pub fn field(&self, key: &str) -> anyhow::Result<&str> {
+        self.meta
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("state lacks {key}"))
+    }
+}
+
+/// Open the run folder `out` (created if missing). With `resume` and a state file there, the
+/// state is returned; with `resume` and none, the run starts from step 0 (said on stderr);
+/// without `resume`, a folder that already holds a run is refused.
+pub fn open(out: &Path, resume: bool) -> anyhow::Result<Option<Saved>> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let state = state_path(out);
+    match (resume, state.exists()) {
+        (true, true) => {
+            let (tensors, meta) = read_safetensors(&state)
+                .with_context(|| format!("--resume: cannot read {}", state.display()))?;
+            Ok(Some(Saved { tensors, meta }))
+        }
+        (true, false) => {
+            eprintln!(
+                "--resume: no state in {}, starting from step 0",
+                out.display()
+            );
+            Ok(None)
+        }
+        (false, true) => bail!(
+            "{} already holds a run; pass --resume to continue it or choose another --out",
+            out.display()
+        ),
+        (false, false) => Ok(None),
+    }
+}
+
+/// Write the configuration a run actually uses (defaults filled in) as `config.resolved.toml`.
+pub fn write_config(out: &Path, cfg: &impl Serialize) -> anyhow::Result<()> {
+    std::fs::write(
+        out.join("config.resolved.toml"),
+        toml::to_string_pretty(cfg)?,
+    )?;
+    Ok(())
+}
+
+/// The EMA decay after `k` updates counted from the EMA's start: the warm-up of timm/diffusers,
+/// `min(target, (1 + k)/(10 + k))`, so early on the average does not cling to the initialisation.
+pub fn ema_decay(target: f32, k: u64) -> f32 {
+    target.min((1.0 + k as f32) / (10.0 + k as f32))
+}
+
+/// Keep the lines of a metrics log up to `step` (a resumed run would otherwise repeat the lines
+/// logged after its checkpoint).
+pub fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept)?;
+    Ok(())
+}
+
+/// Plot one field of a run's `metrics.jsonl` (its absolute value, on a log scale) to `png` in
+/// the run folder.
+pub fn plot(out: &Path, field: &str, png: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    let points: Vec<(u64, f32)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v[field].as_f64()?.abs() as f32)))
+        .collect();
+    crate::plot::plot_curve(&out.join(png), &points)
+}
+
+/// A progress bar of `len` steps standing at `pos` (hidden when `quiet`; indicatif draws nothing
+/// without a terminal — see [`log_line`]).
+pub fn bar(quiet: bool, len: u64, pos: u64) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("a valid progress template"),
+    );
+    bar.set_position(pos);
+    bar
+}
+
+/// A plain progress line where there is no terminal for the bar (logs, nohup).
+pub fn log_line(quiet: bool, line: &str) {
+    if !quiet && !std::io::stderr().is_terminal() {
+        eprintln!("{line}");
+    }
+}
+
+/// The metrics log and progress display of one run.
+pub struct Progress {
+    bar: ProgressBar,
+    quiet: bool,
+    terminal: bool,
+    metrics: File,
+    started: Instant,
+    window: (Instant, usize),
+}
+
+impl Progress {
+    /// Start logging a run of `total` steps at `step`: a fresh run (step 0) empties the log, a
+    /// resumed one cuts it back to `step`. `quiet` hides the bar and the plain log lines.
+    pub fn start(out: &Path, total: u64, step: u64, quiet: bool) -> anyhow::Result<Self> {
+        let path = out.join("metrics.jsonl");
+        if step == 0 {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            truncate_metrics(&path, step)?;
+        }
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self {
+            bar: bar(quiet, total, step),
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            metrics,
+            started: Instant::now(),
+            window: (Instant::now(), 0),
+        })
+    }
+
+    /// A step finished, bringing the run to `step`, on `clips` clips.
+    pub fn advance(&mut self, step: u64, clips: usize) {
+        self.window.1 += clips;
+        self.bar.set_position(step);
+    }
+
+    /// Clips per second since the last logged line.
+    pub fn clips_per_s(&self) -> f32 {
+        self.window.1 as f32 / self.window.0.elapsed().as_secs_f32()
+    }
+
+    /// Seconds since this invocation started.
+    pub fn elapsed_s(&self) -> f32 {
+        self.started.elapsed().as_secs_f32()
+    }
+
+    /// Append `record` to the metrics log and show it: `msg` beside the bar on a terminal,
+    /// `line` as a plain line otherwise (logs, nohup). Starts a new throughput window.
+    pub fn log(&mut self, record: &impl Serialize, msg: String, line: &str) -> anyhow::Result<()> {
+        writeln!(self.metrics, "{}", serde_json::to_string(record)?)?;
+        self.bar.set_message(msg);
+        if !self.quiet && !self.terminal {
+            eprintln!("{line}");
+        }
+        self.window = (Instant::now(), 0);
+        Ok(())
+    }
+
+    /// A message that must not be lost (a warning, a measurement): above the bar on a terminal,
+    /// a plain line otherwise — also when `quiet`.
+    pub fn say(&self, line: &str) {
+        if self.terminal && !self.quiet {
+            self.bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// A new total step count (a time budget fixed it).
+    pub fn set_length(&self, total: u64) {
+        self.bar.set_length(total);
+    }
+
+    /// The run is over (or stopped): finish the bar.
+    pub fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("flick-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[derive(Serialize)]
+    struct Line {
+        step: u64,
+        loss: f32,
+    }
+
+    #[test]
+    fn a_fresh_run_empties_the_log_and_a_resumed_one_cuts_it_back() {
+        let out = tmp("log");
+        assert!(open(&out, false).unwrap().is_none());
+        let mut p = Progress::start(&out, 10, 0, true).unwrap();
+        for step in 1..=6 {
+            p.advance(step, 4);
+            p.log(
+                &Line {
+                    step,
+                    loss: 1.0 / step as f32,
+                },
+                String::new(),
+                "",
+            )
+            .unwrap();
+        }
+        drop(p);
+        let steps = |out: &Path| -> Vec<u64> {
+            std::fs::read_to_string(out.join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(steps(&out), vec![1, 2, 3, 4, 5, 6]);
+        // Resumed from a checkpoint at step 4: lines 5 and 6 would be logged again.
+        let mut p = Progress::start(&out, 10, 4, true).unwrap();
+        p.log(&Line { step: 5, loss: 0.1 }, String::new(), "")
+            .unwrap();
+        drop(p);
+        assert_eq!(steps(&out), vec![1, 2, 3, 4, 5]);
+        plot(&out, "loss", "loss.png").unwrap();
+        assert!(out.join("loss.png").exists());
+        // A fresh start empties it.
+        drop(Progress::start(&out, 10, 0, true).unwrap());
+        assert!(steps(&out).is_empty());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn a_folder_holding_a_run_is_not_overwritten_without_resume() {
+        let out = tmp("open");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(state_path(&out), b"not a state").unwrap();
+        let err = open(&out, false).err().expect("refused").to_string();
+        assert!(err.contains("already holds a run"), "{err}");
+        // With --resume it is read, and an unreadable one is an error that names the file.
+        let err = format!("{:#}", open(&out, true).err().expect("unreadable"));
+        assert!(err.contains("state.safetensors"), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
+        // --resume in an empty folder starts from step 0.
+        assert!(open(&out, true).unwrap().is_none());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn the_ema_warms_up_to_its_target() {
+        assert!((ema_decay(0.999, 0) - 0.1).abs() < 1e-6);
+        assert!(ema_decay(0.999, 90) < 0.95);
+        assert_eq!(ema_decay(0.999, 1_000_000), 0.999);
+    }
+}
