@@ -7,6 +7,7 @@
 //! Compiles to `wasm32-unknown-unknown`.
 
 pub use flick_shaders as shaders;
+pub mod bundled;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -10,17 +10,7 @@ use flick_core::generate::Generator;
 
 use crate::{config, train};
 
-/// The model `flick generate` uses when no `--checkpoint` is given.
-pub const BUNDLED_MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/teacher-small.safetensors"
-);
-/// The one-step generator `flick generate --steps 1` uses when no `--checkpoint` is given (if
-/// bundled; otherwise the teacher at one step).
-pub const BUNDLED_GENERATOR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../models/generator-small.safetensors"
-);
+use flick_core::bundled;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +29,10 @@ struct Cli {
     /// choice, for measurements
     #[arg(long, global = true, value_parser = clap::builder::ValueParser::new(|s: &str| match s.parse::<u32>() { Ok(v @ (1 | 2 | 4 | 8)) => Ok(v), _ => Err(format!("{s}: 1, 2, 4 or 8")) }))]
     attention_splits: Option<u32>,
+    /// Folder of the bundled models (teacher, one-step generator, probe). Default: $FLICK_MODELS,
+    /// then `models/` beside the executable, then the source tree it was built from
+    #[arg(long, global = true, value_name = "DIR")]
+    models: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -117,9 +111,9 @@ enum Command {
         /// 2, 4, 8 and 25 steps
         #[arg(long = "model")]
         models: Vec<crate::eval::ModelSpec>,
-        /// The attribute probe (`flick train-probe`)
-        #[arg(long, default_value = "models/probe.safetensors")]
-        probe: PathBuf,
+        /// The attribute probe (`flick train-probe`). Default: the bundled one
+        #[arg(long)]
+        probe: Option<PathBuf>,
         /// Held-out prompts
         #[arg(long, default_value_t = 24)]
         prompts: usize,
@@ -311,7 +305,7 @@ enum DistillStage {
     },
 }
 
-fn distill(stage: DistillStage) -> anyhow::Result<()> {
+fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
     let common = match &stage {
         DistillStage::Pairs { common }
         | DistillStage::Consistency { common, .. }
@@ -328,10 +322,10 @@ fn distill(stage: DistillStage) -> anyhow::Result<()> {
                 .with_context(|| format!("--r1 {r}"))?;
         }
     }
-    let teacher = common
-        .teacher
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+    let teacher = match &common.teacher {
+        Some(t) => t.clone(),
+        None => bundled::find(bundled::TEACHER, models)?,
+    };
     let device = open(common.backend)?;
     eprintln!("backend: {}", describe(&device));
     let workers = common
@@ -403,6 +397,8 @@ pub fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     flick_core::shaders::set_fused(!cli.no_fused);
     flick_core::shaders::force_attention_splits(cli.attention_splits);
+    let models_dir = cli.models.as_deref();
+    let teacher = || bundled::find(bundled::TEACHER, models_dir);
     match cli.command {
         Command::TrainTeacher {
             config,
@@ -472,7 +468,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Distill { stage } => distill(stage),
+        Command::Distill { stage } => distill(stage, models_dir),
         Command::Convert { input, output, f16 } => {
             anyhow::ensure!(f16, "say what to convert to: --f16");
             let change = flick_core::checkpoint::convert_to_f16(&input, &output)?;
@@ -501,10 +497,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let models = if models.is_empty() {
+                let path = teacher()?;
                 [1, 2, 4, 8, 25]
                     .into_iter()
                     .map(|steps| crate::eval::ModelSpec {
-                        path: PathBuf::from(BUNDLED_MODEL),
+                        path: path.clone(),
                         steps,
                         guidance: None,
                         label: Some("teacher".into()),
@@ -512,6 +509,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect()
             } else {
                 models
+            };
+            let probe = match probe {
+                Some(p) => p,
+                None => bundled::find(bundled::PROBE, models_dir)?,
             };
             crate::eval::run(&crate::eval::EvalArgs {
                 models,
@@ -560,7 +561,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             grids,
             backend,
         } => {
-            let path = checkpoint.unwrap_or_else(|| PathBuf::from(BUNDLED_MODEL));
+            let path = match checkpoint {
+                Some(c) => c,
+                None => teacher()?,
+            };
             let device = open(backend)?;
             eprintln!("backend: {}", describe(&device));
             let mut generator = Generator::load(&path, &device)?;
@@ -664,8 +668,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out: out.clone(),
                 quick,
                 batch,
-                teacher: PathBuf::from(BUNDLED_MODEL),
-                generator: PathBuf::from(BUNDLED_GENERATOR),
+                teacher: teacher()?,
+                generator: bundled::find(bundled::GENERATOR, models_dir)?,
                 only,
             })?;
             eprintln!("wrote {}", out.join("bench.md").display());
@@ -685,14 +689,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             scale,
             fps,
         } => {
-            let path = checkpoint.unwrap_or_else(|| {
-                if steps == Some(1) && Path::new(BUNDLED_GENERATOR).exists() {
-                    eprintln!("one step: the bundled one-step generator (pass --checkpoint {BUNDLED_MODEL} for the teacher at one step)");
-                    PathBuf::from(BUNDLED_GENERATOR)
-                } else {
-                    PathBuf::from(BUNDLED_MODEL)
-                }
-            });
+            let path = match checkpoint {
+                Some(c) => c,
+                None => match bundled::find(bundled::GENERATOR, models_dir) {
+                    Ok(g) if steps == Some(1) => {
+                        eprintln!(
+                            "one step: the bundled one-step generator {} (pass --checkpoint {} for the teacher at one step)",
+                            g.display(),
+                            teacher()?.display()
+                        );
+                        g
+                    }
+                    _ => teacher()?,
+                },
+            };
             generate(
                 &prompt,
                 seed,

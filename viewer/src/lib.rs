@@ -16,17 +16,26 @@ use flick_core::device::{BackendKind, describe, open};
 
 pub use app::ViewerApp;
 
-/// The models bundled with the repository, offered at start: the one-step generator first.
-pub const BUNDLED: [&str; 2] = [
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/generator-small.safetensors"
-    ),
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/teacher-small.safetensors"
-    ),
-];
+/// The bundled models found at start (see [`bundled_models`]).
+static BUNDLED: std::sync::OnceLock<Vec<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// The bundled models offered at start, the one-step generator first, found at run time
+/// (`--models DIR`, `$FLICK_MODELS`, beside the executable, the source tree: see
+/// [`flick_core::bundled`]); the ones not found are named on stderr.
+pub fn bundled_models(dir: Option<&std::path::Path>) -> Vec<std::path::PathBuf> {
+    let found: Vec<_> = [flick_core::bundled::GENERATOR, flick_core::bundled::TEACHER]
+        .into_iter()
+        .filter_map(|name| match flick_core::bundled::find(name, dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("flick-viewer: {e}");
+                None
+            }
+        })
+        .collect();
+    let _ = BUNDLED.set(found.clone());
+    found
+}
 
 /// The same models on the web page, relative to it (f16 copies, made by `web/build.sh`).
 pub const WEB_BUNDLED: [&str; 2] = [
@@ -36,9 +45,22 @@ pub const WEB_BUNDLED: [&str; 2] = [
 
 /// Whether `origin` is one of the bundled files (they are not added to the "opened" list).
 pub fn is_bundled(origin: &str) -> bool {
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        a == b
+            || std::fs::canonicalize(a)
+                .ok()
+                .is_some_and(|a| std::fs::canonicalize(b).ok() == Some(a))
+    };
+    // Before `bundled_models` ran (an app built by hand, as in tests): the default lookup.
     BUNDLED
+        .get_or_init(|| {
+            [flick_core::bundled::GENERATOR, flick_core::bundled::TEACHER]
+                .into_iter()
+                .filter_map(|n| flick_core::bundled::find(n, None).ok())
+                .collect()
+        })
         .iter()
-        .any(|b| std::path::Path::new(b) == std::path::Path::new(origin))
+        .any(|b| same(b, std::path::Path::new(origin)))
         || WEB_BUNDLED.contains(&origin)
 }
 

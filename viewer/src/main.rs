@@ -1,5 +1,6 @@
-//! The native viewer: `cargo run --release -p flick-viewer [-- --backend auto|cpu|wgpu] [--no-fused]
-//! [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]`.
+//! The native viewer: `flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--models DIR]
+//! [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]` (from the
+//! repository: `bash scripts/viewer`).
 //!
 //! `--screenshot` is a scripted run (the tests, timing): it starts from default settings
 //! (optionally with the model `--select`ed and `--steps`), generates once, saves the window and
@@ -8,7 +9,7 @@
 use flick_viewer::app::Automation;
 use flick_viewer::engine::{ModelSource, ThreadEngine};
 use flick_viewer::state::Settings;
-use flick_viewer::{BUNDLED, ViewerApp, choose_device};
+use flick_viewer::{ViewerApp, bundled_models, choose_device};
 
 fn main() -> eframe::Result {
     let mut backend = "auto".to_string();
@@ -16,6 +17,7 @@ fn main() -> eframe::Result {
     let mut extra = Vec::new();
     let mut select: Option<String> = None;
     let mut steps: Option<usize> = None;
+    let mut models_dir: Option<std::path::PathBuf> = None;
     // --no-fused: burn's composed operations instead of Flick's WGSL kernels (for comparison).
     let (no_fused, args): (Vec<String>, Vec<String>) =
         std::env::args().skip(1).partition(|a| a == "--no-fused");
@@ -26,13 +28,14 @@ fn main() -> eframe::Result {
             ("--backend", Some(v)) => backend = v,
             ("--screenshot", Some(v)) => screenshot = Some(std::path::PathBuf::from(v)),
             ("--model", Some(v)) => extra.push(std::path::PathBuf::from(v)),
+            ("--models", Some(v)) => models_dir = Some(std::path::PathBuf::from(v)),
             ("--select", Some(v)) => select = Some(v),
             ("--steps", Some(v)) if v.parse::<usize>().is_ok_and(|n| n >= 1) => {
                 steps = v.parse().ok()
             }
             _ => {
                 eprintln!(
-                    "usage: flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]"
+                    "usage: flick-viewer [--backend auto|cpu|wgpu] [--no-fused] [--models DIR] [--model FILE.safetensors] [--screenshot OUT.png [--select LABEL] [--steps N]]"
                 );
                 std::process::exit(2);
             }
@@ -46,10 +49,8 @@ fn main() -> eframe::Result {
         }
     };
     eprintln!("flick-viewer: generating on {described}");
-    let mut models: Vec<ModelSource> = BUNDLED
-        .iter()
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.exists())
+    let mut models: Vec<ModelSource> = bundled_models(models_dir.as_deref())
+        .into_iter()
         .map(ModelSource::Path)
         .collect();
     models.extend(extra.into_iter().map(ModelSource::Path));
