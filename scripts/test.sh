@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run every test: Rust unit + end-to-end tests (CPU and, through
-# lavapipe, the wgpu path) and the Python interop checks of the bundled files; then the web
-# page: built for wasm32 and tested in headless Chromium twice, with WebGPU (SwiftShader) and
-# without (the CPU fallback).
+# Set up (idempotent) and run every test: formatting and clippy lints, Rust unit + end-to-end
+# tests (CPU and, through lavapipe, the wgpu path) and the Python interop checks of the bundled
+# files; then the web page: built for wasm32 and tested in headless Chromium twice, with WebGPU
+# (SwiftShader) and without (the CPU fallback).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bash "$root/scripts/setup.sh"
+bash "$root/scripts/setup.sh" test
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cd "$root"
 # One target folder shared by every checkout on this machine (CI clones reuse the built deps).
@@ -14,6 +14,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 status=0
+echo "== format and lints: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all --check 2>&1 || { echo "cargo fmt --check: run cargo fmt --all"; status=1; }
+cargo clippy -q --workspace --all-targets -- -D warnings 2>&1 || status=1
+echo "== tests"
 cargo test --workspace --no-fail-fast 2>&1 || status=$?
 echo "== web: build the page, then the real-browser test with WebGPU and without"
 if bash web/build.sh 2>&1; then

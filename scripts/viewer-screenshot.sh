@@ -14,13 +14,11 @@ out="${1:-viewer-screenshot.png}"
 shift || true
 bin="${FLICK_VIEWER:-}"
 if [ -z "$bin" ]; then
-  bash "$root/scripts/setup.sh"
-  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}"
-  (cd "$root" && cargo build -q -p flick-viewer --bin flick-viewer)
-  bin="$CARGO_TARGET_DIR/debug/flick-viewer"
+  bash "$root/scripts/setup.sh" test
+  bash "$root/scripts/build.sh"
+  bin="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}/debug/flick-viewer"
 fi
-command -v xvfb-run >/dev/null || { echo "xvfb-run is missing (scripts/setup.sh installs xvfb)" >&2; exit 1; }
+command -v xvfb-run >/dev/null || { echo "xvfb-run is missing (bash scripts/setup.sh test installs xvfb)" >&2; exit 1; }
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-runtime-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 # Software rendering must not depend on a user's saved window state: a fresh config dir.

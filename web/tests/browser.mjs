@@ -44,7 +44,7 @@ function fail(message) {
 if (!['webgpu', 'cpu'].includes(mode)) fail(`--mode must be webgpu or cpu, not ${mode}`);
 if (!fs.existsSync(path.join(dist, 'index.html'))) fail(`no ${dist}/index.html: run bash web/build.sh first`);
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!fs.existsSync(chromiumPath)) fail(`no Chromium at ${chromiumPath}: run bash scripts/setup.sh (installs Debian's chromium)`);
+if (!fs.existsSync(chromiumPath)) fail(`no Chromium at ${chromiumPath}: run bash scripts/setup.sh test (installs Debian's chromium)`);
 fs.mkdirSync(outDir, { recursive: true });
 
 const freePort = () => new Promise((resolve, reject) => {
