@@ -89,3 +89,111 @@ fn the_nested_unet_trains_reloads_and_generates() {
     assert_eq!(config.model.level_sizes(), vec![[16, 16], [8, 8]]);
     trains_reloads_and_generates(config, path, BackboneKind::Nested);
 }
+
+/// Progressive training of the nested U-Net, through the teacher command: the inner U-Net alone
+/// at 8×8 (`outer_channels = []`, as `configs/teacher-nested-inner.toml` at 16×16), then the
+/// 16×16 outer level grown around it with `init_from` the inner run's state. The grown model
+/// starts as the inner one: with the inner run's weights and a fresh outer level, its inner-level
+/// prediction is the inner model's, bit for bit, whatever the full-size input.
+#[test]
+fn progressive_training_grows_the_inner_unet_into_the_nested_one() {
+    use flick::checkpoint::{load_model, load_module_partial, read_safetensors};
+    use flick::model::nested::NestedConfig;
+    let path = common::root().join("configs/teacher-unet-tiny.toml");
+    let base = TeacherConfig::load(&path).unwrap();
+    let mut inner_cfg = base.clone();
+    inner_cfg.model.kind = BackboneKind::Nested;
+    (inner_cfg.model.height, inner_cfg.model.width) = (8, 8);
+    inner_cfg.model.nested = NestedConfig::new()
+        .with_outer_channels(vec![])
+        .with_loss_weights(vec![1.0]);
+    inner_cfg.train.steps = 60;
+    inner_cfg.train.log_every = 1;
+    let mut grown_cfg = inner_cfg.clone();
+    (grown_cfg.model.height, grown_cfg.model.width) = (16, 16);
+    grown_cfg.model.nested = NestedConfig::new()
+        .with_outer_channels(vec![8])
+        .with_loss_weights(vec![1.0, 1.0]);
+    grown_cfg.model.validate().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (inner_run, grown_run) = (dir.path().join("inner"), dir.path().join("grown"));
+    let args = |config: TeacherConfig, out: std::path::PathBuf, stop_at, init_from| TrainArgs {
+        config,
+        config_path: path.clone(),
+        out,
+        resume: false,
+        device: Device::flex(),
+        stop_at,
+        quiet: true,
+        workers: 2,
+        init_from,
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: None,
+    };
+    // Stage 1: the inner alone, 30 of the 60 steps.
+    train_teacher(args(inner_cfg, inner_run.clone(), Some(30), None)).unwrap();
+    let inner_losses = losses(&inner_run);
+    assert_eq!(inner_losses.len(), 30);
+
+    // The grown model from the inner run's weights: its inner level is the inner model.
+    let device = Device::flex();
+    let (inner, _) = load_model(&model_path(&inner_run), &device).unwrap();
+    let (tensors, _) = read_safetensors(&model_path(&inner_run)).unwrap();
+    let (grown, fresh) =
+        load_module_partial(grown_cfg.model.init(&device), &tensors, "", &device, &[]).unwrap();
+    assert!(!fresh.is_empty());
+    assert!(
+        fresh.iter().all(|p| p.starts_with("outer.")),
+        "only the outer level is new: {fresh:?}"
+    );
+    let prompts = vec!["a large red circle moving left on black".to_string(); 2];
+    let text = grown.encode_text(&prompts, &device);
+    let t = Tensor::<1>::from_floats([0.3, 0.8], &device);
+    let small = Tensor::<5>::random(
+        [2, 3, 4, 8, 8],
+        flick::burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    for seed in [1.0f32, -2.0] {
+        let full = Tensor::<5>::ones([2, 3, 4, 16, 16], &device) * seed;
+        let v = grown.forward_levels(vec![full, small.clone()], t.clone(), &text);
+        let t1 = Tensor::<1>::from_floats(
+            [grown.level_time(0.3, 1), grown.level_time(0.8, 1)],
+            &device,
+        );
+        let alone = inner.forward(small.clone(), t1, &inner.encode_text(&prompts, &device));
+        let diff: f32 = (v[1].clone() - alone).abs().max().into_scalar();
+        assert!(
+            diff < 1e-5,
+            "grown inner level differs from the inner model by {diff}"
+        );
+    }
+
+    // Stage 2: the grown model trains on from the inner run's state (steps 30 → 60).
+    train_teacher(args(
+        grown_cfg,
+        grown_run.clone(),
+        None,
+        Some(inner_run.join("state.safetensors")),
+    ))
+    .unwrap();
+    let l = losses(&grown_run);
+    assert_eq!(
+        l.len(),
+        60,
+        "the grown run carries the inner run's curve and adds 30 steps"
+    );
+    assert_eq!(
+        &l[..30],
+        &inner_losses[..],
+        "the carried curve is the inner run's"
+    );
+    assert!(l[30..].iter().all(|v| v.is_finite()));
+    let g = Generator::load(&model_path(&grown_run), &Device::flex()).unwrap();
+    let video = g
+        .generate("a large red circle moving left on black", 7, 3, 2.0)
+        .unwrap();
+    assert_eq!((video.frames, video.height, video.width), (4, 16, 16));
+}
