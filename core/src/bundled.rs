@@ -51,13 +51,13 @@ pub fn search_dirs(flag: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
 /// holds it. A `--models` folder that does not exist is an error of its own (a typo should not
 /// silently fall through to another copy).
 pub fn find(name: &str, flag: Option<&Path>) -> Result<PathBuf, crate::Error> {
-    if let Some(d) = flag {
-        if !d.is_dir() {
-            return Err(crate::Error::Io(format!(
-                "--models {}: no such folder",
-                d.display()
-            )));
-        }
+    if let Some(d) = flag
+        && !d.is_dir()
+    {
+        return Err(crate::Error::Io(format!(
+            "--models {}: no such folder",
+            d.display()
+        )));
     }
     let dirs = search_dirs(flag);
     for (d, _) in &dirs {

@@ -108,7 +108,7 @@ pub const fn attention_tile(dh: u32) -> u32 {
 /// `dh`: the tile divides among them, and the merge of their partial results, which goes
 /// through a tile, fits (64/splits rows per workgroup ≤ tile rows).
 pub const fn splits_valid(dh: u32, splits: u32) -> bool {
-    splits == 1 || (attention_tile(dh) % splits == 0 && 64 / splits <= attention_tile(dh))
+    splits == 1 || (attention_tile(dh).is_multiple_of(splits) && 64 / splits <= attention_tile(dh))
 }
 
 /// Workgroups an attention launch should have to fill a large GPU (an H200 runs 132 × 16

@@ -125,7 +125,7 @@ impl TeacherConfig {
         if d.short_frames > 0 {
             let pt = cfg.model.patch[0];
             anyhow::ensure!(
-                d.short_frames % pt == 0 && d.short_frames < cfg.model.frames,
+                d.short_frames.is_multiple_of(pt) && d.short_frames < cfg.model.frames,
                 "data.short_frames = {} must be a multiple of the temporal patch {pt} and below model.frames = {}",
                 d.short_frames,
                 cfg.model.frames

@@ -498,7 +498,7 @@ fn table(
         );
     }
     s += &format!(
-        "\nPatch grid: how much stronger pixel steps are across the borders of a {GRID_PERIOD}-pixel grid (the DiT's patches) than elsewhere, away from object outlines; flicker: the frame-to-frame change of the object's outline with its motion removed, both relative to real clips (1 = as real clips, lower is better)."
+        "\nPatch grid: spectral power at the spatial frequencies of a {GRID_PERIOD}-pixel grid (the DiT's patches) over their neighbours' — a pattern repeated in every patch; flicker: the frame-to-frame change of the object's outline with its motion removed; both relative to real clips (1 = as real clips, lower is better)."
     );
     s += "\nDiversity is relative to real clips of the same prompts (1 = as varied as the data, 0 = one clip per prompt). The real-clips row is a second, independent set of real clips scored like a model: the floor of FD-probe and the ceiling of the other columns.\n";
     s

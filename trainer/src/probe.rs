@@ -194,7 +194,7 @@ pub fn train_probe(
         step += 1;
         progress.advance(step, b);
 
-        let eval_now = step % tc.eval_every == 0 || step == tc.steps;
+        let eval_now = step.is_multiple_of(tc.eval_every) || step == tc.steps;
         let heldout = eval_now.then(|| {
             let (per, all) = probe::accuracy(
                 &model.valid(),
@@ -207,7 +207,7 @@ pub fn train_probe(
             );
             accuracy_map(per, all)
         });
-        if step % tc.log_every == 0 || eval_now {
+        if step.is_multiple_of(tc.log_every) || eval_now {
             let m = Metrics {
                 step,
                 loss,
@@ -234,7 +234,7 @@ pub fn train_probe(
             progress.say(&format!("step {step}: held-out accuracy {line}"));
             last_acc = acc;
         }
-        if step % tc.checkpoint_every == 0 || step == tc.steps {
+        if step.is_multiple_of(tc.checkpoint_every) || step == tc.steps {
             save(out, cfg, &model, &optim, step, &last_acc)?;
             run::plot(out, "loss", "loss.png")?;
         }

@@ -106,10 +106,10 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         time_budget,
         profile_every,
     } = args;
-    if let Some(b) = time_budget {
-        if !(b.is_finite() && b > 0.0) {
-            bail!("--time-budget must be a positive number of seconds, got {b}");
-        }
+    if let Some(b) = time_budget
+        && !(b.is_finite() && b > 0.0)
+    {
+        bail!("--time-budget must be a positive number of seconds, got {b}");
     }
     let workers = workers.clamp(1, cfg.train.batch_size);
     let saved = run::open(&out, resume)?;
@@ -256,7 +256,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     while step < last {
         // A profiled step (never the first few, which compile and autotune).
         let mut prof = profile_every
-            .filter(|&n| n > 0 && step >= first + BUDGET_SKIP_STEPS && step % n == 0)
+            .filter(|&n| n > 0 && step >= first + BUDGET_SKIP_STEPS && step.is_multiple_of(n))
             .map(|_| StepProfile::new(&device));
         let Batch {
             x0,
@@ -359,7 +359,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             }
         }
 
-        if step % cfg.train.log_every == 0 || step == last {
+        if step.is_multiple_of(cfg.train.log_every) || step == last {
             let loss = if last_short_loss.is_some() && last_full_loss.is_finite() {
                 last_full_loss
             } else {
@@ -387,11 +387,13 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
                 ),
             )?;
         }
-        if step % cfg.train.checkpoint_every == 0 || step == last {
+        if step.is_multiple_of(cfg.train.checkpoint_every) || step == last {
             save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
             run::plot(&out, "loss", "loss.png")?;
         }
-        if cfg.train.sample_every > 0 && (step % cfg.train.sample_every == 0 || step == last) {
+        if cfg.train.sample_every > 0
+            && (step.is_multiple_of(cfg.train.sample_every) || step == last)
+        {
             write_samples(&out, &cfg, &ema, &device, step)?;
         }
     }

@@ -523,18 +523,16 @@ impl ViewerApp {
             if ui
                 .add_enabled(clip.is_some(), egui::Button::new("Export GIF"))
                 .clicked()
+                && let Some(v) = &clip
             {
-                if let Some(v) = &clip {
-                    self.report(platform::export_gif(v, fps));
-                }
+                self.report(platform::export_gif(v, fps));
             }
             if ui
                 .add_enabled(clip.is_some(), egui::Button::new("Export PNG frames"))
                 .clicked()
+                && let Some(v) = &clip
             {
-                if let Some(v) = &clip {
-                    self.report(platform::export_frames(v));
-                }
+                self.report(platform::export_frames(v));
             }
         });
         ui.add_space(4.0);

@@ -57,7 +57,7 @@ mod imp {
         write_frames(video, &dir).map(Some)
     }
 
-    pub fn write_gif(video: &Video, fps: u32, path: &PathBuf) -> Result<String, String> {
+    pub fn write_gif(video: &Video, fps: u32, path: &std::path::Path) -> Result<String, String> {
         video
             .upscale(EXPORT_SCALE)
             .write_gif(path, fps)
@@ -65,7 +65,7 @@ mod imp {
         Ok(format!("wrote {}", path.display()))
     }
 
-    pub fn write_frames(video: &Video, dir: &PathBuf) -> Result<String, String> {
+    pub fn write_frames(video: &Video, dir: &std::path::Path) -> Result<String, String> {
         video
             .upscale(EXPORT_SCALE)
             .write_png_frames(dir)

@@ -182,8 +182,8 @@ impl ShapesSource {
         }
         if config.height == 0
             || config.width == 0
-            || config.height % 8 != 0
-            || config.width % 8 != 0
+            || !config.height.is_multiple_of(8)
+            || !config.width.is_multiple_of(8)
         {
             return Err(crate::Error::Config(format!(
                 "shapes: height and width must be positive multiples of 8, got {}×{}",
@@ -466,9 +466,9 @@ fn render<R: Rng>(a: &Attributes, cfg: &ShapesConfig, rng: &mut R) -> Clip {
                     let sd = signed_distance(o.shape, x as f32 + 0.5 - cx, y as f32 + 0.5 - cy, r);
                     let cover = (0.5 - sd).clamp(0.0, 1.0);
                     if cover > 0.0 {
-                        for c in 0..3 {
+                        for (c, &value) in col.iter().enumerate() {
                             let i = ((c * t + f) * h + y) * w + x;
-                            data[i] = data[i] * (1.0 - cover) + col[c] * cover;
+                            data[i] = data[i] * (1.0 - cover) + value * cover;
                         }
                     }
                 }

@@ -65,8 +65,8 @@ impl ProbeConfig {
         if self.frames == 0
             || self.height == 0
             || self.width == 0
-            || self.height % 8 != 0
-            || self.width % 8 != 0
+            || !self.height.is_multiple_of(8)
+            || !self.width.is_multiple_of(8)
         {
             return Err(crate::Error::Config(format!(
                 "probe clips must have ≥ 1 frame and height/width multiples of 8, got {}×{}×{}",
@@ -103,7 +103,7 @@ impl ProbeConfig {
 /// Group norm (4 channels per group where possible, no affine) after the strided convolutions.
 fn norm(x: Tensor<5>) -> Tensor<5> {
     let c = x.dims()[1];
-    let groups = if c % 4 == 0 { c / 4 } else { 1 };
+    let groups = if c.is_multiple_of(4) { c / 4 } else { 1 };
     crate::model::layers::group_norm(x, groups)
 }
 

@@ -32,7 +32,7 @@ pub struct AttentionConfig {
 impl AttentionConfig {
     pub fn init(&self, device: &Device) -> Attention {
         assert!(
-            self.dim % self.heads == 0,
+            self.dim.is_multiple_of(self.heads),
             "attention width {} not divisible by {} heads",
             self.dim,
             self.heads
@@ -230,7 +230,7 @@ impl ConvBlock {
         };
         let groups = [8, 4, 2, 1]
             .into_iter()
-            .find(|g| channels % g == 0)
+            .find(|g| channels.is_multiple_of(*g))
             .unwrap_or(1);
         Self {
             ada: LinearConfig::new(cond_dim, 2 * channels)

@@ -140,13 +140,13 @@ impl ModelConfig {
                 self.frames, self.height, self.width
             ));
         }
-        if self.text.dim % self.text.heads != 0 || self.text.max_len < 2 {
+        if !self.text.dim.is_multiple_of(self.text.heads) || self.text.max_len < 2 {
             return bad(format!(
                 "text encoder: dim {} must divide by heads {}, max_len ≥ 2",
                 self.text.dim, self.text.heads
             ));
         }
-        if self.text.conv_kernel % 2 == 0 && self.text.conv_kernel != 0 {
+        if self.text.conv_kernel.is_multiple_of(2) && self.text.conv_kernel != 0 {
             return bad(format!(
                 "text encoder: conv_kernel must be odd (or 0 for none), got {}",
                 self.text.conv_kernel
@@ -171,13 +171,16 @@ impl ModelConfig {
         if pt == 0 || ph == 0 || pw == 0 {
             return bad(format!("patch sizes must be ≥ 1, got {:?}", self.patch));
         }
-        if self.frames % pt != 0 || self.height % ph != 0 || self.width % pw != 0 {
+        if !self.frames.is_multiple_of(pt)
+            || !self.height.is_multiple_of(ph)
+            || !self.width.is_multiple_of(pw)
+        {
             return bad(format!(
                 "clip {}×{}×{} is not divisible by patch {:?}",
                 self.frames, self.height, self.width, self.patch
             ));
         }
-        if self.dim % self.heads != 0 || self.dim % 16 != 0 {
+        if !self.dim.is_multiple_of(self.heads) || !self.dim.is_multiple_of(16) {
             return bad(format!(
                 "dim {} must be a multiple of 16 and of heads {}",
                 self.dim, self.heads

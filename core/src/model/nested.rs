@@ -76,7 +76,7 @@ impl NestedConfig {
             ));
         }
         let s = 1 << outer;
-        if height % s != 0 || width % s != 0 {
+        if !height.is_multiple_of(s) || !width.is_multiple_of(s) {
             return Err(format!(
                 "clip {height}×{width} cannot be halved {outer} times (nested.outer_channels)"
             ));
@@ -216,7 +216,10 @@ pub struct NestedUnet {
 }
 
 fn groups(c: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1)
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|g| c.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 impl NestedUnet {

@@ -66,7 +66,7 @@ impl UnetConfig {
             ));
         }
         let scale = 1 << (levels - 1);
-        if height % scale != 0 || width % scale != 0 {
+        if !height.is_multiple_of(scale) || !width.is_multiple_of(scale) {
             return Err(format!(
                 "clip {height}×{width} cannot be halved {} times (unet.channels has {levels} levels)",
                 levels - 1
@@ -188,7 +188,10 @@ impl UnetConfig {
 
 /// Number of groups for group norm over `c` channels (8 where it divides, else fewer).
 fn groups(c: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|g| c % g == 0).unwrap_or(1)
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|g| c.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 /// `group_norm(x) · (1 + scale) + shift` with per-sample, per-channel modulation from `[B, 2C]`.
