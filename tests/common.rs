@@ -18,13 +18,8 @@ pub fn unavailable(what: &str) {
 
 /// The `loss` column of a run's metrics.jsonl.
 pub fn losses(run: &std::path::Path) -> Vec<f32> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap() as f32
-        })
+    flick_trainer::run::column(run, "loss")
+        .into_iter()
+        .map(|(_, l)| l as f32)
         .collect()
 }

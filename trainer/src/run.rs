@@ -113,14 +113,22 @@ pub fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One field of a run's `metrics.jsonl` as `(step, value)`, in the order logged (lines without
+/// the field are skipped; no log is an empty series).
+pub fn column(out: &Path, field: &str) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v[field].as_f64()?)))
+        .collect()
+}
+
 /// Plot one field of a run's `metrics.jsonl` (its absolute value, on a log scale) to `png` in
 /// the run folder.
 pub fn plot(out: &Path, field: &str, png: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    let points: Vec<(u64, f32)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_u64()?, v[field].as_f64()?.abs() as f32)))
+    let points: Vec<(u64, f32)> = column(out, field)
+        .into_iter()
+        .map(|(s, v)| (s, v.abs() as f32))
         .collect();
     crate::plot::plot_curve(&out.join(png), &points)
 }
@@ -268,17 +276,8 @@ mod tests {
             .unwrap();
         }
         drop(p);
-        let steps = |out: &Path| -> Vec<u64> {
-            std::fs::read_to_string(out.join("metrics.jsonl"))
-                .unwrap()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                        .as_u64()
-                        .unwrap()
-                })
-                .collect()
-        };
+        let steps =
+            |out: &Path| -> Vec<u64> { column(out, "loss").into_iter().map(|(s, _)| s).collect() };
         assert_eq!(steps(&out), vec![1, 2, 3, 4, 5, 6]);
         // Resumed from a checkpoint at step 4: lines 5 and 6 would be logged again.
         let mut p = Progress::start(&out, 10, 4, true).unwrap();

@@ -132,14 +132,9 @@ fn sigkill_then_resume_matches_an_uninterrupted_run() {
     );
 
     // The metrics log has each step once.
-    let steps: Vec<u64> = std::fs::read_to_string(b.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
+    let steps: Vec<u64> = flick_trainer::run::column(&b, "loss")
+        .into_iter()
+        .map(|(s, _)| s)
         .collect();
     assert!(steps.windows(2).all(|w| w[1] > w[0]), "{steps:?}");
     assert_eq!(*steps.last().unwrap(), 60);
