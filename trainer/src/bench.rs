@@ -361,12 +361,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
         || adaln_train(false),
     )?);
 
-    // The pixel-resolution convolutions: the head's 32 → 16 (1×3×3) and the stem's 3 → 16 (3×3×3).
-    for (label, ci, co, kt) in [
-        ("head 1×3×3, 32→16", 32usize, 16usize, 1),
-        ("stem 3×3×3, 3→16", 3, 16, 3),
+    // The DiT's pixel-resolution convolutions (the head's 32 → 16 1×3×3, the stem's 3 → 16
+    // 3×3×3) and the video U-Net's per-frame 1×3×3 convolutions at each level of
+    // `configs/teacher-unet.toml` (32 channels at 32×32, 64 at 16×16, 128 at 8×8): the shapes
+    // that decide where Flick's convolution kernel should run and where burn's should.
+    for (label, ci, co, kt, hw) in [
+        ("head 1×3×3, 32→16", 32usize, 16usize, 1usize, 32usize),
+        ("stem 3×3×3, 3→16", 3, 16, 3, 32),
+        ("U-Net level 1×3×3, 32→32 at 32×32", 32, 32, 1, 32),
+        ("U-Net level 1×3×3, 64→64 at 16×16", 64, 64, 1, 16),
+        ("U-Net bottleneck 1×3×3, 128→128 at 8×8", 128, 128, 1, 8),
     ] {
-        let (t, hw) = (8usize, 32usize);
+        let t = 8usize;
         let x = random([b, ci, t, hw, hw], &device);
         let w = random([co, ci, kt, 3, 3], &device);
         let bias = random([co], &device);

@@ -174,11 +174,18 @@ pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32
     out
 }
 
-/// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
-/// of `C / groups` channels, over the group's channels and all positions).
-/// A 3-D convolution module's forward, through Flick's convolution kernels where they apply
-/// (stride 1, no dilation, one group, odd kernel with padding that keeps the size: the model's
-/// pixel-resolution convolutions), burn's `Conv3d::forward` otherwise.
+/// The widest input (channels) for which a model convolution runs on Flick's convolution kernel
+/// on a GPU; wider ones run on burn's. Routed by `flick bench`'s measurements, kernel against
+/// burn, side by side: on an H200 (2026-11-27, `docs/bench/h200-2026-11-27-d810fdc/`) the kernel
+/// won the DiT's stem (3 → 16, 3×3×3: ×1.67 forward+backward) and lost its 32 → 16 head (×0.93
+/// forward, ×0.83 forward+backward); on lavapipe (2026-12-02) it lost the video U-Net's 128 → 128
+/// bottleneck (×0.43 forward, ×0.32 forward+backward). Narrow inputs (the clip's 3 channels) are
+/// where the kernel's one-invocation-per-output layout pays.
+pub const FUSED_CONV_MAX_IN: usize = 4;
+
+/// A 3-D convolution module's forward: through Flick's convolution kernel where it applies
+/// (stride 1, no dilation, one group, odd kernel with padding that keeps the size) and wins (at
+/// most [`FUSED_CONV_MAX_IN`] input channels), burn's `Conv3d::forward` otherwise.
 pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
     let [kt, kh, kw] = conv.kernel_size;
     let same = (conv.padding == burn::nn::PaddingConfig3d::Explicit(kt / 2, kh / 2, kw / 2)
@@ -186,12 +193,16 @@ pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
         && kt % 2 == 1
         && kh % 2 == 1
         && kw % 2 == 1;
-    if conv.stride == [1, 1, 1] && conv.dilation == [1, 1, 1] && conv.groups == 1 && same {
+    let narrow = conv.weight.dims()[1] <= FUSED_CONV_MAX_IN;
+    if conv.stride == [1, 1, 1] && conv.dilation == [1, 1, 1] && conv.groups == 1 && same && narrow
+    {
         return crate::shaders::conv3d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
     }
     conv.forward(x)
 }
 
+/// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
+/// of `C / groups` channels, over the group's channels and all positions).
 pub fn group_norm(x: Tensor<5>, groups: usize) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     let g = x.reshape([b, groups, (c / groups) * t * h * w]);
