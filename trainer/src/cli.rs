@@ -31,8 +31,8 @@ struct Cli {
     attention_splits: Option<u32>,
     /// Folder of the bundled models (teacher, one-step generator, probe). Default: $FLICK_MODELS,
     /// then `models/` beside the executable, then the source tree it was built from
-    #[arg(long, global = true, value_name = "DIR")]
-    models: Option<PathBuf>,
+    #[arg(long = "models", global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -397,7 +397,7 @@ pub fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     flick_core::shaders::set_fused(!cli.no_fused);
     flick_core::shaders::force_attention_splits(cli.attention_splits);
-    let models_dir = cli.models.as_deref();
+    let models_dir = cli.models_dir.as_deref();
     let teacher = || bundled::find(bundled::TEACHER, models_dir);
     match cli.command {
         Command::TrainTeacher {
@@ -822,4 +822,47 @@ pub fn generate(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_every_command_parses() {
+        Cli::command().debug_assert();
+        for args in [
+            &[
+                "flick",
+                "eval",
+                "--model",
+                "t=models/teacher-small.safetensors@25",
+            ][..],
+            &[
+                "flick",
+                "eval",
+                "--models",
+                "models",
+                "--probe",
+                "p.safetensors",
+            ],
+            &[
+                "flick",
+                "generate",
+                "--prompt",
+                "a red circle",
+                "--models",
+                "models",
+            ],
+            &["flick", "--models", "models", "bench", "--quick"],
+            &[
+                "flick", "distill", "pairs", "--out", "runs/p", "--models", "models",
+            ],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
 }
