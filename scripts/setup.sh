@@ -9,6 +9,7 @@
 #                                        (lavapipe: the GPU path's tests run on it without a GPU),
 #                                        rustfmt and clippy,
 #                                        a Python venv with Pillow + safetensors (interop checks),
+#                                        PyTorch in its own venv (the twin's equality tests),
 #                                        Xvfb and X11 libraries (the viewer's window test), the
 #                                        wasm32 target, Chromium, Node.js and the browser test's
 #                                        npm packages
@@ -89,6 +90,17 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import safetensors, PIL, 
     python3 -m venv .venv && .venv/bin/pip install -q --disable-pip-version-check pillow numpy safetensors
   }
   step "creating .venv with Pillow, numpy, safetensors" venv_install
+fi
+
+# PyTorch for the twin's equality tests and the side-by-side training benchmark
+# (scripts/torch_twin/): its own venv beside the build cache, shared by every checkout (≈ 4.5 GB
+# with the CUDA wheels PyPI serves for Linux; pip's cache makes a reinstall quick).
+torch_venv="$HOME/.cache/flick/torch-venv"
+if ! "$torch_venv/bin/python" -c 'import torch, safetensors, numpy' >/dev/null 2>&1; then
+  torch_install() {
+    python3 -m venv "$torch_venv" && "$torch_venv/bin/pip" install -q --disable-pip-version-check torch==2.15.0 numpy safetensors
+  }
+  step "installing PyTorch in $torch_venv" torch_install
 fi
 
 if command -v rustup >/dev/null 2>&1 && ! { rustup component list --installed | grep -q '^clippy' && rustup component list --installed | grep -q '^rustfmt'; }; then
