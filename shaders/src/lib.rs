@@ -23,6 +23,7 @@ mod cube;
 pub mod ops;
 mod template;
 pub mod textbook;
+pub mod update;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

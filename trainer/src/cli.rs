@@ -193,6 +193,20 @@ enum Command {
         /// `attention,adaLN`)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Instead of the kernel benchmarks: the whole training step of the bundled teacher
+        /// (forward, backward, AdamW, EMA) and one-step generation, timed like the PyTorch
+        /// twin's `--bench` (`scripts/bench-train.sh` runs both); writes train.jsonl
+        #[arg(long)]
+        train: bool,
+        /// `--train`: batch sizes of the training step (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        train_batches: Vec<usize>,
+        /// `--train`: data-parallel workers to measure (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        train_workers: Vec<usize>,
+        /// `--train`: timed steps per configuration (after two untimed ones)
+        #[arg(long, default_value_t = 5)]
+        train_steps: usize,
     },
     /// Generate a clip from a prompt.
     Generate {
@@ -658,10 +672,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             batch,
             only,
+            train,
+            train_batches,
+            train_workers,
+            train_steps,
         } => {
             let device = open(backend)?;
             let device_name = describe(&device);
             eprintln!("backend: {device_name}");
+            if train {
+                crate::bench_train::run(crate::bench_train::TrainBenchArgs {
+                    device,
+                    device_name,
+                    out: out.clone(),
+                    teacher: teacher()?,
+                    generator: bundled::find(bundled::GENERATOR, models_dir)?,
+                    batches: train_batches,
+                    workers: train_workers,
+                    warmup: 2,
+                    steps: train_steps,
+                })?;
+                eprintln!("wrote {}", out.join("train.jsonl").display());
+                return Ok(());
+            }
             crate::bench::run(crate::bench::BenchArgs {
                 device,
                 device_name,

@@ -558,10 +558,11 @@ pub fn train_consistency(
             loss.is_finite(),
             "non-finite consistency loss at step {step}; lower consistency.lr"
         );
-        let (m, stats) = optim.step_with(model, &grads, lr, cc.grad_clip);
-        model = m;
+        let decay = run::ema_decay(cc.ema_decay, step);
+        let (m, e, stats) =
+            optim.step_with_ema(model, Some((ema, decay)), &grads, lr, cc.grad_clip);
+        (model, ema) = (m, e.expect("the EMA comes back"));
         let grad_norm = stats.map_or(f32::NAN, |s| s.grad_norm);
-        ema = ema_update(ema, &model, run::ema_decay(cc.ema_decay, step));
         step += 1;
         progress.advance(step, b);
         if step % cc.log_every == 0 || step == last {

@@ -2,6 +2,7 @@
 //! command line. Models, data and sampling live in `flick-core`.
 
 pub mod bench;
+pub mod bench_train;
 pub mod cli;
 pub mod config;
 pub mod distill;

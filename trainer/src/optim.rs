@@ -33,7 +33,49 @@ fn clipped_norm(grads: &HashMap<String, Tensor<1>>, clip: f32) -> Option<(f32, f
     })
 }
 
+/// A moment buffer: a device tensor (GPU) or plain host memory (the CPU's fused update).
+// One buffer per parameter, a few hundred in all: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Buf {
+    Device(Tensor<1>),
+    Host(Vec<f32>),
+}
+
+impl Buf {
+    fn to_vec(&self) -> Vec<f32> {
+        match self {
+            Buf::Device(t) => t.to_data().try_to_vec::<f32>().expect("f32"),
+            Buf::Host(v) => v.clone(),
+        }
+    }
+    fn into_host(self) -> Vec<f32> {
+        match self {
+            Buf::Device(t) => t.into_data().try_to_vec::<f32>().expect("f32"),
+            Buf::Host(v) => v,
+        }
+    }
+    fn into_tensor(self, device: &Device) -> Tensor<1> {
+        match self {
+            Buf::Device(t) => t,
+            Buf::Host(v) => {
+                let n = v.len();
+                Tensor::from_data(TensorData::new(v, [n]), device)
+            }
+        }
+    }
+}
+
+fn host_vec(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 parameters")
+}
+
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
+///
+/// Two implementations of one update. On a GPU each parameter's update is a few tensor
+/// operations. On the CPU the update is fused: gradients, weights, moments and the EMA's copy are
+/// read once into host memory and updated in one loop over all elements (clip factor, both
+/// moments, the step, weight decay and the EMA together), instead of a dozen tensor operations —
+/// each allocating a buffer — per parameter. Both follow the same formulas, in the same order.
 pub struct AdamW {
     pub beta1: f32,
     pub beta2: f32,
@@ -41,8 +83,10 @@ pub struct AdamW {
     pub weight_decay: f32,
     /// Number of updates taken (for bias correction).
     pub t: u64,
-    m: HashMap<String, Tensor<1>>,
-    v: HashMap<String, Tensor<1>>,
+    m: HashMap<String, Buf>,
+    v: HashMap<String, Buf>,
+    /// Force the tensor path on the CPU too (for tests and benchmarks of the fused update).
+    pub unfused: bool,
 }
 
 /// What one update saw.
@@ -61,6 +105,7 @@ impl AdamW {
             t: 0,
             m: HashMap::new(),
             v: HashMap::new(),
+            unfused: false,
         }
     }
 
@@ -86,8 +131,30 @@ impl AdamW {
         lr: f32,
         clip: f32,
     ) -> (M, Option<StepStats>) {
+        let (model, _, stats) = self.step_with_ema(model, None, grads, lr, clip);
+        (model, stats)
+    }
+
+    /// One update and, if it was taken, the EMA `ema ← decay·ema + (1 − decay)·p` of the updated
+    /// weights (`ema`: the average model and its decay). A skipped update (non-finite gradient
+    /// norm) leaves both unchanged.
+    pub fn step_with_ema<M: Module>(
+        &mut self,
+        model: M,
+        ema: Option<(M, f32)>,
+        grads: &HashMap<String, Tensor<1>>,
+        lr: f32,
+        clip: f32,
+    ) -> (M, Option<M>, Option<StepStats>) {
+        let on_cpu = grads
+            .values()
+            .next()
+            .is_some_and(|g| g.device().identity().is_none());
+        if on_cpu && !self.unfused {
+            return self.step_host(model, ema, grads, lr, clip);
+        }
         let Some((norm, scale)) = clipped_norm(grads, clip) else {
-            return (model, None);
+            return (model, ema.map(|(e, _)| e), None);
         };
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
@@ -95,28 +162,165 @@ impl AdamW {
         let c2 = 1.0 - b2.powi(self.t as i32);
         let model = map_params(model, |path, _, p, _| {
             let g = grads.get(path)?.clone() * scale;
+            let device = g.device();
             let m = match self.m.remove(path) {
-                Some(m) => m * b1 + g.clone() * (1.0 - b1),
+                Some(m) => m.into_tensor(&device) * b1 + g.clone() * (1.0 - b1),
                 None => g.clone() * (1.0 - b1),
             };
             let v = match self.v.remove(path) {
-                Some(v) => v * b2 + g.clone().powi_scalar(2) * (1.0 - b2),
+                Some(v) => v.into_tensor(&device) * b2 + g.clone().powi_scalar(2) * (1.0 - b2),
                 None => g.powi_scalar(2) * (1.0 - b2),
             };
             let update = (m.clone() / c1) / ((v.clone() / c2).sqrt() + self.eps);
             let p = p.clone() - (update + p * self.weight_decay) * lr;
-            self.m.insert(path.to_string(), m);
-            self.v.insert(path.to_string(), v);
+            self.m.insert(path.to_string(), Buf::Device(m));
+            self.v.insert(path.to_string(), Buf::Device(v));
             Some(p)
         });
-        (model, Some(StepStats { grad_norm: norm }))
+        let ema = ema.map(|(e, decay)| flick_core::params::ema_update(e, &model, decay));
+        (model, ema, Some(StepStats { grad_norm: norm }))
+    }
+
+    /// The fused CPU update (see the type's docs): parameters in parallel over the cores, each
+    /// in one pass over its elements.
+    fn step_host<M: Module>(
+        &mut self,
+        model: M,
+        ema: Option<(M, f32)>,
+        grads: &HashMap<String, Tensor<1>>,
+        lr: f32,
+        clip: f32,
+    ) -> (M, Option<M>, Option<StepStats>) {
+        use rayon::prelude::*;
+        let host: HashMap<&str, Vec<f32>> = grads
+            .par_iter()
+            .map(|(k, g)| (k.as_str(), host_vec(g.clone())))
+            .collect();
+        let norm = host
+            .par_iter()
+            .map(|(_, g)| flick_core::shaders::update::sum_squares(g))
+            .sum::<f64>()
+            .sqrt() as f32;
+        if host.is_empty() || !norm.is_finite() {
+            return (model, ema.map(|(e, _)| e), None);
+        }
+        let scale = if clip > 0.0 && norm > clip {
+            clip / norm
+        } else {
+            1.0
+        };
+        self.t += 1;
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let (ema, decay) = match ema {
+            Some((e, d)) => (Some(e), d),
+            None => (None, 0.0),
+        };
+        // Every parameter's weights (and the EMA's copy) in host memory, updated in parallel.
+        struct Job<'a> {
+            path: String,
+            w: Vec<f32>,
+            g: Option<&'a [f32]>,
+            m: Vec<f32>,
+            v: Vec<f32>,
+            avg: Option<Vec<f32>>,
+        }
+        let mut weights: Vec<(String, Tensor<1>)> = Vec::new();
+        flick_core::params::visit_params(&model, |path, _, v, _| {
+            weights.push((path.to_string(), v))
+        });
+        let mut averages: HashMap<String, Tensor<1>> = HashMap::new();
+        if let Some(e) = &ema {
+            flick_core::params::visit_params(e, |path, _, v, _| {
+                averages.insert(path.to_string(), v);
+            });
+        }
+        let mut jobs: Vec<Job> = weights
+            .into_iter()
+            .map(|(path, w)| {
+                let n = w.dims()[0];
+                let g = host.get(path.as_str()).map(|g| g.as_slice());
+                let (m, v) = if g.is_some() {
+                    (
+                        self.m
+                            .remove(&path)
+                            .map_or_else(|| vec![0.0; n], Buf::into_host),
+                        self.v
+                            .remove(&path)
+                            .map_or_else(|| vec![0.0; n], Buf::into_host),
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                let avg = averages.remove(&path);
+                Job {
+                    path,
+                    w: host_vec(w),
+                    g,
+                    m,
+                    v,
+                    avg: avg.map(host_vec),
+                }
+            })
+            .collect();
+        let hp = flick_core::shaders::update::AdamWStep {
+            scale,
+            beta1: b1,
+            beta2: b2,
+            c1,
+            c2,
+            eps,
+            weight_decay: wd,
+            lr,
+        };
+        jobs.par_iter_mut().for_each(|job| match job.g {
+            Some(g) => flick_core::shaders::update::adamw_ema(
+                &mut job.w,
+                g,
+                &mut job.m,
+                &mut job.v,
+                job.avg.as_deref_mut().map(|a| (a, decay)),
+                &hp,
+            ),
+            // No gradient: the weights stay, the average still moves towards them.
+            None => {
+                if let Some(a) = job.avg.as_mut() {
+                    flick_core::shaders::update::ema(a, &job.w, decay);
+                }
+            }
+        });
+        let mut new_w: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut new_avg: HashMap<String, Vec<f32>> = HashMap::new();
+        for job in jobs {
+            if job.g.is_some() {
+                self.m.insert(job.path.clone(), Buf::Host(job.m));
+                self.v.insert(job.path.clone(), Buf::Host(job.v));
+                if let Some(a) = job.avg {
+                    new_avg.insert(job.path.clone(), a);
+                }
+                new_w.insert(job.path, job.w);
+            } else if let Some(a) = job.avg {
+                new_avg.insert(job.path, a);
+            }
+        }
+        fn rebuild<M: Module>(module: M, mut values: HashMap<String, Vec<f32>>) -> M {
+            map_params(module, |path, _, old, _| {
+                let a = values.remove(path)?;
+                let n = a.len();
+                Some(Tensor::from_data(TensorData::new(a, [n]), &old.device()))
+            })
+        }
+        let model = rebuild(model, new_w);
+        let ema = ema.map(|e| rebuild(e, new_avg));
+        (model, ema, Some(StepStats { grad_norm: norm }))
     }
 
     /// Moments as named tensors (`adam_m.<path>`, `adam_v.<path>`), for the training state.
     pub fn state_tensors(&self, out: &mut NamedTensors) {
         for (prefix, map) in [("adam_m.", &self.m), ("adam_v.", &self.v)] {
             for (path, t) in map {
-                let data: Vec<f32> = t.to_data().try_to_vec::<f32>().expect("f32");
+                let data = t.to_vec();
                 out.insert(format!("{prefix}{path}"), (vec![data.len()], data));
             }
         }
@@ -141,10 +345,15 @@ impl AdamW {
             } else {
                 continue;
             };
-            map.insert(
-                path.to_string(),
-                Tensor::<1>::from_data(TensorData::new(data.clone(), [data.len()]), device),
-            );
+            let buf = if device.identity().is_none() {
+                Buf::Host(data.clone())
+            } else {
+                Buf::Device(Tensor::<1>::from_data(
+                    TensorData::new(data.clone(), [data.len()]),
+                    device,
+                ))
+            };
+            map.insert(path.to_string(), buf);
         }
     }
 }
@@ -275,4 +484,115 @@ pub fn data_parallel_grads<M: Module + Sync>(
         }
     }
     (loss, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flick_core::params::visit_params;
+    use rand::{Rng, SeedableRng};
+
+    fn values<M: Module>(m: &M) -> HashMap<String, Vec<f32>> {
+        let mut out = HashMap::new();
+        visit_params(m, |path, _, v, _| {
+            out.insert(path.to_string(), host_vec(v));
+        });
+        out
+    }
+
+    fn max_diff(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .flat_map(|(k, x)| x.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn fused_cpu_update_equals_the_tensor_update_after_ten_steps() {
+        let ad = Device::flex().autodiff();
+        let plain = Device::flex();
+        let cfg = flick_core::model::ModelConfig::from_value(serde_json::json!({
+            "frames": 2, "height": 8, "width": 8, "dim": 32, "depth": 1, "heads": 2,
+            "stem_channels": 4, "text": {"max_len": 8, "dim": 16, "depth": 1, "heads": 2},
+        }))
+        .unwrap();
+        let model = cfg.init(&ad);
+        let shapes: Vec<(String, usize)> = {
+            let mut v = Vec::new();
+            visit_params(&model, |p, _, _, s| {
+                v.push((p.to_string(), s.iter().product()))
+            });
+            v
+        };
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut runs = Vec::new();
+        for unfused in [false, true] {
+            let mut opt = AdamW::new(0.9, 0.99, 1e-8, 0.01);
+            opt.unfused = unfused;
+            let mut rng = rng.clone();
+            let (mut m, mut e) = (model.clone(), model.valid());
+            for step in 0..10 {
+                // Gradients large enough to be clipped on even steps; one parameter gets none.
+                let gain = if step % 2 == 0 { 5.0 } else { 0.01 };
+                let grads: HashMap<String, Tensor<1>> = shapes
+                    .iter()
+                    .skip(1)
+                    .map(|(p, n)| {
+                        let g: Vec<f32> = (0..*n)
+                            .map(|_| gain * (rng.random::<f32>() - 0.5))
+                            .collect();
+                        (
+                            p.clone(),
+                            Tensor::from_data(TensorData::new(g, [*n]), &plain),
+                        )
+                    })
+                    .collect();
+                let (m2, e2, stats) = opt.step_with_ema(m, Some((e, 0.9)), &grads, 1e-2, 1.0);
+                assert!(stats.is_some());
+                (m, e) = (m2, e2.unwrap());
+            }
+            let mut state = NamedTensors::new();
+            opt.state_tensors(&mut state);
+            runs.push((values(&m), values(&e), state, opt.t));
+        }
+        let (fused, reference) = (&runs[0], &runs[1]);
+        assert_ne!(values(&model), fused.0, "the update did nothing");
+        let dw = max_diff(&fused.0, &reference.0);
+        let de = max_diff(&fused.1, &reference.1);
+        assert!(dw <= 1e-6, "weights differ by {dw}");
+        assert!(de <= 1e-6, "EMA differs by {de}");
+        assert_eq!(fused.3, reference.3);
+        assert_eq!(fused.2.len(), reference.2.len());
+        for (k, (_, a)) in &fused.2 {
+            let b = &reference.2[k].1;
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            let scale = b.iter().map(|x| x.abs()).fold(1e-3, f32::max);
+            assert!(d <= 1e-6 * scale.max(1.0), "{k} differs by {d}");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_gradient_skips_the_fused_update() {
+        let ad = Device::flex().autodiff();
+        let lin = burn::nn::LinearConfig::new(3, 2).init(&ad);
+        let before = values(&lin);
+        let mut grads = HashMap::new();
+        visit_params(&lin, |p, _, v, _| {
+            let n = v.dims()[0];
+            grads.insert(
+                p.to_string(),
+                Tensor::<1>::from_data(TensorData::new(vec![f32::NAN; n], [n]), &Device::flex()),
+            );
+        });
+        let mut opt = AdamW::new(0.9, 0.99, 1e-8, 0.0);
+        let copy = lin.clone();
+        let (lin, ema, stats) = opt.step_with_ema(lin, Some((copy, 0.9)), &grads, 1e-2, 1.0);
+        assert!(stats.is_none() && opt.t == 0);
+        assert_eq!(values(&lin), before);
+        assert!(ema.is_some());
+    }
 }

@@ -23,7 +23,6 @@ use flick_core::data::{
 use flick_core::flow::normal_vec;
 use flick_core::generate::Generator;
 use flick_core::model::Backbone;
-use flick_core::params::ema_update;
 use flick_core::video::{Video, frame_grid};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -291,10 +290,16 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         }
         let mut grad_norm = f32::NAN;
         let updated = if loss_value.is_finite() {
-            let (m, stats) = optim.step_with(model, &grads, lr, cfg.train.grad_clip);
+            // AdamW and the EMA in one update (fused into one pass on the CPU). EMA warm-up (as
+            // in timm/diffusers): early on the average must not cling to the random
+            // initialisation.
+            let decay = run::ema_decay(cfg.train.ema_decay, step - ema_from);
+            let (m, e, stats) =
+                optim.step_with_ema(model, Some((ema, decay)), &grads, lr, cfg.train.grad_clip);
             model = m;
+            ema = e.expect("the EMA comes back");
             if let Some(p) = prof.as_mut() {
-                p.lap("optimizer", true);
+                p.lap("optimizer + EMA", true);
             }
             stats.map(|s| grad_norm = s.grad_norm).is_some()
         } else {
@@ -302,16 +307,6 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         };
         if updated {
             consecutive_bad = 0;
-            // EMA warm-up (as in timm/diffusers): early on the average must not cling to the
-            // random initialisation.
-            ema = ema_update(
-                ema,
-                &model,
-                run::ema_decay(cfg.train.ema_decay, step - ema_from),
-            );
-            if let Some(p) = prof.as_mut() {
-                p.lap("ema", true);
-            }
         } else {
             skipped += 1;
             consecutive_bad += 1;

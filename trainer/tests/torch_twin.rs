@@ -93,7 +93,9 @@ fn write_case(dir: &Path, name: &str, cfg: &ModelConfig, model: Backbone, ad: &D
     let t = Tensor::<1>::from_data(TensorData::new(vec![0.3f32, 0.85, 0.02], [b]), ad);
     let text = model.encode_text(&prompts, ad);
     let outs = model.forward_levels(
-        xs.iter().map(|x| Tensor::from_data(x.to_data(), ad)).collect(),
+        xs.iter()
+            .map(|x| Tensor::from_data(x.to_data(), ad))
+            .collect(),
         t.clone(),
         &text,
     );
@@ -114,7 +116,9 @@ fn write_case(dir: &Path, name: &str, cfg: &ModelConfig, model: Backbone, ad: &D
     let tl = Tensor::<1>::from_data(TensorData::new(vec![0.2f32, 0.7, 0.95], [b]), ad);
     let loss = model.flow_loss(
         Tensor::from_data(x0.to_data(), ad),
-        eps.iter().map(|e| Tensor::from_data(e.to_data(), ad)).collect(),
+        eps.iter()
+            .map(|e| Tensor::from_data(e.to_data(), ad))
+            .collect(),
         tl.clone(),
         &model.encode_text(&prompts, ad),
     );
@@ -123,7 +127,12 @@ fn write_case(dir: &Path, name: &str, cfg: &ModelConfig, model: Backbone, ad: &D
     let mut sq = 0f64;
     for (path, g) in grads {
         let n = g.dims()[0];
-        let v: Vec<f32> = g.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let v: Vec<f32> = g
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         sq += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
         put(&mut fx, &format!("grad.{path}"), g, &[n]);
     }
@@ -174,8 +183,10 @@ fn pytorch_twin_computes_what_flick_computes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let ad = Device::flex().autodiff();
-    let text = serde_json::json!({"max_len": 24, "dim": 32, "depth": 1, "heads": 2, "conv_kernel": 5});
-    let small_text = serde_json::json!({"max_len": 24, "dim": 16, "depth": 1, "heads": 2, "conv_kernel": 3});
+    let text =
+        serde_json::json!({"max_len": 24, "dim": 32, "depth": 1, "heads": 2, "conv_kernel": 5});
+    let small_text =
+        serde_json::json!({"max_len": 24, "dim": 16, "depth": 1, "heads": 2, "conv_kernel": 3});
     let cases = [
         (
             "dit-conv",

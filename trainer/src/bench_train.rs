@@ -1,0 +1,307 @@
+//! `flick bench --train`: Flick's whole training step and its one-step generation, timed the
+//! way the PyTorch twin's `--bench` times them (`scripts/torch_twin/bench.py`), so that
+//! `scripts/bench-train.sh` can put both in one table.
+//!
+//! A training step is what `flick train-teacher` does per step, minus making the batch (that
+//! runs ahead on its own thread there): text encoding, forward, flow-matching loss and backward
+//! over `workers` data-parallel workers, the global-norm clip, AdamW and the EMA update. One-step
+//! generation is `Generator::generate_videos` with one step and no guidance (noise, text,
+//! network, clips read back as pixels).
+//!
+//! Protocol (the same in the twin): the same batch every step, `warmup` untimed steps, then
+//! `steps` timed ones, each ending with the device idle (`Device::sync`); the median is reported
+//! with the fastest. Nothing here is compared across runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::prelude::*;
+use flick_core::generate::Generator;
+use flick_core::model::Backbone;
+use serde::Serialize;
+
+pub struct TrainBenchArgs {
+    pub device: Device,
+    pub device_name: String,
+    pub out: PathBuf,
+    pub teacher: PathBuf,
+    pub generator: PathBuf,
+    pub batches: Vec<usize>,
+    pub workers: Vec<usize>,
+    pub warmup: usize,
+    pub steps: usize,
+}
+
+/// One measured configuration (a line of `train.jsonl`; the twin writes the same fields).
+#[derive(Serialize, Debug)]
+pub struct TrainRow {
+    pub framework: String,
+    pub device: String,
+    /// `training step` or `one-step generation`
+    pub what: String,
+    pub batch: usize,
+    /// Flick's data-parallel workers (1 for PyTorch)
+    pub workers: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub clips_per_s: f64,
+    pub steps: usize,
+    /// Mean loss over the timed steps (a check that both sides trained the same thing).
+    pub loss: Option<f64>,
+}
+
+/// The prompts of the benchmark batch: captions of the training data's kind, every tenth empty
+/// (the caption dropout's unconditional input).
+pub fn prompts(n: usize) -> Vec<String> {
+    const CAPTIONS: [&str; 4] = [
+        "a large red circle moving left on black",
+        "a small yellow square moving up on navy",
+        "a large cyan triangle orbiting clockwise on gray",
+        "a large white cross falling on dark green",
+    ];
+    (0..n)
+        .map(|i| {
+            if i % 10 == 9 {
+                String::new()
+            } else {
+                CAPTIONS[i % 4].to_string()
+            }
+        })
+        .collect()
+}
+
+fn time_steps(
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+    mut step: impl FnMut() -> f32,
+) -> (f64, f64, f64) {
+    for _ in 0..warmup {
+        step();
+        device.sync().expect("device sync");
+    }
+    let mut times = Vec::with_capacity(steps);
+    let mut loss = 0f64;
+    for _ in 0..steps {
+        let t0 = Instant::now();
+        loss += step() as f64;
+        device.sync().expect("device sync");
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[times.len() / 2], times[0], loss / steps.max(1) as f64)
+}
+
+pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
+    let TrainBenchArgs {
+        device,
+        device_name,
+        out,
+        teacher,
+        generator,
+        batches,
+        workers,
+        warmup,
+        steps,
+    } = args;
+    anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
+    std::fs::create_dir_all(&out)?;
+    let jsonl = out.join("train.jsonl");
+    let mut rows = Vec::new();
+    let ad = device.clone().autodiff();
+
+    for &b in &batches {
+        anyhow::ensure!(b >= 1, "batch sizes must be ≥ 1");
+        for &w in &workers {
+            let (model, info): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)
+                .with_context(|| format!("loading {}", teacher.display()))?;
+            let cfg = info.config.clone();
+            let mut ema = Some(model.valid());
+            // Moved through each step as the training loop moves it (no second owner keeps the
+            // old weights alive).
+            let mut model = Some(model);
+            let mut optim = crate::optim::AdamW::new(0.9, 0.99, 1e-8, 0.0);
+            let sizes = cfg.level_sizes();
+            // A fixed batch: clips in [-1, 1], one noise tensor per resolution, spread times.
+            device.seed(7);
+            let shape = [b, 3, cfg.frames, cfg.height, cfg.width];
+            let x0: Vec<f32> = Tensor::<5>::random(
+                shape,
+                burn::tensor::Distribution::Uniform(-1.0, 1.0),
+                &device,
+            )
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let eps: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&[h, wd]| {
+                    Tensor::<5>::random(
+                        [b, 3, cfg.frames, h, wd],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &device,
+                    )
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32")
+                })
+                .collect();
+            let times: Vec<f32> = (0..b).map(|i| (i as f32 + 0.5) / b as f32).collect();
+            let prompts = prompts(b);
+            let per = |r: usize| 3 * cfg.frames * sizes[r][0] * sizes[r][1];
+            let (median, min, loss) = time_steps(&device, warmup, steps, || {
+                let (loss, grads) = crate::optim::data_parallel_grads(
+                    model.as_ref().expect("model"),
+                    b,
+                    w,
+                    |local, lo, hi| {
+                        let n = hi - lo;
+                        let x = Tensor::<5>::from_data(
+                            TensorData::new(
+                                x0[lo * per(0)..hi * per(0)].to_vec(),
+                                [n, 3, cfg.frames, cfg.height, cfg.width],
+                            ),
+                            &ad,
+                        );
+                        let e = (0..sizes.len())
+                            .map(|r| {
+                                Tensor::<5>::from_data(
+                                    TensorData::new(
+                                        eps[r][lo * per(r)..hi * per(r)].to_vec(),
+                                        [n, 3, cfg.frames, sizes[r][0], sizes[r][1]],
+                                    ),
+                                    &ad,
+                                )
+                            })
+                            .collect();
+                        let t = Tensor::<1>::from_data(
+                            TensorData::new(times[lo..hi].to_vec(), [n]),
+                            &ad,
+                        );
+                        let text = local.encode_text(&prompts[lo..hi], &ad);
+                        local.flow_loss(x, e, t, &text)
+                    },
+                );
+                let (m, e, _) = optim.step_with_ema(
+                    model.take().expect("model"),
+                    Some((ema.take().expect("ema"), 0.999)),
+                    &grads,
+                    5e-4,
+                    1.0,
+                );
+                (model, ema) = (Some(m), e);
+                loss
+            });
+            let row = TrainRow {
+                framework: "flick".into(),
+                device: device_name.clone(),
+                what: "training step".into(),
+                batch: b,
+                workers: w,
+                median_ms: median,
+                min_ms: min,
+                clips_per_s: b as f64 / (median / 1e3),
+                steps,
+                loss: Some(loss),
+            };
+            eprintln!(
+                "training step, batch {b}, {w} worker(s): {median:.0} ms (fastest {min:.0}), {:.1} clips/s, loss {loss:.4}",
+                row.clips_per_s
+            );
+            append(&jsonl, &row)?;
+            rows.push(row);
+        }
+    }
+
+    // The update alone (the teacher's parameters, fixed gradients): fused, and as tensor ops.
+    for unfused in [false, true] {
+        let (model, _): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)?;
+        let mut grads = std::collections::HashMap::new();
+        flick_core::params::visit_params(&model, |path, _, v, _| {
+            grads.insert(
+                path.to_string(),
+                Tensor::<1>::random(
+                    v.dims(),
+                    burn::tensor::Distribution::Normal(0.0, 1e-3),
+                    &device,
+                ),
+            );
+        });
+        let mut ema = Some(model.valid());
+        let mut model = Some(model);
+        let mut optim = crate::optim::AdamW::new(0.9, 0.99, 1e-8, 0.0);
+        optim.unfused = unfused;
+        let (median, min, _) = time_steps(&device, warmup, steps, || {
+            let (m, e, _) = optim.step_with_ema(
+                model.take().expect("model"),
+                Some((ema.take().expect("ema"), 0.999)),
+                &grads,
+                5e-4,
+                1.0,
+            );
+            (model, ema) = (Some(m), e);
+            0.0
+        });
+        let fused = device.identity().is_none() && !unfused;
+        let row = TrainRow {
+            framework: if fused {
+                "flick (fused CPU update)"
+            } else {
+                "flick (tensor ops)"
+            }
+            .into(),
+            device: device_name.clone(),
+            what: "optimizer + EMA update".into(),
+            batch: 0,
+            workers: 1,
+            median_ms: median,
+            min_ms: min,
+            clips_per_s: 0.0,
+            steps,
+            loss: None,
+        };
+        eprintln!("{}: {median:.1} ms (fastest {min:.1})", row.framework);
+        append(&jsonl, &row)?;
+        rows.push(row);
+    }
+
+    let g = Generator::load(&generator, &device)
+        .with_context(|| format!("loading {}", generator.display()))?;
+    for n in [1usize, 16] {
+        let prompts = prompts(n);
+        let seeds: Vec<u64> = (0..n as u64).collect();
+        let (median, min, _) = time_steps(&device, warmup.max(1), steps, || {
+            g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {})
+                .expect("one-step generation");
+            0.0
+        });
+        let row = TrainRow {
+            framework: "flick".into(),
+            device: device_name.clone(),
+            what: "one-step generation".into(),
+            batch: n,
+            workers: 1,
+            median_ms: median,
+            min_ms: min,
+            clips_per_s: n as f64 / (median / 1e3),
+            steps,
+            loss: None,
+        };
+        eprintln!("one-step generation of {n} clip(s): {median:.1} ms (fastest {min:.1})");
+        append(&jsonl, &row)?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn append(path: &Path, row: &TrainRow) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(row)?)?;
+    Ok(())
+}
