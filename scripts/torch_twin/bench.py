@@ -67,6 +67,38 @@ def levels_of(cfg):
     return len(cfg["nested"]["outer_channels"]) + 1 if cfg.get("kind") == "nested" else 1
 
 
+def name_of(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def ops(device):
+    """`(name, forward, leaves)` of each operation of `bench_train.rs`'s `op_rows`, batch 16."""
+    b = 16
+
+    def leaf(*shape):
+        return torch.randn(*shape, device=device, requires_grad=True)
+
+    lin = torch.nn.Linear(128, 512).to(device)
+    x = leaf(b * 256, 128)
+    q, k, v = leaf(b, 4, 256, 32), leaf(b, 4, 256, 32), leaf(b, 4, 256, 32)
+    t, sh, sc = leaf(b, 256, 128), leaf(b, 128), leaf(b, 128)
+    stem = torch.nn.Conv3d(3, 16, 3, padding=1).to(device)
+    clip = leaf(b, 3, 8, 32, 32)
+    conv = torch.nn.Conv3d(16, 16, (1, 3, 3), padding=(0, 1, 1)).to(device)
+    feat = leaf(b, 16, 8, 32, 32)
+    F = torch.nn.functional
+    return [
+        ("linear [4096,128]→512", lambda: lin(x), [x, *lin.parameters()]),
+        ("attention [16,4,256,32]", lambda: F.scaled_dot_product_attention(q, k, v), [q, k, v]),
+        ("adaLN [16,256,128]", lambda: tw.adaln(t, sh, sc), [t, sh, sc]),
+        ("conv 3→16 3×3×3 [16,3,8,32,32]", lambda: stem(clip), [clip, *stem.parameters()]),
+        ("conv 16→16 1×3×3 [16,16,8,32,32]", lambda: conv(feat), [feat, *conv.parameters()]),
+        ("group norm [16,16,8,32,32]", lambda: tw.group_norm(feat, 8), [feat]),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
@@ -154,6 +186,33 @@ def main():
                 }
             )
             del model, opt, ema, params
+
+    # The step's operations one by one (the same list as `flick bench --train`).
+    for op_name, fn, leaves in ops(device):
+
+        def run_op():
+            for t in leaves:
+                t.grad = None
+            y = fn()
+            (y * y.detach().sin()).sum().backward()
+            return 0.0
+
+        med, fastest, _ = time_steps(device, a.warmup, a.steps, run_op)
+        emit(
+            {
+                "framework": "pytorch eager",
+                "device": name,
+                "what": f"op: {op_name}",
+                "batch": 16,
+                "workers": 1,
+                "median_ms": med,
+                "min_ms": fastest,
+                "clips_per_s": 0.0,
+                "steps": a.steps,
+                "loss": None,
+                "flops": None,
+            }
+        )
 
     # The update alone: clip, AdamW and the EMA over the teacher's parameters, fixed gradients.
     model, cfg, _ = tw.load_flick(a.teacher, device)

@@ -26,7 +26,7 @@ for r in sorted(rows, key=lambda r: (r["what"] != "training step", r["what"], r[
     f = flops.get(r["batch"]) if r["what"] == "training step" else None
     gf = f"{f / (r['median_ms'] / 1e3) / 1e9:.1f}" if f else "–"
     loss = f"{r['loss']:.4f}" if r.get("loss") is not None else "–"
-    cps = f"{r['clips_per_s']:.1f}" if r["batch"] else "–"
+    cps = f"{r['clips_per_s']:.1f}" if r["clips_per_s"] else "–"
     lines.append(
         f"| {r['what']} | {r['batch'] or '–'} | {r['framework']} | {r['device']} | {r['workers']} | "
         f"{r['median_ms']:.1f} | {r['min_ms']:.1f} | {cps} | {gf} | {loss} |"
@@ -39,7 +39,7 @@ for what, b in keys:
     if not fl or not pt:
         continue
     best = min(fl, key=lambda r: r["median_ms"])
-    how = f"{best['workers']} workers" if best["framework"] == "flick" else best["framework"][6:].strip("()")
+    how = f"{best['workers']} worker{'s' if best['workers'] > 1 else ''}" if best["framework"] == "flick" else best["framework"][6:].strip("()")
     lines.append(
         f"| {what} | {b or '–'} | {best['median_ms']:.1f} ms ({how}) | {pt[0]['median_ms']:.1f} ms | "
         f"{pt[0]['median_ms'] / best['median_ms']:.2f} |"
