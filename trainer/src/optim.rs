@@ -430,9 +430,17 @@ impl RmsProp {
 /// each share is weighted by its size, so the summed gradients are those of the whole batch's
 /// mean loss. burn's CPU backend keeps about one core busy per op sequence; this is how a
 /// training step uses them all. With one worker it runs on the calling thread.
+///
+/// The loss value is read back after the backward pass has been issued, so a GPU runs the forward
+/// and backward passes without the host waiting in between (one read-back per step, at the end).
+/// While [`MEASURE_FORWARD`] is set (a profiled step) it is read before, to time the forward pass.
 /// Time from the start of the last [`data_parallel_grads`] call until its (last) worker's loss
 /// value was read, i.e. the forward pass including the device's work; for step profiles.
 pub static FORWARD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Read the loss before the backward pass and record [`FORWARD_NANOS`] (profiled steps only: it
+/// makes the host wait for the forward pass before issuing the backward).
+pub static MEASURE_FORWARD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 pub fn data_parallel_grads<M: Module + Sync>(
     model: &M,
@@ -449,13 +457,20 @@ pub fn data_parallel_grads<M: Module + Sync>(
     let one = |(lo, hi): (usize, usize)| {
         let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
         let loss = loss_of(&local, lo, hi) * ((hi - lo) as f32 / batch as f32);
-        let value: f32 = loss.clone().into_scalar();
-        FORWARD_NANOS.store(
-            started.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let early = MEASURE_FORWARD
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| {
+                let v: f32 = loss.clone().into_scalar();
+                FORWARD_NANOS.store(
+                    started.elapsed().as_nanos() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                v
+            });
         let grads = loss.backward();
-        (value, grads_by_path(&local, &grads))
+        let grads = grads_by_path(&local, &grads);
+        let value = early.unwrap_or_else(|| loss.into_scalar());
+        (value, grads)
     };
     let parts: Vec<(f32, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
         vec![one(bounds[0])]

@@ -272,6 +272,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
 
         let lr = learning_rate(&cfg.train, step);
         let short = shape[2] < mc.frames;
+        crate::optim::MEASURE_FORWARD.store(prof.is_some(), std::sync::atomic::Ordering::Relaxed);
         let (loss_value, grads) =
             parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
         if let Some(p) = prof.as_mut() {
