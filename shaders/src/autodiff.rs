@@ -168,6 +168,41 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
+    fn fused_adamw(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        scale: f32,
+        beta1: f32,
+        beta2: f32,
+        c1: f32,
+        c2: f32,
+        eps: f32,
+        weight_decay: f32,
+        lr: f32,
+        decay: f32,
+    ) -> FloatTensor<Self> {
+        // An optimizer step: computed on the inner backend, outside the graph.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::fused_adamw(
+            w.into_primitive(),
+            g.into_primitive(),
+            m.into_primitive(),
+            v.into_primitive(),
+            a.into_primitive(),
+            scale,
+            beta1,
+            beta2,
+            c1,
+            c2,
+            eps,
+            weight_decay,
+            lr,
+            decay,
+        ))
+    }
+
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
         // For display only: computed on the inner backend, outside the graph.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::clip_pixels(x.into_primitive()))

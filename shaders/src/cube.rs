@@ -82,8 +82,8 @@ fn launch(
 ) {
     crate::LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client = buffers[0].client.clone();
-    // Always 8 words: kernels copy all 8 into workgroup memory (bounds checks are off).
-    let mut words = [0u32; 8];
+    // At least 8 words: kernels copy the first 8 into workgroup memory (bounds checks are off).
+    let mut words = vec![0u32; params.len().max(8)];
     words[..params.len()].copy_from_slice(params);
     let params = client.create_from_slice(bytemuck::cast_slice(&words));
     let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
@@ -380,6 +380,42 @@ impl FusedOps for CubeBackend {
             &[b as u32, n as u32, d as u32],
         );
         (dx, dshift, dscale)
+    }
+
+    fn fused_adamw(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        scale: f32,
+        beta1: f32,
+        beta2: f32,
+        c1: f32,
+        c2: f32,
+        eps: f32,
+        weight_decay: f32,
+        lr: f32,
+        decay: f32,
+    ) -> FloatTensor<Self> {
+        let h = [scale, beta1, beta2, c1, c2, eps, weight_decay, lr, decay];
+        let all_f32 = [&w, &g, &m, &v, &a].iter().all(|t| ops::is_f32(t.dtype));
+        if !(wgsl_device(&w) && all_f32) {
+            return ops::adamw_reference::<Self>(w, g, m, v, a, h);
+        }
+        let n = w.shape()[0];
+        let [w, g, m, v, a] = [w, g, m, v, a].map(into_contiguous);
+        let out = empty(&w, Shape::new([4, n]));
+        let mut params = vec![n as u32];
+        params.extend(h.iter().map(|x| x.to_bits()));
+        launch(
+            "adamw",
+            Variant::PLAIN,
+            n.div_ceil(64),
+            &[&w, &g, &m, &v, &a, &out],
+            &params,
+        );
+        out
     }
 
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -146,6 +146,51 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
     ))
 }
 
+/// One AdamW step and the EMA over one flat parameter (`w, g, m, v, a`: weights, gradient,
+/// moments, average, `[n]` each) in one kernel: returns the new `(w, m, v, a)`. `h` = clip
+/// scale, β₁, β₂, c₁ = 1 − β₁ᵗ, c₂ = 1 − β₂ᵗ, ε, weight decay, lr, EMA decay. On a GPU one launch
+/// per parameter; elsewhere (and with [`set_fused`]`(false)`) burn's operations.
+pub fn adamw(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    a: Tensor<1>,
+    h: [f32; 9],
+) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
+    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h;
+    let out: Tensor<2> = if fused_on(&w.device()) {
+        Tensor::from_dispatch(Dispatch::fused_adamw(
+            w.into_dispatch(),
+            g.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            a.into_dispatch(),
+            scale,
+            b1,
+            b2,
+            c1,
+            c2,
+            eps,
+            wd,
+            lr,
+            d,
+        ))
+    } else {
+        Tensor::from_dispatch(ops::adamw_reference::<Dispatch>(
+            w.into_dispatch(),
+            g.into_dispatch(),
+            m.into_dispatch(),
+            v.into_dispatch(),
+            a.into_dispatch(),
+            h,
+        ))
+    };
+    let n = out.dims()[1];
+    let row = |i: usize| out.clone().narrow(0, i, 1).reshape([n]);
+    (row(0), row(1), row(2), row(3))
+}
+
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per
 /// clip (the same bytes as clamping, scaling by 127.5 and rounding on the CPU). On a GPU the
 /// conversion runs there and only the packed pixels are read back.

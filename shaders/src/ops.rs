@@ -141,6 +141,38 @@ pub trait FusedOps: Backend {
         conv3d_bwd_w_reference::<Self>(x, w, dy)
     }
 
+    /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
+    /// `[n]` (weights, gradient, moments, average) → `[4, n]`: the new weights, first and second
+    /// moments and average. `scale` is the gradient's clip factor, `c1, c2` the bias corrections
+    /// `1 − βᵗ`, `decay` the EMA's. Not differentiable (an optimizer step).
+    #[fusion(meta = adamw_meta)]
+    #[allow(clippy::too_many_arguments)]
+    fn fused_adamw(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        scale: f32,
+        beta1: f32,
+        beta2: f32,
+        c1: f32,
+        c2: f32,
+        eps: f32,
+        weight_decay: f32,
+        lr: f32,
+        decay: f32,
+    ) -> FloatTensor<Self> {
+        adamw_reference::<Self>(
+            w,
+            g,
+            m,
+            v,
+            a,
+            [scale, beta1, beta2, c1, c2, eps, weight_decay, lr, decay],
+        )
+    }
+
     /// Clips in [-1, 1] → each pixel's clamped, rounded bytes packed as `r + 256·g + 65536·b`
     /// (exact in f32): `[B, 3, T, H, W] → [B, T, H, W]`. Not differentiable (for display).
     #[fusion(meta = pixels_meta)]
@@ -213,6 +245,66 @@ fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (Tensor
         w.clone(),
         TensorSpec::new(Shape::new([w.shape[0]]), w.dtype),
     )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adamw_meta(
+    w: &TensorSpec,
+    _g: &TensorSpec,
+    _m: &TensorSpec,
+    _v: &TensorSpec,
+    _a: &TensorSpec,
+    _scale: &f32,
+    _beta1: &f32,
+    _beta2: &f32,
+    _c1: &f32,
+    _c2: &f32,
+    _eps: &f32,
+    _weight_decay: &f32,
+    _lr: &f32,
+    _decay: &f32,
+) -> TensorSpec {
+    TensorSpec::new(Shape::new([4, w.shape[0]]), w.dtype)
+}
+
+/// [`FusedOps::fused_adamw`] composed of burn's operations (`h` = scale, β₁, β₂, c₁, c₂, ε, wd,
+/// lr, EMA decay), in the kernel's order of operations.
+pub fn adamw_reference<B: Backend>(
+    w: FloatTensor<B>,
+    g: FloatTensor<B>,
+    m: FloatTensor<B>,
+    v: FloatTensor<B>,
+    a: FloatTensor<B>,
+    h: [f32; 9],
+) -> FloatTensor<B> {
+    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h;
+    let g = B::float_mul_scalar(g, sc(scale));
+    let m = B::float_add(
+        B::float_mul_scalar(m, sc(b1)),
+        B::float_mul_scalar(g.clone(), sc(1.0 - b1)),
+    );
+    let v = B::float_add(
+        B::float_mul_scalar(v, sc(b2)),
+        B::float_mul_scalar(B::float_mul(g.clone(), g), sc(1.0 - b2)),
+    );
+    let update = B::float_div(
+        B::float_div_scalar(m.clone(), sc(c1)),
+        B::float_add_scalar(
+            B::float_sqrt(B::float_div_scalar(v.clone(), sc(c2))),
+            sc(eps),
+        ),
+    );
+    let w = B::float_sub(
+        w.clone(),
+        B::float_mul_scalar(B::float_add(update, B::float_mul_scalar(w, sc(wd))), sc(lr)),
+    );
+    let a = B::float_add(
+        B::float_mul_scalar(a, sc(d)),
+        B::float_mul_scalar(w.clone(), sc(1.0 - d)),
+    );
+    let n = w.shape()[0];
+    let row = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, n]));
+    B::float_cat(vec![row(w), row(m), row(v), row(a)], 0)
 }
 
 fn pixels_meta(x: &TensorSpec) -> TensorSpec {

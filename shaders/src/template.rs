@@ -18,6 +18,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ),
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
+    ("adamw", include_str!("../kernels/adamw.wgsl")),
 ];
 
 /// The template values of one instantiation of a kernel (those it does not use are ignored).

@@ -542,3 +542,82 @@ fn conv_composed_reference_matches_the_textbook_on_the_cpu() {
     conv_forward_matches(&cpu(), "composed reference");
     conv_gradients_match(&cpu(), "composed reference");
 }
+
+/// AdamW + EMA written out per element in f64 (the kernel's formulas).
+fn textbook_adamw(
+    w: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    a: &[f32],
+    h: [f32; 9],
+) -> Vec<Vec<f32>> {
+    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h.map(|x| x as f64);
+    let mut out = vec![Vec::new(); 4];
+    for i in 0..w.len() {
+        let gi = g[i] as f64 * scale;
+        let mi = m[i] as f64 * b1 + gi * (1.0 - b1);
+        let vi = v[i] as f64 * b2 + gi * gi * (1.0 - b2);
+        let wi = w[i] as f64 - ((mi / c1) / ((vi / c2).sqrt() + eps) + w[i] as f64 * wd) * lr;
+        out[0].push(wi as f32);
+        out[1].push(mi as f32);
+        out[2].push(vi as f32);
+        out[3].push((a[i] as f64 * d + wi * (1.0 - d)) as f32);
+    }
+    out
+}
+
+fn adamw_matches(device: &Device, what: &str) {
+    // Lengths below, at and past a workgroup, and a parameter the size of an MLP layer.
+    for (k, n) in [1usize, 63, 64, 1000, 65_537].into_iter().enumerate() {
+        let seed = 500 + 10 * k as u64;
+        let r = |s: u64, f: f32| {
+            values(random([n], seed + s))
+                .iter()
+                .map(|x| x * f)
+                .collect::<Vec<f32>>()
+        };
+        let (w, g, m) = (r(0, 0.1), r(1, 3.0), r(2, 0.1));
+        let v: Vec<f32> = r(3, 0.1).iter().map(|x| x * x).collect();
+        let a = r(4, 0.1);
+        let h = [
+            0.37,
+            0.9,
+            0.99,
+            1.0 - 0.9f32.powi(7),
+            1.0 - 0.99f32.powi(7),
+            1e-8,
+            0.01,
+            5e-3,
+            0.999,
+        ];
+        let t = |x: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), device);
+        let (w2, m2, v2, a2) = flick_shaders::adamw(t(&w), t(&g), t(&m), t(&v), t(&a), h);
+        let expect = textbook_adamw(&w, &g, &m, &v, &a, h);
+        for (name, got, want) in [
+            ("weights", w2, &expect[0]),
+            ("first moment", m2, &expect[1]),
+            ("second moment", v2, &expect[2]),
+            ("average", a2, &expect[3]),
+        ] {
+            let diff = rel_diff(&values(got), want);
+            assert!(
+                diff < 1e-6,
+                "{what}: AdamW {name}, n = {n}: differs by {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adamw_kernel_matches_the_textbook() {
+    if let Some(gpu) = gpu_or_not_run("adamw_kernel_matches_the_textbook") {
+        let before = flick_shaders::kernel_launches();
+        adamw_matches(&gpu, "wgpu kernel");
+        assert!(
+            flick_shaders::kernel_launches() >= before + 5,
+            "the AdamW kernel did not run"
+        );
+    }
+    adamw_matches(&cpu(), "composed reference (CPU)");
+}

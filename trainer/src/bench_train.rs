@@ -31,6 +31,9 @@ pub struct TrainBenchArgs {
     pub workers: Vec<usize>,
     pub warmup: usize,
     pub steps: usize,
+    /// Run only the parts whose name contains one of these (`training step`, `op:`,
+    /// `optimizer`, `one-step generation`); all when empty.
+    pub only: Vec<String>,
 }
 
 /// One measured configuration (a line of `train.jsonl`; the twin writes the same fields).
@@ -104,14 +107,16 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         workers,
         warmup,
         steps,
+        only,
     } = args;
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
     std::fs::create_dir_all(&out)?;
     let jsonl = out.join("train.jsonl");
     let mut rows = Vec::new();
     let ad = device.clone().autodiff();
 
-    for &b in &batches {
+    for &b in batches.iter().filter(|_| wanted("training step")) {
         anyhow::ensure!(b >= 1, "batch sizes must be ≥ 1");
         for &w in &workers {
             let (model, info): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)
@@ -215,7 +220,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     }
 
     // The update alone (the teacher's parameters, fixed gradients): fused, and as tensor ops.
-    for unfused in [false, true] {
+    for unfused in [false, true].into_iter().filter(|_| wanted("optimizer")) {
         let (model, _): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)?;
         let mut grads = std::collections::HashMap::new();
         flick_core::params::visit_params(&model, |path, _, v, _| {
@@ -243,14 +248,13 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             (model, ema) = (Some(m), e);
             0.0
         });
-        let fused = device.identity().is_none() && !unfused;
+        let framework = match (unfused, device.identity().is_none()) {
+            (true, _) => "flick (tensor ops)",
+            (false, true) => "flick (fused CPU update)",
+            (false, false) => "flick (fused kernel)",
+        };
         let row = TrainRow {
-            framework: if fused {
-                "flick (fused CPU update)"
-            } else {
-                "flick (tensor ops)"
-            }
-            .into(),
+            framework: framework.into(),
             device: device_name.clone(),
             what: "optimizer + EMA update".into(),
             batch: 0,
@@ -266,31 +270,33 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         rows.push(row);
     }
 
-    let g = Generator::load(&generator, &device)
-        .with_context(|| format!("loading {}", generator.display()))?;
-    for n in [1usize, 16] {
-        let prompts = prompts(n);
-        let seeds: Vec<u64> = (0..n as u64).collect();
-        let (median, min, _) = time_steps(&device, warmup.max(1), steps, || {
-            g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {})
-                .expect("one-step generation");
-            0.0
-        });
-        let row = TrainRow {
-            framework: "flick".into(),
-            device: device_name.clone(),
-            what: "one-step generation".into(),
-            batch: n,
-            workers: 1,
-            median_ms: median,
-            min_ms: min,
-            clips_per_s: n as f64 / (median / 1e3),
-            steps,
-            loss: None,
-        };
-        eprintln!("one-step generation of {n} clip(s): {median:.1} ms (fastest {min:.1})");
-        append(&jsonl, &row)?;
-        rows.push(row);
+    if wanted("one-step generation") {
+        let g = Generator::load(&generator, &device)
+            .with_context(|| format!("loading {}", generator.display()))?;
+        for n in [1usize, 16] {
+            let prompts = prompts(n);
+            let seeds: Vec<u64> = (0..n as u64).collect();
+            let (median, min, _) = time_steps(&device, warmup.max(1), steps, || {
+                g.generate_videos(&prompts, &seeds, 1, 1.0, |_, _| {})
+                    .expect("one-step generation");
+                0.0
+            });
+            let row = TrainRow {
+                framework: "flick".into(),
+                device: device_name.clone(),
+                what: "one-step generation".into(),
+                batch: n,
+                workers: 1,
+                median_ms: median,
+                min_ms: min,
+                clips_per_s: n as f64 / (median / 1e3),
+                steps,
+                loss: None,
+            };
+            eprintln!("one-step generation of {n} clip(s): {median:.1} ms (fastest {min:.1})");
+            append(&jsonl, &row)?;
+            rows.push(row);
+        }
     }
     Ok(rows)
 }

@@ -691,6 +691,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     workers: train_workers,
                     warmup: 2,
                     steps: train_steps,
+                    only,
                 })?;
                 eprintln!("wrote {}", out.join("train.jsonl").display());
                 return Ok(());

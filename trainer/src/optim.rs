@@ -71,11 +71,12 @@ fn host_vec(t: Tensor<1>) -> Vec<f32> {
 
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
 ///
-/// Two implementations of one update. On a GPU each parameter's update is a few tensor
-/// operations. On the CPU the update is fused: gradients, weights, moments and the EMA's copy are
-/// read once into host memory and updated in one loop over all elements (clip factor, both
-/// moments, the step, weight decay and the EMA together), instead of a dozen tensor operations —
-/// each allocating a buffer — per parameter. Both follow the same formulas, in the same order.
+/// The update is fused with the EMA. On a GPU each parameter's update is one kernel launch
+/// (`flick_shaders::adamw`: clip factor, both moments, the step, weight decay and the EMA in one
+/// pass). On the CPU gradients, weights, moments and the EMA's copy are read into host memory and
+/// updated in one vectorised loop per parameter, parameters in parallel. With `unfused` (or
+/// `--no-fused`) the same formulas run as a dozen tensor operations per parameter — the
+/// reference the fused paths are tested against.
 pub struct AdamW {
     pub beta1: f32,
     pub beta2: f32,
@@ -160,6 +161,13 @@ impl AdamW {
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
+        let kernel = grads
+            .values()
+            .next()
+            .is_some_and(|g| flick_core::shaders::fused_on(&g.device()));
+        if kernel && !self.unfused {
+            return self.step_kernel(model, ema, grads, lr, scale, norm);
+        }
         let model = map_params(model, |path, _, p, _| {
             let g = grads.get(path)?.clone() * scale;
             let device = g.device();
@@ -178,6 +186,71 @@ impl AdamW {
             Some(p)
         });
         let ema = ema.map(|(e, decay)| flick_core::params::ema_update(e, &model, decay));
+        (model, ema, Some(StepStats { grad_norm: norm }))
+    }
+
+    /// The GPU's fused update: one kernel launch per parameter (`flick_shaders::adamw`: AdamW and
+    /// the EMA in one pass) instead of a dozen tensor operations.
+    fn step_kernel<M: Module>(
+        &mut self,
+        model: M,
+        ema: Option<(M, f32)>,
+        grads: &HashMap<String, Tensor<1>>,
+        lr: f32,
+        scale: f32,
+        norm: f32,
+    ) -> (M, Option<M>, Option<StepStats>) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let (ema, decay) = match ema {
+            Some((e, d)) => (Some(e), d),
+            None => (None, 0.0),
+        };
+        let mut averages: HashMap<String, Tensor<1>> = HashMap::new();
+        if let Some(e) = &ema {
+            flick_core::params::visit_params(e, |path, _, v, _| {
+                averages.insert(path.to_string(), v);
+            });
+        }
+        let mut new_avg: HashMap<String, Tensor<1>> = HashMap::new();
+        let h = [
+            scale,
+            b1,
+            b2,
+            c1,
+            c2,
+            self.eps,
+            self.weight_decay,
+            lr,
+            decay,
+        ];
+        let model = map_params(model, |path, _, p, _| {
+            let Some(g) = grads.get(path) else {
+                // No gradient: the weights stay, the average still moves towards them.
+                if let Some(a) = averages.remove(path) {
+                    new_avg.insert(path.to_string(), a * decay + p * (1.0 - decay));
+                }
+                return None;
+            };
+            let device = p.device();
+            let zeros = || Tensor::<1>::zeros(p.dims(), &device);
+            let m = self
+                .m
+                .remove(path)
+                .map_or_else(zeros, |b| b.into_tensor(&device));
+            let v = self
+                .v
+                .remove(path)
+                .map_or_else(zeros, |b| b.into_tensor(&device));
+            let a = averages.remove(path).unwrap_or_else(|| p.clone());
+            let (w, m, v, a) = flick_core::shaders::adamw(p, g.clone(), m, v, a, h);
+            self.m.insert(path.to_string(), Buf::Device(m));
+            self.v.insert(path.to_string(), Buf::Device(v));
+            new_avg.insert(path.to_string(), a);
+            Some(w)
+        });
+        let ema = ema.map(|e| map_params(e, |path, _, _, _| new_avg.remove(path)));
         (model, ema, Some(StepStats { grad_norm: norm }))
     }
 
@@ -524,8 +597,24 @@ mod tests {
 
     #[test]
     fn fused_cpu_update_equals_the_tensor_update_after_ten_steps() {
-        let ad = Device::flex().autodiff();
-        let plain = Device::flex();
+        fused_update_equals_the_tensor_update(Device::flex());
+    }
+
+    #[test]
+    fn gpu_kernel_update_equals_the_tensor_update_after_ten_steps() {
+        match flick_core::device::open(flick_core::device::BackendKind::Wgpu) {
+            Ok(gpu) => fused_update_equals_the_tensor_update(gpu),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("no wgpu adapter, and CI=true requires one: {e}")
+            }
+            Err(e) => eprintln!("NOT RUN: gpu_kernel_update_equals_the_tensor_update — {e}"),
+        }
+    }
+
+    /// Ten AdamW + EMA steps on `plain` (and its autodiff twin) with the fused update and with
+    /// tensor operations: weights, EMA and moments agree to 1e-6.
+    fn fused_update_equals_the_tensor_update(plain: Device) {
+        let ad = plain.clone().autodiff();
         let cfg = flick_core::model::ModelConfig::from_value(serde_json::json!({
             "frames": 2, "height": 8, "width": 8, "dim": 32, "depth": 1, "heads": 2,
             "stem_channels": 4, "text": {"max_len": 8, "dim": 16, "depth": 1, "heads": 2},
@@ -541,7 +630,9 @@ mod tests {
         };
         let rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let mut runs = Vec::new();
+        let mut launches = 0;
         for unfused in [false, true] {
+            let before = flick_core::shaders::kernel_launches();
             let mut opt = AdamW::new(0.9, 0.99, 1e-8, 0.01);
             opt.unfused = unfused;
             let mut rng = rng.clone();
@@ -566,11 +657,17 @@ mod tests {
                 assert!(stats.is_some());
                 (m, e) = (m2, e2.unwrap());
             }
+            if !unfused {
+                launches = flick_core::shaders::kernel_launches() - before;
+            }
             let mut state = NamedTensors::new();
             opt.state_tensors(&mut state);
             runs.push((values(&m), values(&e), state, opt.t));
         }
         let (fused, reference) = (&runs[0], &runs[1]);
+        if plain.identity().is_some() {
+            assert!(launches > 0, "the AdamW kernel did not run");
+        }
         assert_ne!(values(&model), fused.0, "the update did nothing");
         let dw = max_diff(&fused.0, &reference.0);
         let de = max_diff(&fused.1, &reference.1);
