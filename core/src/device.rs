@@ -39,6 +39,9 @@ pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
             // "Service already initialized", so the first result is kept and shared.
             static WGPU: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
             WGPU.get_or_init(|| {
+                if let Some(dir) = autotune_cache_dir() {
+                    flick_shaders::keep_autotune_cache(&dir);
+                }
                 Device::wgpu_options().init().map_err(|e| {
                     format!("no usable wgpu adapter ({e:?}); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or use `--backend cpu`")
                 })
@@ -51,6 +54,21 @@ pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
             "in the browser, initialise wgpu asynchronously".into(),
         )),
     }
+}
+
+/// Where GPU runs keep cubecl's autotune cache: `$FLICK_AUTOTUNE_CACHE`, else
+/// `$XDG_CACHE_HOME/flick/cubecl` or `~/.cache/flick/cubecl` (see
+/// [`flick_shaders::keep_autotune_cache`]).
+#[cfg(not(target_family = "wasm"))]
+pub fn autotune_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("FLICK_AUTOTUNE_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("flick").join("cubecl"))
 }
 
 /// A one-line description: backend and, for GPUs, the adapter's name.

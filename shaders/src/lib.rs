@@ -146,6 +146,24 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
     ))
 }
 
+/// Keep cubecl's autotune results (and compiled-kernel records) in `dir`, shared by every run on
+/// this machine whatever its working directory, so that a GPU run after the first starts with
+/// its kernels tuned. cubecl's own default is `target/environment` of the Cargo workspace around
+/// the working directory (or the user cache outside one): a run started elsewhere, or from a
+/// fresh checkout, would tune again. A `cubecl.toml` or `CUBECL_*` variable that names another
+/// place wins. Call before the first GPU device is opened; returns whether the setting took.
+#[cfg(not(target_family = "wasm"))]
+pub fn keep_autotune_cache(dir: &std::path::Path) -> bool {
+    use cubecl::config::cache::CacheConfig;
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    if !matches!(config.environment.path, CacheConfig::Target) {
+        return false;
+    }
+    config.environment.path = CacheConfig::Directory(dir.to_path_buf());
+    CubeClRuntimeConfig::try_set(config)
+}
+
 /// One AdamW step and the EMA over one flat parameter (`w, g, m, v, a`: weights, gradient,
 /// moments, average, `[n]` each) in one kernel: returns the new `(w, m, v, a)`. `h` = clip
 /// scale, β₁, β₂, c₁ = 1 − β₁ᵗ, c₂ = 1 − β₂ᵗ, ε, weight decay, lr, EMA decay. On a GPU one launch
