@@ -2,6 +2,8 @@
 //!
 //! - [`pairs`]: the teacher's ODE solutions `(z, caption, x_teacher)`, cached in shards on disk
 //!   (the deterministic init regresses on them; DMD's regression loss reuses them).
+//! - [`dmd`]: distribution matching (DMD/DMD2): the gradient from a real and a fake score, in
+//!   flow-matching form.
 //! - [`losses`]: the adversarial objectives of APT and its baselines (non-saturating,
 //!   relativistic, WGAN) and their penalties (approximate R1/R2, finite-difference R1 and
 //!   gradient penalty).
@@ -9,6 +11,7 @@
 //! The training loops are in the trainer (`flick distill`); the discriminator is
 //! [`crate::model::disc::Discriminator`].
 
+pub mod dmd;
 pub mod losses;
 pub mod pairs;
 
