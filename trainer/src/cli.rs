@@ -317,13 +317,29 @@ enum DistillStage {
         #[arg(long)]
         r1: Option<String>,
     },
+    /// Distribution matching distillation (DMD, DMD2): the generator against the teacher's
+    /// guided score and an online fake score
+    Dmd {
+        #[command(flatten)]
+        common: DistillCommon,
+        /// The generator's start (the consistency init's generator.safetensors, or the teacher)
+        #[arg(long)]
+        init: PathBuf,
+        /// The teacher's pair cache (`flick distill pairs`), for DMD's regression loss
+        #[arg(long)]
+        pairs: Option<PathBuf>,
+        /// Override the config's `dmd.variant` (`dmd` or `dmd2`)
+        #[arg(long)]
+        variant: Option<String>,
+    },
 }
 
 fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
     let common = match &stage {
         DistillStage::Pairs { common }
         | DistillStage::Consistency { common, .. }
-        | DistillStage::Apt { common, .. } => common,
+        | DistillStage::Apt { common, .. }
+        | DistillStage::Dmd { common, .. } => common,
     };
     let mut cfg = crate::distill::DistillConfig::load(&common.config)?;
     if let DistillStage::Apt { loss, r1, .. } = &stage {
@@ -335,6 +351,17 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
             cfg.apt.r1 = serde_json::from_value(serde_json::Value::String(r.clone()))
                 .with_context(|| format!("--r1 {r}"))?;
         }
+    }
+    if let DistillStage::Dmd {
+        variant: Some(v), ..
+    } = &stage
+    {
+        let dmd = cfg
+            .dmd
+            .as_mut()
+            .context("the distill config has no [dmd] section")?;
+        dmd.variant = serde_json::from_value(serde_json::Value::String(v.clone()))
+            .with_context(|| format!("--variant {v}: use dmd or dmd2"))?;
     }
     let teacher = match &common.teacher {
         Some(t) => t.clone(),
@@ -384,6 +411,29 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 cfg: &cfg,
                 teacher: &teacher,
                 init,
+                out: &common.out,
+                resume: common.resume,
+                device,
+                workers,
+                stop_at: common.stop_at,
+                quiet: false,
+            })?;
+            eprintln!(
+                "done: generator (EMA) in {}",
+                common.out.join("generator.safetensors").display()
+            );
+        }
+        DistillStage::Dmd {
+            common,
+            init,
+            pairs,
+            ..
+        } => {
+            crate::dmd::train_dmd(crate::dmd::DmdArgs {
+                cfg: &cfg,
+                teacher: &teacher,
+                init,
+                pairs: pairs.as_deref(),
                 out: &common.out,
                 resume: common.resume,
                 device,

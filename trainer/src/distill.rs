@@ -53,6 +53,9 @@ pub struct DistillConfig {
     pub pairs: PairsConfig,
     pub consistency: ConsistencyConfig,
     pub apt: AptConfig,
+    /// Distribution matching distillation (`flick distill dmd`).
+    #[serde(default)]
+    pub dmd: Option<crate::dmd::DmdConfig>,
     /// Prompts of the sample grids written during training (one clip each, seeds 0..).
     #[serde(default)]
     pub sample_prompts: Vec<String>,
@@ -249,7 +252,7 @@ fn generator_extra(teacher: &Generator, method: &str, step: u64) -> BTreeMap<Str
     ])
 }
 
-fn save_generator(
+pub(crate) fn save_generator(
     path: &Path,
     model: &Backbone,
     teacher: &Generator,
@@ -271,7 +274,7 @@ fn save_generator(
 }
 
 /// One-step samples of `model` for the config's prompts (seeds 0..), as a frame grid.
-fn write_samples(
+pub(crate) fn write_samples(
     dir: &Path,
     name: &str,
     model: &Backbone,
@@ -300,7 +303,13 @@ fn write_samples(
 }
 
 /// Items `lo..hi` of a batch held as flat data, `[hi − lo, shape[1..]]`, on `device`.
-fn rows(v: &[f32], lo: usize, hi: usize, shape: [usize; 5], device: &Device) -> Tensor<5> {
+pub(crate) fn rows(
+    v: &[f32],
+    lo: usize,
+    hi: usize,
+    shape: [usize; 5],
+    device: &Device,
+) -> Tensor<5> {
     let per: usize = shape[1..].iter().product();
     Tensor::<5>::from_data(
         TensorData::new(
@@ -312,7 +321,7 @@ fn rows(v: &[f32], lo: usize, hi: usize, shape: [usize; 5], device: &Device) -> 
 }
 
 /// Entries `lo..hi` of per-item scalars (times, mixing weights) as `[hi − lo]`.
-fn entries(v: &[f32], lo: usize, hi: usize, device: &Device) -> Tensor<1> {
+pub(crate) fn entries(v: &[f32], lo: usize, hi: usize, device: &Device) -> Tensor<1> {
     Tensor::<1>::from_data(TensorData::new(v[lo..hi].to_vec(), [hi - lo]), device)
 }
 
@@ -327,7 +336,7 @@ fn sample_noise(seed: u64, n: usize) -> Vec<f32> {
 /// The teacher to distil. A nested U-Net generates through all its resolutions at once; the
 /// one-step generator, its pair cache and the discriminator work on single-resolution backbones
 /// (DiT, U-Net) for now, so it is refused with a message rather than distilled wrongly.
-fn load_teacher(path: &Path, device: &Device) -> anyhow::Result<Generator> {
+pub(crate) fn load_teacher(path: &Path, device: &Device) -> anyhow::Result<Generator> {
     let teacher = Generator::load(path, device)?;
     if teacher.model.levels() > 1 {
         bail!(

@@ -6,6 +6,7 @@ pub mod bench_train;
 pub mod cli;
 pub mod config;
 pub mod distill;
+pub mod dmd;
 pub mod eval;
 pub mod optim;
 pub mod plot;

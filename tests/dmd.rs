@@ -1,0 +1,176 @@
+//! Distribution matching distillation on `tiny`: a few DMD and DMD2 updates with finite losses,
+//! the fake score's weights moved away from the teacher's, a run stopped and resumed that ends
+//! where an uninterrupted one does, and a generator checkpoint that loads and generates.
+
+mod common;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use flick_core::checkpoint::read_safetensors;
+use flick_core::generate::Generator;
+use flick_trainer::config::TeacherConfig;
+use flick_trainer::distill::{DistillConfig, make_pairs};
+use flick_trainer::dmd::{DmdArgs, Variant, train_dmd};
+use flick_trainer::train::{TrainArgs, model_path, train_teacher};
+
+fn rows(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn dmd(
+    cfg: &DistillConfig,
+    teacher: &Path,
+    pairs: Option<&Path>,
+    out: &Path,
+    resume: bool,
+    stop_at: Option<u64>,
+) {
+    train_dmd(DmdArgs {
+        cfg,
+        teacher,
+        init: teacher,
+        pairs,
+        out,
+        resume,
+        device: Device::flex(),
+        workers: 2,
+        stop_at,
+        quiet: true,
+    })
+    .unwrap();
+}
+
+#[test]
+fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher_run = dir.path().join("teacher");
+    let path = common::root().join("configs/teacher-tiny.toml");
+    let mut config = TeacherConfig::load(&path).unwrap();
+    config.train.steps = 8;
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: teacher_run.clone(),
+        resume: false,
+        device: Device::flex(),
+        stop_at: None,
+        quiet: true,
+        workers: 2,
+        init_from: None,
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: None,
+    })
+    .unwrap();
+    let teacher = model_path(&teacher_run);
+    let mut cfg = DistillConfig::load(&common::root().join("configs/distill-tiny.toml")).unwrap();
+    let cache = dir.path().join("pairs");
+    make_pairs(&cfg.pairs, &teacher, &cache, &Device::flex(), true).unwrap();
+
+    // DMD without pairs is refused (its regression loss needs them).
+    let err = train_dmd(DmdArgs {
+        cfg: &cfg,
+        teacher: &teacher,
+        init: &teacher,
+        pairs: None,
+        out: &dir.path().join("refused"),
+        resume: false,
+        device: Device::flex(),
+        workers: 1,
+        stop_at: None,
+        quiet: true,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("--pairs"), "{err}");
+
+    // DMD: 4 steps at once, and 2 + 2 with a resume in between.
+    let whole = dir.path().join("dmd");
+    dmd(&cfg, &teacher, Some(&cache), &whole, false, None);
+    let parts = dir.path().join("dmd-resumed");
+    dmd(&cfg, &teacher, Some(&cache), &parts, false, Some(2));
+    dmd(&cfg, &teacher, Some(&cache), &parts, true, None);
+    let log = rows(&whole);
+    assert_eq!(log.len(), 4);
+    for r in &log {
+        for field in ["fake_loss", "dm_loss", "reg_loss", "gen_mean", "gen_std"] {
+            let v = r[field].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite(), "{field} = {v} in {r}");
+        }
+    }
+    let (a, _) = read_safetensors(&whole.join("generator.safetensors")).unwrap();
+    let (b, _) = read_safetensors(&parts.join("generator.safetensors")).unwrap();
+    assert_eq!(
+        a, b,
+        "the resumed DMD run ended elsewhere than the uninterrupted one"
+    );
+
+    // The fake score moved away from the teacher; the generator moved too.
+    let (state, meta) = read_safetensors(&whole.join("state.safetensors")).unwrap();
+    assert_eq!(meta["variant"], "dmd");
+    let (t, _) = read_safetensors(&teacher).unwrap();
+    let moved = |prefix: &str| {
+        t.iter()
+            .filter(|(k, _)| !k.starts_with("text."))
+            .map(|(k, (_, v))| {
+                let w = &state[&format!("{prefix}{k}")].1;
+                v.iter()
+                    .zip(w)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max)
+            })
+            .fold(0f32, f32::max)
+    };
+    assert!(moved("fake.") > 0.0, "the fake score did not train");
+    assert!(moved("g.") > 0.0, "the generator did not train");
+
+    // The generator's checkpoint loads and makes a clip in one step.
+    let g = Generator::load(&whole.join("generator.safetensors"), &Device::flex()).unwrap();
+    let clips = g
+        .generate_videos(
+            &["a small blue square".to_string()],
+            &[3],
+            1,
+            1.0,
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!(clips.len(), 1);
+
+    // DMD2: no regression, the generator updated every 2nd step.
+    let d2 = dir.path().join("dmd2");
+    cfg.dmd.as_mut().unwrap().variant = Variant::Dmd2;
+    dmd(&cfg, &teacher, None, &d2, false, None);
+    let log = rows(&d2);
+    let with_g: Vec<u64> = log
+        .iter()
+        .filter(|r| r.get("dm_loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(with_g, vec![2, 4], "DMD2's generator steps");
+    assert!(log.iter().all(|r| r.get("reg_loss").is_none()));
+    assert!(
+        log.iter()
+            .all(|r| r["fake_loss"].as_f64().unwrap().is_finite())
+    );
+    // Resuming a DMD2 state as DMD is refused.
+    cfg.dmd.as_mut().unwrap().variant = Variant::Dmd;
+    let err = train_dmd(DmdArgs {
+        cfg: &cfg,
+        teacher: &teacher,
+        init: &teacher,
+        pairs: Some(&cache),
+        out: &d2,
+        resume: true,
+        device: Device::flex(),
+        workers: 2,
+        stop_at: None,
+        quiet: true,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("dmd2"), "{err}");
+}
