@@ -125,7 +125,10 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
             })
             .fold(0f32, f32::max)
     };
-    assert!(moved("fake.") > 0.0, "the fake score did not train");
+    assert!(
+        moved("fake.backbone.") > 0.0,
+        "the fake score did not train"
+    );
     assert!(moved("g.") > 0.0, "the generator did not train");
 
     // The generator's checkpoint loads and makes a clip in one step.
@@ -141,9 +144,11 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         .unwrap();
     assert_eq!(clips.len(), 1);
 
-    // DMD2: no regression, the generator updated every 2nd step.
+    // DMD2: no regression, the generator updated every 2nd step, the GAN on.
     let d2 = dir.path().join("dmd2");
-    cfg.dmd.as_mut().unwrap().variant = Variant::Dmd2;
+    let c = cfg.dmd.as_mut().unwrap();
+    c.variant = Variant::Dmd2;
+    (c.gan_g_weight, c.gan_d_weight, c.gan_heads) = (3e-3, 1e-2, 2);
     dmd(&cfg, &teacher, None, &d2, false, None);
     let log = rows(&d2);
     let with_g: Vec<u64> = log
@@ -157,6 +162,26 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         log.iter()
             .all(|r| r["fake_loss"].as_f64().unwrap().is_finite())
     );
+    assert!(
+        log.iter()
+            .all(|r| r["gan_d_loss"].as_f64().unwrap().is_finite())
+    );
+    for r in log.iter().filter(|r| r.get("dm_loss").is_some()) {
+        assert!(r["gan_g_loss"].as_f64().unwrap().is_finite(), "{r}");
+    }
+    // The GAN heads trained (they start random and only the GAN loss reaches them).
+    let (s2, _) = read_safetensors(&d2.join("state.safetensors")).unwrap();
+    let (s0, _) = {
+        let first = dir.path().join("dmd2-1");
+        dmd(&cfg, &teacher, None, &first, false, Some(1));
+        read_safetensors(&first.join("state.safetensors")).unwrap()
+    };
+    let head = s2
+        .keys()
+        .find(|k| k.starts_with("fake.heads.") && k.ends_with("query"))
+        .expect("a GAN head query")
+        .clone();
+    assert_ne!(s2[&head].1, s0[&head].1, "the GAN head did not move");
     // Resuming a DMD2 state as DMD is refused.
     cfg.dmd.as_mut().unwrap().variant = Variant::Dmd;
     let err = train_dmd(DmdArgs {

@@ -12,8 +12,12 @@
 //!    teacher pairs (`reg_weight`, DMD's λ_reg = 0.25; pixel MSE — DMD's LPIPS needs weights Flick
 //!    cannot download).
 //!
-//! Not yet here: DMD2's GAN head on the fake score's features and the multi-step generator with
-//! backward simulation.
+//! DMD2's GAN (`gan_g_weight`, `gan_d_weight`): the fake score carries APT's learnable-query
+//! heads on its tapped features (the same `Discriminator` as APT, its backbone being the fake
+//! score), trained with the non-saturating loss on real clips against generated ones, both
+//! re-noised at `t` uniform; the generator gets the matching non-saturating term.
+//!
+//! Not yet here: the multi-step generator with backward simulation.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,9 +27,11 @@ use burn::prelude::*;
 use flick_core::checkpoint::{NamedTensors, load_module, module_tensors, write_safetensors};
 use flick_core::data::shapes::{ShapesConfig, ShapesSource, Split};
 use flick_core::distill::dmd::{clean_prediction, dm_gradient, dm_loss};
+use flick_core::distill::losses::softplus;
 use flick_core::distill::{one_step, pairs};
 use flick_core::flow::{guide, noise, normal_vec, shift};
 use flick_core::model::Backbone;
+use flick_core::model::disc::Discriminator;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +73,16 @@ pub struct DmdConfig {
     pub reg_weight: f32,
     /// DMD2's time-scale ratio: fake-score updates per generator update (5); DMD: 1.
     pub fake_updates: u64,
+    /// DMD2's GAN: weights of the generator's and the fake score's non-saturating losses
+    /// (DMD2: 3e-3 and 1e-2; 0 = no GAN). The classifier is the fake score's backbone with
+    /// APT's learnable-query heads on its tapped features (`gan_heads` attention heads each),
+    /// on clips re-noised at `t` uniform.
+    #[serde(default)]
+    pub gan_g_weight: f32,
+    #[serde(default)]
+    pub gan_d_weight: f32,
+    #[serde(default = "default_gan_heads")]
+    pub gan_heads: usize,
     pub ema_decay: f32,
     /// Captions: the procedural training stream with this seed.
     pub data_seed: u64,
@@ -78,7 +94,15 @@ pub struct DmdConfig {
     pub sample_every: u64,
 }
 
+fn default_gan_heads() -> usize {
+    4
+}
+
 impl DmdConfig {
+    fn gan(&self) -> bool {
+        self.gan_g_weight > 0.0 || self.gan_d_weight > 0.0
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.steps > 0
@@ -95,8 +119,16 @@ impl DmdConfig {
             self.t_max
         );
         anyhow::ensure!(
-            self.lr_g > 0.0 && self.lr_fake > 0.0 && self.reg_weight >= 0.0,
-            "dmd: learning rates must be > 0 and reg_weight ≥ 0"
+            self.lr_g > 0.0
+                && self.lr_fake > 0.0
+                && self.reg_weight >= 0.0
+                && self.gan_g_weight >= 0.0
+                && self.gan_d_weight >= 0.0,
+            "dmd: learning rates must be > 0, reg_weight and the GAN weights ≥ 0"
+        );
+        anyhow::ensure!(
+            !self.gan() || self.gan_heads > 0,
+            "dmd: gan_heads must be ≥ 1"
         );
         Ok(())
     }
@@ -124,6 +156,11 @@ struct DmdMetrics {
     /// DMD's regression loss on the teacher's pairs.
     #[serde(skip_serializing_if = "Option::is_none")]
     reg_loss: Option<f32>,
+    /// The fake score's GAN loss (real against generated) and the generator's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gan_d_loss: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gan_g_loss: Option<f32>,
     /// Mean and standard deviation of the generated pixels (drift and over-saturation show here).
     gen_mean: f32,
     gen_std: f32,
@@ -211,7 +248,12 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         }
         let g = load_module(mc.init(&ad), t, "g.", &ad)?;
         let g_ema = load_module(mc.init(&device), t, "g_ema.", &device)?;
-        let fake = load_module(mc.init(&ad), t, "fake.", &ad)?;
+        let fake = load_module(
+            Discriminator::new(mc.init(&ad), dc.gan_heads, &ad),
+            t,
+            "fake.",
+            &ad,
+        )?;
         let split = |prefix: &str| -> NamedTensors {
             t.iter()
                 .filter_map(|(k, v)| k.strip_prefix(prefix).map(|r| (r.to_string(), v.clone())))
@@ -232,7 +274,8 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         );
         let (g_ema, _) = flick_core::checkpoint::load_model(init, &device)?;
         let (fake, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
-        (g, g_ema, fake, 0)
+        device.seed(dc.seed);
+        (g, g_ema, Discriminator::new(fake, dc.gan_heads, &ad), 0)
     };
     eprintln!(
         "{}: real score = the teacher with guidance {}, fake score = a trained copy; generator from {}{}",
@@ -267,7 +310,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
     let empty: Vec<String> = vec![String::new(); b];
     let save = |g: &Backbone,
                 g_ema: &Backbone,
-                fake: &Backbone,
+                fake: &Discriminator,
                 opt_g: &AdamW,
                 opt_f: &AdamW,
                 step: u64|
@@ -300,13 +343,17 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
 
     while step < last {
         let mut rng = step_rng(dc.seed, step);
-        let prompts: Vec<String> = (0..b)
+        // Captions of the procedural stream (and, for the GAN, its clips: the real side).
+        let items: Vec<_> = (0..b)
             .map(|j| {
-                source
-                    .sample(Split::Train, step * b as u64 + j as u64)
-                    .caption
+                let s = source.sample(Split::Train, step * b as u64 + j as u64);
+                (dc.gan().then_some(s.clip), s.caption)
             })
             .collect();
+        let prompts: Vec<String> = items.iter().map(|i| i.1.clone()).collect();
+        let real_clips = dc.gan().then(|| {
+            flick_core::data::stack(&items.iter().filter_map(|i| i.0.clone()).collect::<Vec<_>>()).0
+        });
         let draw = |rng: &mut rand_chacha::ChaCha8Rng| normal_vec(rng, b * per);
         let z = draw(&mut rng);
         let eps_f = draw(&mut rng);
@@ -320,6 +367,10 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 shift(u, teacher.shift)
             })
             .collect();
+        let eps_d = draw(&mut rng);
+        let t_d: Vec<f32> = (0..b)
+            .map(|_| rng.random::<f32>().clamp(1e-3, 1.0))
+            .collect();
         let pair_idx: Vec<usize> = match &data {
             Some(d) => (0..b).map(|_| rng.random_range(0..d.len())).collect(),
             None => Vec::new(),
@@ -328,6 +379,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         // ---- Fake score: the flow-matching loss on the generator's detached samples.
         let g_frozen = g.clone().no_grad();
         let gen_stats = std::sync::Mutex::new((0f64, 0f64, 0usize));
+        let gan_d = std::sync::Mutex::new((0f32,));
         let (fake_loss, f_grads) = data_parallel_grads(&fake, b, workers, |local, lo, hi| {
             let text = g_frozen.encode_text(&prompts[lo..hi], &ad);
             let x = one_step(&g_frozen, rows(&z, lo, hi, shape, &ad), &text).detach();
@@ -339,12 +391,27 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 s.2 += v.len();
             }
             let ftext = local.encode_text(&prompts[lo..hi], &ad);
-            local.flow_loss(
-                x,
+            let mut loss = local.backbone.flow_loss(
+                x.clone(),
                 vec![rows(&eps_f, lo, hi, shape, &ad)],
                 entries(&t_f, lo, hi, &ad),
                 &ftext,
-            )
+            );
+            if let (Some(real), true) = (&real_clips, dc.gan_d_weight > 0.0) {
+                // Real against generated, both re-noised with the same draw at t uniform.
+                let t = entries(&t_d, lo, hi, &ad);
+                let eps = rows(&eps_d, lo, hi, shape, &ad);
+                let logit = |c: Tensor<5>| {
+                    local.forward(noise(c, eps.clone(), t.clone()).0, t.clone(), &ftext)
+                };
+                let l = (softplus(logit(rows(real, lo, hi, shape, &ad)).neg())
+                    + softplus(logit(x)))
+                .mean();
+                let v: f32 = l.clone().detach().into_scalar();
+                gan_d.lock().unwrap().0 += v * (hi - lo) as f32 / b as f32;
+                loss = loss + l * dc.gan_d_weight;
+            }
+            loss
         });
         let (f_new, _, f_stats) =
             opt_f.step_with_ema(fake, None, &f_grads, dc.lr_fake, dc.grad_clip);
@@ -360,10 +427,10 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
             .sqrt() as f32;
 
         // ---- Generator: distribution matching (+ DMD's regression).
-        let (mut dm, mut dm_grad, mut reg, mut g_norm) = (None, None, None, None);
+        let (mut dm, mut dm_grad, mut reg, mut g_norm, mut gan_g) = (None, None, None, None, None);
         if dc.generator_step(step) {
             let fake_frozen = fake.clone().no_grad();
-            let logs = std::sync::Mutex::new((0f32, 0f32, 0f32));
+            let logs = std::sync::Mutex::new((0f32, 0f32, 0f32, 0f32));
             let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
                 let n = hi - lo;
                 let w = n as f32 / b as f32;
@@ -383,15 +450,23 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                     dc.guidance,
                 );
                 let ft = fake_frozen.encode_text(&prompts[lo..hi], &ad);
-                let v_fake = fake_frozen.forward(x_t.clone(), t.clone(), &ft);
+                let v_fake = fake_frozen.backbone.forward(x_t.clone(), t.clone(), &ft);
                 let grad = dm_gradient(
                     x.clone(),
                     clean_prediction(x_t.clone(), v_real, t.clone()),
                     clean_prediction(x_t, v_fake, t),
                 );
                 let g_abs: f32 = grad.clone().abs().mean().into_scalar();
-                let mut loss = dm_loss(x, grad);
+                let mut loss = dm_loss(x.clone(), grad);
                 let dm_value: f32 = loss.clone().detach().into_scalar();
+                let mut gan_value = 0.0;
+                if dc.gan_g_weight > 0.0 {
+                    let t = entries(&t_d, lo, hi, &ad);
+                    let (x_d, _) = noise(x, rows(&eps_d, lo, hi, shape, &ad), t.clone());
+                    let l = softplus(fake_frozen.forward(x_d, t, &ft).neg()).mean();
+                    gan_value = l.clone().detach().into_scalar();
+                    loss = loss + l * dc.gan_g_weight;
+                }
                 let mut reg_value = 0.0;
                 if let Some(d) = &data {
                     let idx = &pair_idx[lo..hi];
@@ -414,6 +489,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 acc.0 += dm_value * w;
                 acc.1 += g_abs * w;
                 acc.2 += reg_value * w;
+                acc.3 += gan_value * w;
                 loss
             });
             let decay = run::ema_decay(dc.ema_decay, step / dc.fake_updates.max(1));
@@ -424,7 +500,8 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 g_loss.is_finite() && g_stats.is_some(),
                 "non-finite generator loss or gradient at step {step} ({g_loss}); lower dmd.lr_g"
             );
-            let (a, gabs, r) = *logs.lock().unwrap();
+            let (a, gabs, r, gg) = *logs.lock().unwrap();
+            gan_g = (dc.gan_g_weight > 0.0).then_some(gg);
             dm = Some(a);
             dm_grad = Some(gabs);
             reg = data.as_ref().map(|_| r);
@@ -440,6 +517,8 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 dm_loss: dm,
                 dm_grad,
                 reg_loss: reg,
+                gan_d_loss: (dc.gan_d_weight > 0.0).then_some(gan_d.lock().unwrap().0),
+                gan_g_loss: gan_g,
                 gen_mean,
                 gen_std,
                 fake_grad_norm: f_stats.map_or(f32::NAN, |s| s.grad_norm),
