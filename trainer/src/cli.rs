@@ -434,6 +434,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 teacher: &teacher,
                 init,
                 pairs: pairs.as_deref(),
+                probe: Some(&bundled::find(bundled::PROBE, models)?),
                 out: &common.out,
                 resume: common.resume,
                 device,

@@ -9,8 +9,9 @@
 //!    once to `x_t` at `t ∈ [t_min, t_max]` (shifted like the teacher's sampling), both scores'
 //!    clean predictions at the same `x_t` (the real one guided), the distribution-matching
 //!    gradient and loss of `flick_core::distill::dmd`; DMD adds the regression on the cached
-//!    teacher pairs (`reg_weight`, DMD's λ_reg = 0.25; pixel MSE — DMD's LPIPS needs weights Flick
-//!    cannot download).
+//!    teacher pairs (`reg_weight`, DMD's λ_reg = 0.25; DMD's LPIPS needs weights Flick cannot
+//!    download: pixel MSE plus `probe_weight` × a distance on the bundled attribute probe's
+//!    features).
 //!
 //! DMD2's GAN (`gan_g_weight`, `gan_d_weight`): the fake score carries APT's learnable-query
 //! heads on its tapped features (the same `Discriminator` as APT, its backbone being the fake
@@ -71,6 +72,11 @@ pub struct DmdConfig {
     pub t_max: f32,
     /// DMD's regression loss weight (λ_reg = 0.25); unused by DMD2.
     pub reg_weight: f32,
+    /// Weight of the probe-feature distance within DMD's regression (in place of LPIPS, whose
+    /// weights Flick cannot download): `MSE(x, x_teacher) + probe_weight·MSE(φ(x), φ(x_teacher))`,
+    /// `φ` the bundled attribute probe's features (frozen). 0 = pixel MSE alone.
+    #[serde(default)]
+    pub probe_weight: f32,
     /// DMD2's time-scale ratio: fake-score updates per generator update (5); DMD: 1.
     pub fake_updates: u64,
     /// DMD2's GAN: weights of the generator's and the fake score's non-saturating losses
@@ -179,6 +185,8 @@ pub struct DmdArgs<'a> {
     pub init: &'a Path,
     /// The teacher's pair cache (DMD's regression).
     pub pairs: Option<&'a Path>,
+    /// The attribute probe for the regression's feature distance (`dmd.probe_weight > 0`).
+    pub probe: Option<&'a Path>,
     pub out: &'a Path,
     pub resume: bool,
     pub device: Device,
@@ -195,6 +203,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         teacher: teacher_path,
         init,
         pairs: pairs_dir,
+        probe: probe_path,
         out,
         resume,
         device,
@@ -230,8 +239,17 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         ),
         _ => None,
     };
-    let saved = run::open(out, resume)?;
     let ad = device.clone().autodiff();
+    let probe = match (&data, probe_path) {
+        (Some(_), Some(p)) if dc.probe_weight > 0.0 => {
+            Some(flick_core::eval::probe::load(p, &ad)?.0.no_grad())
+        }
+        (Some(_), None) if dc.probe_weight > 0.0 => {
+            bail!("dmd.probe_weight > 0 needs the attribute probe (--probe FILE)")
+        }
+        _ => None,
+    };
+    let saved = run::open(out, resume)?;
     let state = run::state_path(out);
     let tag = format!("{:?}", dc.variant).to_lowercase();
     let (real, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
@@ -481,7 +499,13 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                     let ptext = local.encode_text(&caps, &ad);
                     let sh = [n, shape[1], shape[2], shape[3], shape[4]];
                     let pred = one_step(local, rows(&pz, 0, n, sh, &ad), &ptext);
-                    let r = (pred - rows(&px, 0, n, sh, &ad)).powi_scalar(2).mean();
+                    let target = rows(&px, 0, n, sh, &ad);
+                    let mut r = (pred.clone() - target.clone()).powi_scalar(2).mean();
+                    if let Some(p) = &probe {
+                        let (fp, _) = p.forward(pred);
+                        let (ft, _) = p.forward(target);
+                        r = r + (fp - ft.detach()).powi_scalar(2).mean() * dc.probe_weight;
+                    }
                     reg_value = r.clone().detach().into_scalar();
                     loss = loss + r * dc.reg_weight;
                 }
