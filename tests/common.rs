@@ -23,3 +23,29 @@ pub fn losses(run: &std::path::Path) -> Vec<f32> {
         .map(|(_, l)| l as f32)
         .collect()
 }
+
+/// Train `configs/teacher-tiny.toml` for `steps` steps on the CPU into `out`; returns the
+/// teacher checkpoint.
+pub fn tiny_teacher(out: &std::path::Path, steps: u64) -> PathBuf {
+    use flick_trainer::config::TeacherConfig;
+    use flick_trainer::train::{TrainArgs, model_path, train_teacher};
+    let path = root().join("configs/teacher-tiny.toml");
+    let mut config = TeacherConfig::load(&path).unwrap();
+    config.train.steps = steps;
+    train_teacher(TrainArgs {
+        config,
+        config_path: path,
+        out: out.to_path_buf(),
+        resume: false,
+        device: burn::prelude::Device::flex(),
+        stop_at: None,
+        quiet: true,
+        workers: 2,
+        init_from: None,
+        init_reset: vec![],
+        time_budget: None,
+        profile_every: None,
+    })
+    .unwrap();
+    model_path(out)
+}

@@ -53,26 +53,7 @@ fn apt(
 #[test]
 fn pairs_consistency_and_apt_run_on_tiny() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher_run = dir.path().join("teacher");
-    let path = common::root().join("configs/teacher-tiny.toml");
-    let mut config = TeacherConfig::load(&path).unwrap();
-    config.train.steps = 8;
-    train_teacher(TrainArgs {
-        config,
-        config_path: path,
-        out: teacher_run.clone(),
-        resume: false,
-        device: Device::flex(),
-        stop_at: None,
-        quiet: true,
-        workers: 2,
-        init_from: None,
-        init_reset: vec![],
-        time_budget: None,
-        profile_every: None,
-    })
-    .unwrap();
-    let teacher = model_path(&teacher_run);
+    let teacher = common::tiny_teacher(&dir.path().join("teacher"), 8);
     let cfg = DistillConfig::load(&common::root().join("configs/distill-tiny.toml")).unwrap();
     let device = Device::flex();
 

@@ -9,10 +9,8 @@ use std::path::Path;
 use burn::prelude::*;
 use flick_core::checkpoint::read_safetensors;
 use flick_core::generate::Generator;
-use flick_trainer::config::TeacherConfig;
 use flick_trainer::distill::{DistillConfig, make_pairs};
 use flick_trainer::dmd::{DmdArgs, Variant, train_dmd};
-use flick_trainer::train::{TrainArgs, model_path, train_teacher};
 
 fn rows(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -49,26 +47,7 @@ fn dmd(
 #[test]
 fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher_run = dir.path().join("teacher");
-    let path = common::root().join("configs/teacher-tiny.toml");
-    let mut config = TeacherConfig::load(&path).unwrap();
-    config.train.steps = 8;
-    train_teacher(TrainArgs {
-        config,
-        config_path: path,
-        out: teacher_run.clone(),
-        resume: false,
-        device: Device::flex(),
-        stop_at: None,
-        quiet: true,
-        workers: 2,
-        init_from: None,
-        init_reset: vec![],
-        time_budget: None,
-        profile_every: None,
-    })
-    .unwrap();
-    let teacher = model_path(&teacher_run);
+    let teacher = common::tiny_teacher(&dir.path().join("teacher"), 8);
     let mut cfg = DistillConfig::load(&common::root().join("configs/distill-tiny.toml")).unwrap();
     let cache = dir.path().join("pairs");
     make_pairs(&cfg.pairs, &teacher, &cache, &Device::flex(), true).unwrap();

@@ -336,6 +336,25 @@ fn sample_noise(seed: u64, n: usize) -> Vec<f32> {
 /// The teacher to distil. A nested U-Net generates through all its resolutions at once; the
 /// one-step generator, its pair cache and the discriminator work on single-resolution backbones
 /// (DiT, U-Net) for now, so it is refused with a message rather than distilled wrongly.
+/// A generator's start (`--init`) as the trained network (on `ad`) and its EMA (on `device`);
+/// it must have the teacher's model config.
+pub(crate) fn load_init(
+    init: &Path,
+    teacher_config: &flick_core::model::ModelConfig,
+    ad: &Device,
+    device: &Device,
+) -> anyhow::Result<(Backbone, Backbone)> {
+    let (g, info) = flick_core::checkpoint::load_model(init, ad)
+        .with_context(|| format!("--init {}", init.display()))?;
+    anyhow::ensure!(
+        &info.config == teacher_config,
+        "--init {} has another model config than the teacher",
+        init.display()
+    );
+    let (g_ema, _) = flick_core::checkpoint::load_model(init, device)?;
+    Ok((g, g_ema))
+}
+
 pub(crate) fn load_teacher(path: &Path, device: &Device) -> anyhow::Result<Generator> {
     let teacher = Generator::load(path, device)?;
     if teacher.model.levels() > 1 {
@@ -741,14 +760,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         eprintln!("resumed from {} at step {step}", state.display());
         (g, g_ema, d, step)
     } else {
-        let (g, info) = flick_core::checkpoint::load_model(init, &ad)
-            .with_context(|| format!("--init {}", init.display()))?;
-        anyhow::ensure!(
-            info.config == mc,
-            "--init {} has another model config than the teacher",
-            init.display()
-        );
-        let (g_ema, _) = flick_core::checkpoint::load_model(init, &device)?;
+        let (g, g_ema) = load_init(init, &mc, &ad, &device)?;
         (g, g_ema, fresh_disc()?, 0)
     };
     eprintln!(

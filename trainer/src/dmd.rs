@@ -36,7 +36,9 @@ use flick_core::model::disc::Discriminator;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::distill::{DistillConfig, entries, load_teacher, rows, save_generator, write_samples};
+use crate::distill::{
+    DistillConfig, entries, load_init, load_teacher, rows, save_generator, write_samples,
+};
 use crate::optim::{AdamW, data_parallel_grads};
 use crate::run;
 use crate::train::step_rng;
@@ -283,14 +285,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         eprintln!("resumed from {} at step {step}", state.display());
         (g, g_ema, fake, step)
     } else {
-        let (g, info) = flick_core::checkpoint::load_model(init, &ad)
-            .with_context(|| format!("--init {}", init.display()))?;
-        anyhow::ensure!(
-            info.config == mc,
-            "--init {} has another model config than the teacher",
-            init.display()
-        );
-        let (g_ema, _) = flick_core::checkpoint::load_model(init, &device)?;
+        let (g, g_ema) = load_init(init, &mc, &ad, &device)?;
         let (fake, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
         device.seed(dc.seed);
         (g, g_ema, Discriminator::new(fake, dc.gan_heads, &ad), 0)
