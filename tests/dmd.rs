@@ -90,6 +90,18 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         "the resumed DMD run ended elsewhere than the uninterrupted one"
     );
 
+    // The regression's probe-feature term counts: the same first step without it has a
+    // smaller regression loss.
+    let plain = dir.path().join("dmd-pixels");
+    cfg.dmd.as_mut().unwrap().probe_weight = 0.0;
+    dmd(&cfg, &teacher, Some(&cache), &plain, false, Some(1));
+    cfg.dmd.as_mut().unwrap().probe_weight = 1.0;
+    let (with, without) = (
+        log[0]["reg_loss"].as_f64().unwrap(),
+        rows(&plain)[0]["reg_loss"].as_f64().unwrap(),
+    );
+    assert!(with > without, "probe term missing: {with} vs {without}");
+
     // The fake score moved away from the teacher; the generator moved too.
     let (state, meta) = read_safetensors(&whole.join("state.safetensors")).unwrap();
     assert_eq!(meta["variant"], "dmd");
