@@ -175,6 +175,40 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         .expect("a GAN head query")
         .clone();
     assert_ne!(s2[&head].1, s0[&head].1, "the GAN head did not move");
+    // A two-step DMD2 generator (backward simulation): the checkpoint records its times and
+    // samples in 1 or 2 steps, not 3; two steps make another clip than one.
+    let ms = dir.path().join("dmd2-two-step");
+    cfg.dmd.as_mut().unwrap().generator_times = vec![1.0, 0.5];
+    dmd(&cfg, &teacher, None, &ms, false, None);
+    cfg.dmd.as_mut().unwrap().generator_times.clear();
+    let g2 = Generator::load(&ms.join("generator.safetensors"), &Device::flex()).unwrap();
+    assert_eq!(g2.generator_times(), Some(vec![1.0, 0.5]));
+    assert_eq!(g2.defaults().steps, 2);
+    let prompt = ["a large red circle moving left on black".to_string()];
+    let clip = |steps| g2.generate_clips(&prompt, &[5], steps, 1.0, |_, _| {});
+    let (one, two) = (clip(1).unwrap(), clip(2).unwrap());
+    assert_ne!(one[0].data, two[0].data, "two steps made the one-step clip");
+    assert_eq!(
+        two[0].data,
+        clip(2).unwrap()[0].data,
+        "sampling is not a function of the seed"
+    );
+    assert!(clip(3).is_err());
+    // Times that do not start at 1 and decrease are refused.
+    cfg.dmd.as_mut().unwrap().generator_times = vec![0.5, 1.0];
+    let bad = std::panic::catch_unwind(|| {
+        dmd(
+            &cfg,
+            &teacher,
+            None,
+            &dir.path().join("bad-times"),
+            false,
+            None,
+        )
+    });
+    assert!(bad.is_err(), "decreasing-times check");
+    cfg.dmd.as_mut().unwrap().generator_times.clear();
+
     // Resuming a DMD2 state as DMD is refused.
     cfg.dmd.as_mut().unwrap().variant = Variant::Dmd;
     let err = train_dmd(DmdArgs {

@@ -60,13 +60,30 @@ impl Generator {
         Ok(Self::new(model, info, device.clone()))
     }
 
-    /// Steps and guidance the checkpoint recommends: one step, no guidance for a one-step
-    /// generator; the tuned values for a teacher.
+    /// The times of a multi-step generator's denoise/re-noise steps (metadata `times`, e.g.
+    /// `1,0.75,0.5,0.25`, as DMD2 trains them with backward simulation); `None` for a teacher or
+    /// a one-step generator.
+    pub fn generator_times(&self) -> Option<Vec<f32>> {
+        if self.info.kind != "generator" {
+            return None;
+        }
+        let times: Vec<f32> = self
+            .info
+            .extra
+            .get("times")?
+            .split(',')
+            .map(|s| s.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        (times.len() > 1).then_some(times)
+    }
+
+    /// Steps and guidance the checkpoint recommends: one step (a multi-step generator: its
+    /// steps), no guidance for a generator; the tuned values for a teacher.
     pub fn defaults(&self) -> SamplingDefaults {
         let get = |k: &str| self.info.extra.get(k).and_then(|s| s.parse::<f32>().ok());
         if self.info.kind == "generator" {
             SamplingDefaults {
-                steps: 1,
+                steps: self.generator_times().map_or(1, |t| t.len()),
                 guidance: get("guidance").unwrap_or(1.0),
             }
         } else {
@@ -222,6 +239,18 @@ impl Generator {
             shift: self.shift,
             ..FlowConfig::default()
         };
+        if let Some(times) = self
+            .generator_times()
+            .filter(|_| steps > 1 && xs.len() == 1)
+        {
+            if steps != times.len() {
+                return Err(Error::Config(format!(
+                    "this generator makes a clip in 1 or {} steps (at t = {times:?}), not {steps}",
+                    times.len()
+                )));
+            }
+            return Ok(self.denoise_renoise(xs.remove(0), &z, &times, &text, guidance, on_step));
+        }
         let times = flow.sampling_times(steps);
         if xs.len() == 1 {
             let out = euler(xs.remove(0), &times, |x, t, i| {
@@ -246,6 +275,37 @@ impl Generator {
             on_step(i + 1, steps);
         }
         Ok(xs.swap_remove(0))
+    }
+
+    /// A multi-step generator's sampler (DMD2): at each time `t_k` the generator's clean clip
+    /// `x̂0 = x − t_k·v̂(x, t_k)`, re-noised to the next time with fresh noise,
+    /// `x = (1 − t_{k+1})·x̂0 + t_{k+1}·ε_k`; the last `x̂0` is the clip. Each clip's `ε_k` is a
+    /// function of its own input noise `z`, so a clip depends on its seed alone.
+    fn denoise_renoise(
+        &self,
+        mut x: Tensor<5>,
+        z: &[f32],
+        times: &[f32],
+        text: &crate::text::TextContext,
+        guidance: f32,
+        mut on_step: impl FnMut(usize, usize),
+    ) -> Tensor<5> {
+        let dims = x.dims();
+        let per: usize = dims[1..].iter().product();
+        let k_max = times.len();
+        for (k, &t) in times.iter().enumerate() {
+            let v = self.velocity(x.clone(), t, text, guidance);
+            let x0 = x - v * t;
+            on_step(k + 1, k_max);
+            if k + 1 == k_max {
+                return x0;
+            }
+            let eps = renoise_draws(z, per, k);
+            let eps = Tensor::<5>::from_data(TensorData::new(eps, dims), &self.device);
+            let next = times[k + 1];
+            x = x0 * (1.0 - next) + eps * next;
+        }
+        unreachable!("at least two times")
     }
 
     /// [`Self::velocity`] for every resolution of a multi-resolution backbone.
@@ -422,6 +482,22 @@ fn split_clips(data: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Clip> {
             frames: t,
             height: h,
             width: w,
+        })
+        .collect()
+}
+
+/// The re-noising draws of step `k` for every clip of the batch noise `z` (`per` values a clip):
+/// each clip's from a generator seeded by its own noise's first values and `k`.
+pub fn renoise_draws(z: &[f32], per: usize, k: usize) -> Vec<f32> {
+    z.chunks(per)
+        .flat_map(|clip| {
+            let seed = clip
+                .iter()
+                .take(8)
+                .fold(0x9e37_79b9_7f4a_7c15u64 ^ (k as u64 + 1), |h, v| {
+                    (h ^ v.to_bits() as u64).wrapping_mul(0x1000_0000_01b3)
+                });
+            normal_vec(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed), per)
         })
         .collect()
 }

@@ -18,7 +18,10 @@
 //! score), trained with the non-saturating loss on real clips against generated ones, both
 //! re-noised at `t` uniform; the generator gets the matching non-saturating term.
 //!
-//! Not yet here: the multi-step generator with backward simulation.
+//! A multi-step generator (`generator_times`, DMD2's backward simulation): each update trains
+//! one of its steps, picked at random, on an input made by its own earlier steps without
+//! gradient; the checkpoint records the times and `flick generate --steps K` samples with
+//! denoise/re-noise steps (`Generator::sample`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -92,6 +95,12 @@ pub struct DmdConfig {
     #[serde(default = "default_gan_heads")]
     pub gan_heads: usize,
     pub ema_decay: f32,
+    /// A multi-step generator (DMD2's backward simulation): its denoise/re-noise times, from 1
+    /// down (e.g. `[1.0, 0.75, 0.5, 0.25]`). Each step trains one of them, picked at random: its
+    /// input is made by running the generator's own earlier steps (no gradient), as
+    /// `sample_backward` of the reference code. Empty = a one-step generator.
+    #[serde(default)]
+    pub generator_times: Vec<f32>,
     /// Captions: the procedural training stream with this seed.
     pub data_seed: u64,
     pub seed: u64,
@@ -137,6 +146,12 @@ impl DmdConfig {
         anyhow::ensure!(
             !self.gan() || self.gan_heads > 0,
             "dmd: gan_heads must be ≥ 1"
+        );
+        let t = &self.generator_times;
+        anyhow::ensure!(
+            t.is_empty()
+                || (t[0] == 1.0 && t.windows(2).all(|w| w[1] < w[0]) && t.iter().all(|&x| x > 0.0)),
+            "dmd.generator_times must start at 1 and decrease, all > 0; got {t:?}"
         );
         Ok(())
     }
@@ -345,13 +360,16 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
             ("opt_f_t".to_string(), opt_f.t.to_string()),
         ]);
         write_safetensors(&state, &tensors, meta)?;
-        save_generator(
-            &out.join("generator.safetensors"),
-            g_ema,
-            &teacher,
-            &tag,
-            step,
-        )
+        let path = out.join("generator.safetensors");
+        save_generator(&path, g_ema, &teacher, &tag, step)?;
+        if dc.generator_times.len() > 1 {
+            // A multi-step generator: its times go into the checkpoint (the sampler reads them).
+            let (tensors, mut meta) = flick_core::checkpoint::read_safetensors(&path)?;
+            let times: Vec<String> = dc.generator_times.iter().map(|t| t.to_string()).collect();
+            meta.insert("times".into(), times.join(","));
+            write_safetensors(&path, &tensors, meta)?;
+        }
+        Ok(())
     };
 
     while step < last {
@@ -384,6 +402,24 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         let t_d: Vec<f32> = (0..b)
             .map(|_| rng.random::<f32>().clamp(1e-3, 1.0))
             .collect();
+        // Backward simulation: which of the generator's steps this update trains, and its input
+        // made by the generator's own earlier steps (no gradient).
+        let times = &dc.generator_times;
+        let (x_in, t_in) = if times.len() > 1 {
+            let k = rng.random_range(0..times.len());
+            let g_sim = g.clone().no_grad();
+            let text = g_sim.encode_text(&prompts, &ad);
+            let mut x = Tensor::<5>::from_data(TensorData::new(z.clone(), shape), &ad);
+            for j in 0..k {
+                let x0 = generate_at(&g_sim, x, times[j], &text);
+                let eps = Tensor::<5>::from_data(TensorData::new(draw(&mut rng), shape), &ad);
+                x = x0 * (1.0 - times[j + 1]) + eps * times[j + 1];
+            }
+            let v: Vec<f32> = x.into_data().try_to_vec::<f32>().expect("f32");
+            (v, times[k])
+        } else {
+            (z.clone(), 1.0)
+        };
         let pair_idx: Vec<usize> = match &data {
             Some(d) => (0..b).map(|_| rng.random_range(0..d.len())).collect(),
             None => Vec::new(),
@@ -395,7 +431,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         let gan_d = std::sync::Mutex::new((0f32,));
         let (fake_loss, f_grads) = data_parallel_grads(&fake, b, workers, |local, lo, hi| {
             let text = g_frozen.encode_text(&prompts[lo..hi], &ad);
-            let x = one_step(&g_frozen, rows(&z, lo, hi, shape, &ad), &text).detach();
+            let x = generate_at(&g_frozen, rows(&x_in, lo, hi, shape, &ad), t_in, &text).detach();
             let v: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().expect("f32");
             {
                 let mut s = gen_stats.lock().unwrap();
@@ -448,7 +484,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 let n = hi - lo;
                 let w = n as f32 / b as f32;
                 let text = local.encode_text(&prompts[lo..hi], &ad);
-                let x = one_step(local, rows(&z, lo, hi, shape, &ad), &text);
+                let x = generate_at(local, rows(&x_in, lo, hi, shape, &ad), t_in, &text);
                 let t = entries(&t_g, lo, hi, &ad);
                 let (x_t, _) = noise(
                     x.clone().detach(),
@@ -589,4 +625,20 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         &device,
     )?;
     Ok(g_ema)
+}
+
+/// One generator step at time `t`: the clean clip `x − t·v̂(x, t)` (at `t = 1` the one-step
+/// generator's `z − v̂(z, 1)`).
+fn generate_at(
+    model: &Backbone,
+    x: Tensor<5>,
+    t: f32,
+    text: &flick_core::text::TextContext,
+) -> Tensor<5> {
+    if t == 1.0 {
+        return one_step(model, x, text);
+    }
+    let b = x.dims()[0];
+    let tt = Tensor::<1>::full([b], t, &x.device());
+    x.clone() - model.forward(x, tt, text) * t
 }
