@@ -69,6 +69,22 @@ fn host_vec(t: Tensor<1>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().expect("f32 parameters")
 }
 
+/// An optional EMA model and its decay → the model, the decay (0 without one) and its
+/// parameters by path.
+fn split_ema<M: Module>(ema: Option<(M, f32)>) -> (Option<M>, f32, HashMap<String, Tensor<1>>) {
+    let mut values = HashMap::new();
+    let (ema, decay) = match ema {
+        Some((e, d)) => (Some(e), d),
+        None => (None, 0.0),
+    };
+    if let Some(e) = &ema {
+        flick_core::params::visit_params(e, |path, _, v, _| {
+            values.insert(path.to_string(), v);
+        });
+    }
+    (ema, decay, values)
+}
+
 /// AdamW (decoupled weight decay, Loshchilov & Hutter) with bias correction.
 ///
 /// The update is fused with the EMA. On a GPU each parameter's update is one kernel launch
@@ -203,16 +219,7 @@ impl AdamW {
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
-        let (ema, decay) = match ema {
-            Some((e, d)) => (Some(e), d),
-            None => (None, 0.0),
-        };
-        let mut averages: HashMap<String, Tensor<1>> = HashMap::new();
-        if let Some(e) = &ema {
-            flick_core::params::visit_params(e, |path, _, v, _| {
-                averages.insert(path.to_string(), v);
-            });
-        }
+        let (ema, decay, mut averages) = split_ema(ema);
         let mut new_avg: HashMap<String, Tensor<1>> = HashMap::new();
         let h = [
             scale,
@@ -286,10 +293,7 @@ impl AdamW {
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
         let c1 = 1.0 - b1.powi(self.t as i32);
         let c2 = 1.0 - b2.powi(self.t as i32);
-        let (ema, decay) = match ema {
-            Some((e, d)) => (Some(e), d),
-            None => (None, 0.0),
-        };
+        let (ema, decay, mut averages) = split_ema(ema);
         // Every parameter's weights (and the EMA's copy) in host memory, updated in parallel.
         struct Job<'a> {
             path: String,
@@ -303,12 +307,6 @@ impl AdamW {
         flick_core::params::visit_params(&model, |path, _, v, _| {
             weights.push((path.to_string(), v))
         });
-        let mut averages: HashMap<String, Tensor<1>> = HashMap::new();
-        if let Some(e) = &ema {
-            flick_core::params::visit_params(e, |path, _, v, _| {
-                averages.insert(path.to_string(), v);
-            });
-        }
         let mut jobs: Vec<Job> = weights
             .into_iter()
             .map(|(path, w)| {
