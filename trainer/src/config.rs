@@ -86,12 +86,8 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     pub sample_every: u64,
     /// Consecutive non-finite steps after which training stops with an error.
-    #[serde(default = "default_max_bad_steps")]
+    #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
-}
-
-fn default_max_bad_steps() -> u64 {
-    20
 }
 
 /// Sampling defaults recorded in the checkpoint (what `flick generate` uses).

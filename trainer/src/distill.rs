@@ -101,6 +101,9 @@ pub struct ConsistencyConfig {
     pub seed: u64,
     pub log_every: u64,
     pub checkpoint_every: u64,
+    /// Consecutive non-finite steps after which training stops with an error.
+    #[serde(default = "crate::run::default_max_bad_steps")]
+    pub max_bad_steps: u64,
 }
 
 /// Adversarial post-training.
@@ -143,6 +146,9 @@ pub struct AptConfig {
     /// Sample grid every this many steps (0 = only at stage ends).
     #[serde(default)]
     pub sample_every: u64,
+    /// Consecutive non-finite steps (of either network) after which training stops with an error.
+    #[serde(default = "crate::run::default_max_bad_steps")]
+    pub max_bad_steps: u64,
     pub stages: Vec<AptStage>,
 }
 
@@ -491,6 +497,8 @@ struct ConsistencyMetrics {
     grad_norm: f32,
     clips_per_s: f32,
     elapsed_s: f32,
+    /// Updates skipped so far for a non-finite loss or gradient (all networks).
+    skipped_steps: u64,
 }
 
 /// Train the deterministic init. Writes `<out>/generator.safetensors` (the EMA) and returns it.
@@ -547,6 +555,8 @@ pub fn train_consistency(
     let per = data.clip_len();
     let last = stop_at.map_or(cc.steps, |s| s.min(cc.steps));
     let mut progress = run::Progress::start(out, cc.steps, step, quiet)?;
+    let mut guard = run::Guard::new("consistency", "a lower consistency.lr", cc.max_bad_steps, 0);
+    let mut saved_step = step;
     while step < last {
         // Epoch-wise shuffled order, a function of (seed, epoch).
         let b = cc.batch_size;
@@ -576,20 +586,25 @@ pub fn train_consistency(
             data.shape[4],
         ];
         let lr = cc.lr * ((step + 1) as f32 / cc.warmup_steps.max(1) as f32).min(1.0);
-        let (loss, grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
+        let (mut loss, mut grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
             let text = local.encode_text(&prompts[lo..hi], &ad);
             (one_step(local, rows(&z, lo, hi, shape, &ad), &text) - rows(&x, lo, hi, shape, &ad))
                 .powi_scalar(2)
                 .mean()
         });
-        anyhow::ensure!(
-            loss.is_finite(),
-            "non-finite consistency loss at step {step}; lower consistency.lr"
-        );
+        run::poison(out, step, &mut grads, &mut loss);
         let decay = run::ema_decay(cc.ema_decay, step);
         let (m, e, stats) =
             optim.step_with_ema(model, Some((ema, decay)), &grads, lr, cc.grad_clip);
         (model, ema) = (m, e.expect("the EMA comes back"));
+        guard.check(
+            step,
+            loss.is_finite() && stats.is_some(),
+            loss,
+            &progress,
+            out,
+            saved_step,
+        )?;
         let grad_norm = stats.map_or(f32::NAN, |s| s.grad_norm);
         step += 1;
         progress.advance(step, b);
@@ -601,6 +616,7 @@ pub fn train_consistency(
                 grad_norm,
                 clips_per_s: progress.clips_per_s(),
                 elapsed_s: progress.elapsed_s(),
+                skipped_steps: guard.skipped,
             };
             progress.log(
                 &m,
@@ -625,6 +641,7 @@ pub fn train_consistency(
                 ("adam_t".to_string(), optim.t.to_string()),
             ]);
             write_safetensors(&state, &tensors, meta)?;
+            saved_step = step;
             save_generator(
                 &out.join("generator.safetensors"),
                 &ema,
@@ -670,6 +687,8 @@ struct AptMetrics {
     g_grad_norm: f32,
     clips_per_s: f32,
     elapsed_s: f32,
+    /// Updates skipped so far for a non-finite loss or gradient (all networks).
+    skipped_steps: u64,
 }
 
 /// Options of `flick distill apt`.
@@ -799,6 +818,19 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         .collect::<Result<_, _>>()?;
     let last = stop_at.map_or(total, |s| s.min(total));
     let mut progress = run::Progress::start(out, total, step, quiet)?;
+    let mut d_guard = run::Guard::new(
+        "discriminator",
+        "a lower lr_d for the stage",
+        ac.max_bad_steps,
+        0,
+    );
+    let mut g_guard = run::Guard::new(
+        "generator",
+        "a lower lr_g for the stage",
+        ac.max_bad_steps,
+        0,
+    );
+    let mut saved_step = step;
     let save = |g: &Backbone,
                 g_ema: &Backbone,
                 d: &Discriminator,
@@ -889,7 +921,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         // ---- Discriminator step
         let g_frozen = g.clone().no_grad();
         let logs = std::sync::Mutex::new((0f32, 0f32, 0f32));
-        let (d_loss, d_grads) = data_parallel_grads(&d, b, workers, |local, lo, hi| {
+        let (mut d_loss, mut d_grads) = data_parallel_grads(&d, b, workers, |local, lo, hi| {
             let n = hi - lo;
             let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
             let t = entries(&t_d, lo, hi, &ad);
@@ -950,12 +982,17 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         });
         let (penalty, logit_real, logit_fake) = *logs.lock().unwrap();
         let clip = ac.grad_clip;
+        run::poison(out, step, &mut d_grads, &mut d_loss);
         let (d_new, d_stats) = opt_d.step_with(d, &d_grads, stage.lr_d, clip);
         d = d_new;
-        anyhow::ensure!(
+        d_guard.check(
+            step,
             d_loss.is_finite() && d_stats.is_some(),
-            "non-finite discriminator loss or gradient at step {step} ({d_loss}); lower the stage's lr_d"
-        );
+            d_loss,
+            &progress,
+            out,
+            saved_step,
+        )?;
 
         // ---- Generator step (none while the stage's discriminator warms up)
         let warming = step - stage_start < stage.d_warmup_steps;
@@ -963,7 +1000,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         let (g_loss, g_stats) = if warming {
             (None, None)
         } else {
-            let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
+            let (mut g_loss, mut g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
                 let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
                 let t = entries(&t_g, lo, hi, &ad);
                 let g_text = local.encode_text(&prompts[lo..hi], &ad);
@@ -979,14 +1016,15 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 });
                 ac.loss.g_loss(l_fake, l_real)
             });
+            run::poison(out, step, &mut g_grads, &mut g_loss);
             let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
             g = g_new;
-            anyhow::ensure!(
-                g_loss.is_finite() && g_stats.is_some(),
-                "non-finite generator loss or gradient at step {step} ({g_loss}); lower the stage's lr_g"
-            );
-            let k = step - stage_start - stage.d_warmup_steps;
-            g_ema = ema_update(g_ema, &g, run::ema_decay(ac.ema_decay, k));
+            let taken = g_loss.is_finite() && g_stats.is_some();
+            g_guard.check(step, taken, g_loss, &progress, out, saved_step)?;
+            if taken {
+                let k = step - stage_start - stage.d_warmup_steps;
+                g_ema = ema_update(g_ema, &g, run::ema_decay(ac.ema_decay, k));
+            }
             (Some(g_loss), g_stats)
         };
         step += 1;
@@ -1008,6 +1046,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
                 g_grad_norm: g_stats.map_or(f32::NAN, |s| s.grad_norm),
                 clips_per_s: progress.clips_per_s(),
                 elapsed_s: progress.elapsed_s(),
+                skipped_steps: d_guard.skipped + g_guard.skipped,
             };
             let g_msg = g_loss.map_or("(D warm-up)".to_string(), |l| format!("{l:.3}"));
             let msg = format!(
@@ -1019,6 +1058,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         }
         if step % ac.checkpoint_every == 0 || step == last {
             save(&g, &g_ema, &d, &opt_g, &opt_d, step)?;
+            saved_step = step;
             for (field, png) in [
                 ("d_loss", "d_loss.png"),
                 ("g_loss", "g_loss.png"),

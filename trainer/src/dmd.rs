@@ -109,6 +109,9 @@ pub struct DmdConfig {
     /// Sample grid every this many steps (0 = only at the end).
     #[serde(default)]
     pub sample_every: u64,
+    /// Consecutive non-finite steps (of either network) after which training stops with an error.
+    #[serde(default = "crate::run::default_max_bad_steps")]
+    pub max_bad_steps: u64,
 }
 
 fn default_gan_heads() -> usize {
@@ -192,6 +195,8 @@ struct DmdMetrics {
     g_grad_norm: Option<f32>,
     clips_per_s: f32,
     elapsed_s: f32,
+    /// Updates skipped so far for a non-finite loss or gradient (all networks).
+    skipped_steps: u64,
 }
 
 /// Options of `flick distill dmd`.
@@ -332,6 +337,9 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
     )?;
     let last = stop_at.map_or(dc.steps, |s| s.min(dc.steps));
     let mut progress = run::Progress::start(out, dc.steps, step, quiet)?;
+    let mut f_guard = run::Guard::new("fake-score", "a lower dmd.lr_fake", dc.max_bad_steps, 0);
+    let mut g_guard = run::Guard::new("generator", "a lower dmd.lr_g", dc.max_bad_steps, 0);
+    let mut saved_step = step;
     let b = dc.batch_size;
     let shape = [b, 3, mc.frames, mc.height, mc.width];
     let per: usize = shape[1..].iter().product();
@@ -429,46 +437,53 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         let g_frozen = g.clone().no_grad();
         let gen_stats = std::sync::Mutex::new((0f64, 0f64, 0usize));
         let gan_d = std::sync::Mutex::new((0f32,));
-        let (fake_loss, f_grads) = data_parallel_grads(&fake, b, workers, |local, lo, hi| {
-            let text = g_frozen.encode_text(&prompts[lo..hi], &ad);
-            let x = generate_at(&g_frozen, rows(&x_in, lo, hi, shape, &ad), t_in, &text).detach();
-            let v: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().expect("f32");
-            {
-                let mut s = gen_stats.lock().unwrap();
-                s.0 += v.iter().map(|&x| x as f64).sum::<f64>();
-                s.1 += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
-                s.2 += v.len();
-            }
-            let ftext = local.encode_text(&prompts[lo..hi], &ad);
-            let mut loss = local.backbone.flow_loss(
-                x.clone(),
-                vec![rows(&eps_f, lo, hi, shape, &ad)],
-                entries(&t_f, lo, hi, &ad),
-                &ftext,
-            );
-            if let (Some(real), true) = (&real_clips, dc.gan_d_weight > 0.0) {
-                // Real against generated, both re-noised with the same draw at t uniform.
-                let t = entries(&t_d, lo, hi, &ad);
-                let eps = rows(&eps_d, lo, hi, shape, &ad);
-                let logit = |c: Tensor<5>| {
-                    local.forward(noise(c, eps.clone(), t.clone()).0, t.clone(), &ftext)
-                };
-                let l = (softplus(logit(rows(real, lo, hi, shape, &ad)).neg())
-                    + softplus(logit(x)))
-                .mean();
-                let v: f32 = l.clone().detach().into_scalar();
-                gan_d.lock().unwrap().0 += v * (hi - lo) as f32 / b as f32;
-                loss = loss + l * dc.gan_d_weight;
-            }
-            loss
-        });
+        let (mut fake_loss, mut f_grads) =
+            data_parallel_grads(&fake, b, workers, |local, lo, hi| {
+                let text = g_frozen.encode_text(&prompts[lo..hi], &ad);
+                let x =
+                    generate_at(&g_frozen, rows(&x_in, lo, hi, shape, &ad), t_in, &text).detach();
+                let v: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().expect("f32");
+                {
+                    let mut s = gen_stats.lock().unwrap();
+                    s.0 += v.iter().map(|&x| x as f64).sum::<f64>();
+                    s.1 += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+                    s.2 += v.len();
+                }
+                let ftext = local.encode_text(&prompts[lo..hi], &ad);
+                let mut loss = local.backbone.flow_loss(
+                    x.clone(),
+                    vec![rows(&eps_f, lo, hi, shape, &ad)],
+                    entries(&t_f, lo, hi, &ad),
+                    &ftext,
+                );
+                if let (Some(real), true) = (&real_clips, dc.gan_d_weight > 0.0) {
+                    // Real against generated, both re-noised with the same draw at t uniform.
+                    let t = entries(&t_d, lo, hi, &ad);
+                    let eps = rows(&eps_d, lo, hi, shape, &ad);
+                    let logit = |c: Tensor<5>| {
+                        local.forward(noise(c, eps.clone(), t.clone()).0, t.clone(), &ftext)
+                    };
+                    let l = (softplus(logit(rows(real, lo, hi, shape, &ad)).neg())
+                        + softplus(logit(x)))
+                    .mean();
+                    let v: f32 = l.clone().detach().into_scalar();
+                    gan_d.lock().unwrap().0 += v * (hi - lo) as f32 / b as f32;
+                    loss = loss + l * dc.gan_d_weight;
+                }
+                loss
+            });
+        run::poison(out, step, &mut f_grads, &mut fake_loss);
         let (f_new, _, f_stats) =
             opt_f.step_with_ema(fake, None, &f_grads, dc.lr_fake, dc.grad_clip);
         fake = f_new;
-        anyhow::ensure!(
+        f_guard.check(
+            step,
             fake_loss.is_finite() && f_stats.is_some(),
-            "non-finite fake-score loss or gradient at step {step} ({fake_loss}); lower dmd.lr_fake"
-        );
+            fake_loss,
+            &progress,
+            out,
+            saved_step,
+        )?;
         let (sum, sq, n) = *gen_stats.lock().unwrap();
         let gen_mean = (sum / n.max(1) as f64) as f32;
         let gen_std = ((sq / n.max(1) as f64) - (gen_mean as f64).powi(2))
@@ -480,7 +495,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         if dc.generator_step(step) {
             let fake_frozen = fake.clone().no_grad();
             let logs = std::sync::Mutex::new((0f32, 0f32, 0f32, 0f32));
-            let (g_loss, g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
+            let (mut g_loss, mut g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
                 let n = hi - lo;
                 let w = n as f32 / b as f32;
                 let text = local.encode_text(&prompts[lo..hi], &ad);
@@ -547,14 +562,19 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 acc.3 += gan_value * w;
                 loss
             });
+            run::poison(out, step, &mut g_grads, &mut g_loss);
             let decay = run::ema_decay(dc.ema_decay, step / dc.fake_updates.max(1));
             let (g_new, e, g_stats) =
                 opt_g.step_with_ema(g, Some((g_ema, decay)), &g_grads, dc.lr_g, dc.grad_clip);
             (g, g_ema) = (g_new, e.expect("the EMA comes back"));
-            anyhow::ensure!(
+            g_guard.check(
+                step,
                 g_loss.is_finite() && g_stats.is_some(),
-                "non-finite generator loss or gradient at step {step} ({g_loss}); lower dmd.lr_g"
-            );
+                g_loss,
+                &progress,
+                out,
+                saved_step,
+            )?;
             let (a, gabs, r, gg) = *logs.lock().unwrap();
             gan_g = (dc.gan_g_weight > 0.0).then_some(gg);
             dm = Some(a);
@@ -580,6 +600,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 g_grad_norm: g_norm,
                 clips_per_s: progress.clips_per_s(),
                 elapsed_s: progress.elapsed_s(),
+                skipped_steps: f_guard.skipped + g_guard.skipped,
             };
             let g_msg = dm.map_or("(fake only)".to_string(), |l| format!("dm {l:.2e}"));
             let msg = format!(
@@ -591,6 +612,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         }
         if step % dc.checkpoint_every == 0 || step == last {
             save(&g, &g_ema, &fake, &opt_g, &opt_f, step)?;
+            saved_step = step;
             for (col, file) in [
                 ("fake_loss", "fake_loss.png"),
                 ("dm_loss", "dm_loss.png"),

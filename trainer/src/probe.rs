@@ -50,6 +50,9 @@ pub struct ProbeTrain {
     pub eval_every: u64,
     /// Held-out clips per accuracy measurement.
     pub eval_clips: usize,
+    /// Consecutive non-finite steps after which training stops with an error.
+    #[serde(default = "crate::run::default_max_bad_steps")]
+    pub max_bad_steps: u64,
 }
 
 impl ProbeTrainConfig {
@@ -83,6 +86,8 @@ struct Metrics {
     lr: f32,
     clips_per_s: f32,
     elapsed_s: f32,
+    /// Updates skipped so far for a non-finite loss or gradient (all networks).
+    skipped_steps: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     heldout_accuracy: Option<BTreeMap<String, f64>>,
 }
@@ -153,6 +158,8 @@ pub fn train_probe(
     eprintln!("probe: {} parameters", flick_core::params::count(&model));
 
     let mut progress = run::Progress::start(out, tc.steps, step, quiet)?;
+    let mut guard = run::Guard::new("probe", "a lower train.lr", tc.max_bad_steps, 0);
+    let mut saved_step = step;
     let b = tc.batch_size;
     let mut last_acc = BTreeMap::new();
     while step < tc.steps {
@@ -178,7 +185,7 @@ pub fn train_probe(
             * warm
             * 0.5
             * (1.0 + (std::f32::consts::PI * step as f32 / tc.steps as f32).cos());
-        let (loss, grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
+        let (mut loss, mut grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
             let sh = [hi - lo, shape[1], shape[2], shape[3], shape[4]];
             let xs = Tensor::<5>::from_data(
                 TensorData::new(x[lo * per_clip..hi * per_clip].to_vec(), sh),
@@ -187,10 +194,17 @@ pub fn train_probe(
             let (_, logits) = local.forward(xs);
             probe::loss(logits, &labels[lo..hi])
         });
-        if !loss.is_finite() {
-            bail!("probe training diverged at step {step} (loss {loss}); lower train.lr");
-        }
-        model = optim.step_with(model, &grads, lr, 1.0).0;
+        run::poison(out, step, &mut grads, &mut loss);
+        let stats;
+        (model, stats) = optim.step_with(model, &grads, lr, 1.0);
+        guard.check(
+            step,
+            loss.is_finite() && stats.is_some(),
+            loss,
+            &progress,
+            out,
+            saved_step,
+        )?;
         step += 1;
         progress.advance(step, b);
 
@@ -214,6 +228,7 @@ pub fn train_probe(
                 lr,
                 clips_per_s: progress.clips_per_s(),
                 elapsed_s: progress.elapsed_s(),
+                skipped_steps: guard.skipped,
                 heldout_accuracy: heldout.clone(),
             };
             progress.log(
@@ -236,6 +251,7 @@ pub fn train_probe(
         }
         if step.is_multiple_of(tc.checkpoint_every) || step == tc.steps {
             save(out, cfg, &model, &optim, step, &last_acc)?;
+            saved_step = step;
             run::plot(out, "loss", "loss.png")?;
         }
     }

@@ -5,13 +5,14 @@
 //! bar on a terminal, plain lines in logs), throughput windows, the EMA warm-up and the curves.
 //! The loops keep only what differs: their models, losses, optimisers and state contents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use burn::prelude::*;
 use flick_core::checkpoint::{NamedTensors, read_safetensors};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -240,6 +241,129 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish();
     }
+}
+
+/// Consecutive non-finite steps after which a loop stops, where its config does not say.
+pub fn default_max_bad_steps() -> u64 {
+    20
+}
+
+/// The non-finite guard every training loop runs its updates through: an update whose loss or
+/// gradient is not finite is not taken (the optimiser leaves weights, moments and its step count
+/// as they were), counted and said; `max_bad` of them in a row stop the run with an error that
+/// says what happened and what to try. Nothing is written then, so the run folder keeps its last
+/// good checkpoint, and `--resume` (with the change tried) continues from it.
+pub struct Guard {
+    what: &'static str,
+    hint: &'static str,
+    max_bad: u64,
+    consecutive: u64,
+    /// Updates skipped so far (over the whole run, when the count is restored on resume).
+    pub skipped: u64,
+}
+
+impl Guard {
+    /// A guard for the updates of `what` (e.g. "generator"), `hint` naming the setting to
+    /// change (e.g. "a lower apt lr_g"), `skipped` already counted by the run before a resume.
+    pub fn new(what: &'static str, hint: &'static str, max_bad: u64, skipped: u64) -> Self {
+        Self {
+            what,
+            hint,
+            max_bad: max_bad.max(1),
+            consecutive: 0,
+            skipped,
+        }
+    }
+
+    /// Record the update at `step` (`taken`: the loss and gradient were finite and the update
+    /// was made; `loss`: the value logged). An error once `max_bad` in a row were skipped, naming
+    /// the last checkpoint (`saved_step`) in `out`.
+    pub fn check(
+        &mut self,
+        step: u64,
+        taken: bool,
+        loss: f32,
+        progress: &Progress,
+        out: &Path,
+        saved_step: u64,
+    ) -> anyhow::Result<()> {
+        if taken {
+            self.consecutive = 0;
+            return Ok(());
+        }
+        self.skipped += 1;
+        self.consecutive += 1;
+        progress.say(&format!(
+            "step {step}: non-finite {} loss or gradient (loss {loss}), update skipped ({} so far)",
+            self.what, self.skipped
+        ));
+        if self.consecutive >= self.max_bad {
+            bail!(
+                "training diverged: {} consecutive {} updates with a non-finite loss or gradient (steps {}–{step}). The last good checkpoint (step {saved_step}) is intact in {}; try {} and continue it with --resume",
+                self.consecutive,
+                self.what,
+                step + 1 - self.consecutive,
+                out.display(),
+                self.hint,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Steps whose gradients are made non-finite on purpose, per run folder (see
+/// [`inject_nonfinite`]).
+static INJECTED: std::sync::Mutex<Vec<(PathBuf, std::ops::Range<u64>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Testing hook: the updates of the run in `out` at `steps` get a non-finite gradient, so the
+/// [`Guard`] and the optimiser's skip can be checked on a real run. The environment variable
+/// `FLICK_INJECT_NONFINITE` (`N` or `A..B`) does the same for every run of a `flick` process.
+#[doc(hidden)]
+pub fn inject_nonfinite(out: &Path, steps: std::ops::Range<u64>) {
+    INJECTED
+        .lock()
+        .expect("the injection list")
+        .push((out.to_path_buf(), steps));
+}
+
+/// Testing hook: undo [`inject_nonfinite`] for the run in `out`.
+#[doc(hidden)]
+pub fn clear_nonfinite(out: &Path) {
+    INJECTED
+        .lock()
+        .expect("the injection list")
+        .retain(|(o, _)| o != out);
+}
+
+fn injected(out: &Path, step: u64) -> bool {
+    let from_env = std::env::var("FLICK_INJECT_NONFINITE")
+        .ok()
+        .is_some_and(|v| match v.split_once("..") {
+            Some((a, b)) => match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+                (Ok(a), Ok(b)) => (a..b).contains(&step),
+                _ => false,
+            },
+            None => v.trim().parse::<u64>() == Ok(step),
+        });
+    from_env
+        || INJECTED
+            .lock()
+            .expect("the injection list")
+            .iter()
+            .any(|(o, r)| o == out && r.contains(&step))
+}
+
+/// Apply the testing hook (see [`inject_nonfinite`]) to the gradients and loss of the update at
+/// `step` of the run in `out`: one gradient becomes NaN, and so does the loss.
+pub fn poison(out: &Path, step: u64, grads: &mut HashMap<String, Tensor<1>>, loss: &mut f32) {
+    if !injected(out, step) {
+        return;
+    }
+    if let Some(g) = grads.values_mut().next() {
+        *g = g.clone() * f32::NAN;
+    }
+    *loss = f32::NAN;
 }
 
 #[cfg(test)]

@@ -228,7 +228,13 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     // A warm start's copied curve is cut back to its step like a resumed run's.
     let mut progress = run::Progress::start(&out, cfg.train.steps, step, quiet)?;
     let started = Instant::now();
-    let mut consecutive_bad = 0;
+    let mut guard = run::Guard::new(
+        "training",
+        "a lower train.lr or a tighter train.grad_clip",
+        cfg.train.max_bad_steps,
+        skipped,
+    );
+    let mut saved_step = step;
     let (mut last_full_loss, mut last_short_loss) = (f32::NAN, None::<f32>);
     let mut budget_window: Option<Instant> = None;
 
@@ -273,8 +279,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         let lr = learning_rate(&cfg.train, step);
         let short = shape[2] < mc.frames;
         crate::optim::MEASURE_FORWARD.store(prof.is_some(), std::sync::atomic::Ordering::Relaxed);
-        let (loss_value, grads) =
+        let (mut loss_value, mut grads) =
             parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
+        run::poison(&out, step, &mut grads, &mut loss_value);
         if let Some(p) = prof.as_mut() {
             p.split(
                 "forward (to the loss value)",
@@ -306,20 +313,8 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         } else {
             false
         };
-        if updated {
-            consecutive_bad = 0;
-        } else {
-            skipped += 1;
-            consecutive_bad += 1;
-            progress.say(&format!("step {step}: non-finite loss or gradient ({loss_value}), update skipped ({skipped} so far)"));
-            if consecutive_bad >= cfg.train.max_bad_steps {
-                save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
-                bail!(
-                    "{consecutive_bad} consecutive non-finite steps at step {step}: training diverged (try a lower train.lr or a tighter train.grad_clip); state saved in {}",
-                    out.display()
-                );
-            }
-        }
+        guard.check(step, updated, loss_value, &progress, &out, saved_step)?;
+        skipped = guard.skipped;
         if let Some(p) = prof.take() {
             progress.say(&p.report(step, shape[0]));
         }
@@ -385,6 +380,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         }
         if step.is_multiple_of(cfg.train.checkpoint_every) || step == last {
             save_state(&out, &cfg, &model, &ema, &optim, step, skipped, ema_from)?;
+            saved_step = step;
             run::plot(&out, "loss", "loss.png")?;
         }
         if cfg.train.sample_every > 0
