@@ -78,6 +78,34 @@ fn load_params<M: Module>(
     reset: &[String],
 ) -> Result<(M, Vec<String>), Error> {
     let mut problems = Vec::new();
+    // Shapes first, from the parameters' lazy shapes: a file that does not fit the model is
+    // refused before the model's memory is allocated (a config with absurd sizes costs nothing).
+    for (path, shape) in crate::params::param_shapes(&module) {
+        let name = format!("{prefix}{path}");
+        if reset.iter().any(|r| path.starts_with(r.as_str())) {
+            continue;
+        }
+        match tensors.get(&name) {
+            Some((s, _)) if *s == shape => {}
+            Some((s, _)) => problems.push(format!(
+                "{name}: shape {s:?} in file, model expects {shape:?}"
+            )),
+            None if allow_missing => {}
+            None => problems.push(format!("{name}: missing")),
+        }
+        if problems.len() > 64 {
+            break;
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(8);
+        return Err(Error::Checkpoint(format!(
+            "{}{n} parameter(s) do not match: {}",
+            if n > 64 { "over " } else { "" },
+            problems.join("; ")
+        )));
+    }
     let mut fresh = Vec::new();
     let module = map_params(module, |path, _, _, shape| {
         let name = format!("{prefix}{path}");

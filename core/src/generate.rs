@@ -32,6 +32,28 @@ pub struct SamplingDefaults {
     pub guidance: f32,
 }
 
+/// The most denoising steps a sampler takes (its clips stop changing long before: a guard
+/// against a typo that would run for hours).
+pub const MAX_STEPS: usize = 1000;
+/// The largest classifier-free guidance scale a sampler accepts.
+pub const MAX_GUIDANCE: f32 = 100.0;
+
+/// Sampling settings in range: `steps` in 1..=[`MAX_STEPS`], `guidance` finite in
+/// 0..=[`MAX_GUIDANCE`].
+pub fn check_sampling(steps: usize, guidance: f32) -> Result<(), Error> {
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(Error::Config(format!(
+            "steps must be from 1 to {MAX_STEPS}, got {steps}"
+        )));
+    }
+    if !(guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&guidance)) {
+        return Err(Error::Config(format!(
+            "guidance must be a number from 0 to {MAX_GUIDANCE}, got {guidance}"
+        )));
+    }
+    Ok(())
+}
+
 impl Generator {
     /// Wrap an in-memory model.
     pub fn new(model: Backbone, info: CheckpointInfo, device: Device) -> Self {
@@ -195,14 +217,7 @@ impl Generator {
         guidance: f32,
         mut on_step: impl FnMut(usize, usize),
     ) -> Result<Tensor<5>, Error> {
-        if steps == 0 {
-            return Err(Error::Config("steps must be ≥ 1".into()));
-        }
-        if !guidance.is_finite() {
-            return Err(Error::Config(format!(
-                "guidance must be a finite number, got {guidance}"
-            )));
-        }
+        check_sampling(steps, guidance)?;
         let c = &self.info.config;
         let b = prompts.len();
         let per_clip = c.noise_len(c.frames);
@@ -415,9 +430,7 @@ impl Generator {
         steps: usize,
         guidance: f32,
     ) -> Result<Vec<(f32, Clip)>, Error> {
-        if steps == 0 {
-            return Err(Error::Config("steps must be ≥ 1".into()));
-        }
+        check_sampling(steps, guidance)?;
         let c = &self.info.config;
         let mut z = self.noise(seed);
         z.truncate(3 * c.frames * c.height * c.width); // the full-size part

@@ -58,6 +58,36 @@ pub fn visit_params<M: Module>(module: &M, mut f: impl FnMut(&str, ParamId, Tens
     });
 }
 
+struct Shapes {
+    path: ParamPath,
+    out: Vec<(String, Vec<usize>)>,
+}
+
+impl ModuleVisitor for Shapes {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out
+            .push((self.path.join(), param.lazy_shape().to_vec()));
+    }
+}
+
+/// Every float parameter's path and shape, in the order of [`visit_params`], **without
+/// initialising** them (burn's parameters are made on first use): what a checkpoint must hold
+/// can be checked before any memory is spent on the model.
+pub fn param_shapes<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
+    let mut v = Shapes {
+        path: ParamPath::default(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
 struct Map<'a, F> {
     path: ParamPath,
     f: &'a mut F,

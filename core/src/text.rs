@@ -33,6 +33,19 @@ pub fn normalize(prompt: &str) -> String {
         .to_lowercase()
 }
 
+/// A prompt given as bytes (from a file, a socket, a foreign caller): the text if it is UTF-8,
+/// else an error that says at which byte it stops being UTF-8. (The tokenizer reads bytes, but
+/// captions are text: a prompt that is not would be read as something nobody wrote.)
+pub fn prompt_from_bytes(bytes: &[u8]) -> Result<String, crate::Error> {
+    std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
+        crate::Error::Config(format!(
+            "the prompt is not UTF-8 text: invalid byte at offset {} of {}",
+            e.valid_up_to(),
+            bytes.len()
+        ))
+    })
+}
+
 /// Tokenize `prompt` into exactly `max_len` (≥ 2) ids. Over-long prompts are cut at a byte
 /// boundary and flagged (`truncated`); nothing panics on any input.
 pub fn tokenize(prompt: &str, max_len: usize) -> Tokens {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flick_core::device::{BackendKind, describe, open};
-use flick_core::generate::Generator;
+use flick_core::generate::{Generator, MAX_GUIDANCE, MAX_STEPS};
 
 use crate::{config, train};
 
@@ -52,14 +52,14 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
         /// Stop after this step (the schedule still follows the config's total)
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_u64(1, MAX_TRAIN_STEPS))]
         stop_at: Option<u64>,
         /// Override the config's total number of steps
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_u64(1, MAX_TRAIN_STEPS))]
         steps: Option<u64>,
         /// Data-parallel worker threads splitting each batch (default: the CPU cores on
         /// `cpu`, 1 on `wgpu`)
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_usize(1, 256))]
         workers: Option<usize>,
         /// Start a new run from another run's state.safetensors (continuing at its step) or a
         /// checkpoint; parameters it lacks (a grown model) keep their initialisation
@@ -73,11 +73,11 @@ enum Command {
         /// a few steps at full speed the run measures its throughput and sets the total number of
         /// steps (the config's `steps` is the upper bound) so that it ends, cool-down included,
         /// inside the budget; the chosen total is written to config.resolved.toml
-        #[arg(long)]
+        #[arg(long, value_parser = positive_seconds)]
         time_budget: Option<f64>,
         /// Every N steps, wait for the device after each phase of the step (forward+backward,
         /// optimizer, EMA) and print the host's time to issue it and the device's time to finish
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_u64(1, MAX_TRAIN_STEPS))]
         profile_every: Option<u64>,
     },
     /// Train the attribute probe that `flick eval` judges clips with (resumable).
@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
         /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_usize(1, 256))]
         workers: Option<usize>,
     },
     /// Distil the teacher into a one-step generator: teacher pairs, the deterministic init,
@@ -115,13 +115,13 @@ enum Command {
         #[arg(long)]
         probe: Option<PathBuf>,
         /// Held-out prompts
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 24, value_parser = ranged_usize(0, 10_000))]
         prompts: usize,
         /// Seeds per prompt
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = ranged_usize(1, 1_000))]
         seeds: usize,
         /// Clips generated per batch
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = ranged_usize(1, 4_096))]
         batch: usize,
         /// Output folder
         #[arg(long, default_value = "eval")]
@@ -133,7 +133,7 @@ enum Command {
     DataPreview {
         #[arg(long, default_value = "data-preview.png")]
         out: PathBuf,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = ranged_u64(1, 100_000))]
         count: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -148,12 +148,12 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// Step counts to score (comma-separated), e.g. 1,4,25
-        #[arg(long, value_delimiter = ',', default_value = "25")]
+        #[arg(long, value_delimiter = ',', default_value = "25", value_parser = ranged_usize(1, MAX_STEPS))]
         steps: Vec<usize>,
-        #[arg(long)]
+        #[arg(long, value_parser = guidance_scale)]
         guidance: Option<f32>,
         /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
-        #[arg(long)]
+        #[arg(long, value_parser = time_shift)]
         shift: Option<f32>,
         /// Skip the diagnostics: per-t error, caption sensitivity, one-word sensitivity and the
         /// model-as-classifier tables
@@ -164,9 +164,9 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         renoise: Vec<f32>,
         /// Prompts per split (0: skip the attribute table)
-        #[arg(long, default_value_t = 48)]
+        #[arg(long, default_value_t = 48, value_parser = ranged_usize(0, 10_000))]
         prompts: usize,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = ranged_usize(1, 4_096))]
         batch: usize,
         /// Where to write sample grids (one per split and step count)
         #[arg(long)]
@@ -187,7 +187,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Batch of the kernel shapes and of the training step
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = ranged_usize(1, 4_096))]
         batch: usize,
         /// Run only the benchmarks whose name contains one of these (comma-separated, e.g.
         /// `attention,adaLN`)
@@ -199,13 +199,13 @@ enum Command {
         #[arg(long)]
         train: bool,
         /// `--train`: batch sizes of the training step (comma-separated)
-        #[arg(long, value_delimiter = ',', default_value = "16,64")]
+        #[arg(long, value_delimiter = ',', default_value = "16,64", value_parser = ranged_usize(1, 4_096))]
         train_batches: Vec<usize>,
         /// `--train`: data-parallel workers to measure (comma-separated)
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = ranged_usize(1, 256))]
         train_workers: Vec<usize>,
         /// `--train`: timed steps per configuration (after two untimed ones)
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = ranged_usize(1, 1_000))]
         train_steps: usize,
     },
     /// Generate a clip from a prompt.
@@ -217,13 +217,13 @@ enum Command {
         /// Denoising steps; default: the checkpoint's recommendation. `--steps 1` without
         /// `--checkpoint` uses the bundled one-step generator (models/generator-small.safetensors)
         /// when there is one
-        #[arg(long)]
+        #[arg(long, value_parser = ranged_usize(1, MAX_STEPS))]
         steps: Option<usize>,
         /// Classifier-free guidance scale (1 = off); default: the checkpoint's recommendation
-        #[arg(long)]
+        #[arg(long, value_parser = guidance_scale)]
         guidance: Option<f32>,
         /// Sampling time shift; default: the checkpoint's (the shift it was trained with)
-        #[arg(long)]
+        #[arg(long, value_parser = time_shift)]
         shift: Option<f32>,
         /// Output GIF
         #[arg(long, default_value = "clip.gif")]
@@ -242,10 +242,10 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: BackendKind,
         /// Integer upscale of the written frames (nearest neighbour)
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = ranged_usize(1, 64))]
         scale: usize,
         /// GIF frame rate
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = ranged_u32(1, 100))]
         fps: u32,
     },
     /// Copy a checkpoint with its weights stored as f16 (half the download for the web page;
@@ -280,10 +280,10 @@ struct DistillCommon {
     #[arg(long, default_value = "cpu")]
     backend: BackendKind,
     /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
-    #[arg(long)]
+    #[arg(long, value_parser = ranged_usize(1, 256))]
     workers: Option<usize>,
     /// Stop after this step (the schedule still follows the config)
-    #[arg(long)]
+    #[arg(long, value_parser = ranged_u64(1, MAX_TRAIN_STEPS))]
     stop_at: Option<u64>,
 }
 
@@ -829,7 +829,10 @@ pub fn generate(
     scale: usize,
     fps: u32,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(scale >= 1, "--scale must be ≥ 1");
+    anyhow::ensure!(
+        (1..=64).contains(&scale),
+        "--scale must be from 1 to 64, got {scale}"
+    );
     if !checkpoint.exists() {
         anyhow::bail!(
             "checkpoint {} not found (pass --checkpoint FILE.safetensors)",
@@ -852,7 +855,8 @@ pub fn generate(
         steps.unwrap_or(defaults.steps),
         guidance.unwrap_or(defaults.guidance),
     );
-    anyhow::ensure!(steps >= 1, "--steps must be ≥ 1");
+    flick_core::generate::check_sampling(steps, guidance)
+        .map_err(|e| anyhow::anyhow!("--steps/--guidance: {e}"))?;
     eprintln!(
         "model: {} ({}, {} steps, guidance {guidance}) loaded in {:.2}s",
         checkpoint.display(),
@@ -907,6 +911,61 @@ pub fn generate(
         );
     }
     Ok(())
+}
+
+/// The most training steps a command accepts (far beyond any run: a typo guard).
+const MAX_TRAIN_STEPS: u64 = 100_000_000;
+
+/// A clap parser for an integer in `lo..=hi`; clap's error names the flag, this says the range.
+fn ranged<T>(lo: T, hi: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |s: &str| match s.trim().parse::<T>() {
+        Ok(v) if v >= lo && v <= hi => Ok(v),
+        _ => Err(format!("expected a whole number from {lo} to {hi}")),
+    }
+}
+
+fn ranged_u64(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync {
+    ranged(lo, hi)
+}
+fn ranged_usize(
+    lo: usize,
+    hi: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    ranged(lo, hi)
+}
+fn ranged_u32(lo: u32, hi: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync {
+    ranged(lo, hi)
+}
+
+/// A real number in `lo..=hi` (NaN and infinities refused); `open_lo` excludes `lo`.
+fn real(s: &str, lo: f64, hi: f64, open_lo: bool) -> Result<f64, String> {
+    let range = if open_lo {
+        format!("greater than {lo} and at most {hi}")
+    } else {
+        format!("from {lo} to {hi}")
+    };
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v <= hi && (v > lo || (!open_lo && v == lo)) => Ok(v),
+        _ => Err(format!("expected a number {range}")),
+    }
+}
+
+/// `--guidance`: classifier-free guidance scale, 0 (unconditional) to [`MAX_GUIDANCE`].
+fn guidance_scale(s: &str) -> Result<f32, String> {
+    real(s, 0.0, MAX_GUIDANCE as f64, false).map(|v| v as f32)
+}
+
+/// `--shift`: sampling time shift, positive, at most 100.
+fn time_shift(s: &str) -> Result<f32, String> {
+    real(s, 0.0, 100.0, true).map(|v| v as f32)
+}
+
+/// `--time-budget`: seconds, positive, at most a year.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    real(s, 0.0, 365.0 * 86_400.0, true)
 }
 
 #[cfg(test)]

@@ -106,25 +106,58 @@ impl TeacherConfig {
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let cfg: Self = toml::from_str(&text)
             .with_context(|| format!("{} is not a valid teacher config", path.display()))?;
-        cfg.model.validate()?;
-        anyhow::ensure!(cfg.train.batch_size > 0, "train.batch_size must be ≥ 1");
-        anyhow::ensure!(cfg.train.steps > 0, "train.steps must be ≥ 1");
+        cfg.check()
+            .with_context(|| format!("{} is not a valid teacher config", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Every setting in range (the model's geometry, the training numbers).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.model.validate().context("[model]")?;
+        let t = &self.train;
         anyhow::ensure!(
-            (0.0..1.0).contains(&cfg.train.ema_decay),
+            (1..=65_536).contains(&t.batch_size),
+            "train.batch_size must be from 1 to 65536, got {}",
+            t.batch_size
+        );
+        anyhow::ensure!(
+            (1..=100_000_000).contains(&t.steps),
+            "train.steps must be from 1 to 100000000, got {}",
+            t.steps
+        );
+        for (key, v) in [
+            ("train.lr", t.lr),
+            ("train.beta1", t.beta1),
+            ("train.beta2", t.beta2),
+            ("train.grad_clip", t.grad_clip),
+            ("train.weight_decay", t.weight_decay),
+            ("train.caption_dropout", t.caption_dropout),
+        ] {
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0,
+                "{key} must be a number ≥ 0, got {v}"
+            );
+        }
+        anyhow::ensure!(
+            t.lr > 0.0 && t.beta1 < 1.0 && t.beta2 < 1.0 && t.caption_dropout <= 1.0,
+            "train.lr must be > 0, train.beta1 and train.beta2 below 1, train.caption_dropout at most 1"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.train.ema_decay),
             "train.ema_decay must be in [0, 1)"
         );
         anyhow::ensure!(
-            cfg.train.checkpoint_every > 0 && cfg.train.log_every > 0,
+            self.train.checkpoint_every > 0 && self.train.log_every > 0,
             "train.checkpoint_every and train.log_every must be ≥ 1"
         );
-        let d = &cfg.data;
+        let d = &self.data;
         if d.short_frames > 0 {
-            let pt = cfg.model.patch[0];
+            let pt = self.model.patch[0];
             anyhow::ensure!(
-                d.short_frames.is_multiple_of(pt) && d.short_frames < cfg.model.frames,
+                d.short_frames.is_multiple_of(pt) && d.short_frames < self.model.frames,
                 "data.short_frames = {} must be a multiple of the temporal patch {pt} and below model.frames = {}",
                 d.short_frames,
-                cfg.model.frames
+                self.model.frames
             );
             anyhow::ensure!(
                 (0.0..=1.0).contains(&d.short_share) && d.short_share > 0.0,
@@ -135,7 +168,7 @@ impl TeacherConfig {
                 "data.short_batch_size must be ≥ 1 when data.short_frames is set"
             );
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 

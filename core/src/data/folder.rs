@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use image::{AnimationDecoder, RgbaImage, imageops::FilterType};
+use image::{RgbaImage, imageops::FilterType};
 
 use crate::Error;
 use crate::data::{CaptionedClip, Clip};
@@ -152,14 +152,39 @@ fn sidecar_caption(path: &Path) -> Option<String> {
 
 fn decode_gif(path: &Path) -> Result<Vec<RgbaImage>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
+    let mut decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| format!("not a readable GIF: {e}"))?;
-    let frames = decoder
-        .into_frames()
-        .collect_frames()
-        .map_err(|e| format!("corrupt GIF: {e}"))?;
-    Ok(frames.into_iter().map(|f| f.into_buffer()).collect())
+    // Sizes come from the file: bounded before anything is allocated for them.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    image::ImageDecoder::set_limits(&mut decoder, limits)
+        .map_err(|e| format!("GIF too large to use: {e}"))?;
+    let mut frames = Vec::new();
+    let mut bytes = 0u64;
+    for frame in image::AnimationDecoder::into_frames(decoder) {
+        let frame = frame.map_err(|e| format!("corrupt GIF: {e}"))?;
+        let img = frame.into_buffer();
+        bytes += img.as_raw().len() as u64;
+        if bytes > MAX_DECODED_BYTES {
+            return Err(format!(
+                "GIF too large to use: its first {} frames of {}×{} already decode to over {} MiB; shorten or downscale it",
+                frames.len() + 1,
+                img.width(),
+                img.height(),
+                MAX_DECODED_BYTES >> 20
+            ));
+        }
+        frames.push(img);
+    }
+    Ok(frames)
 }
+
+/// The largest frame side a dataset file may have.
+const MAX_SIDE: u32 = 8192;
+/// The most memory one clip's decoded frames may take.
+const MAX_DECODED_BYTES: u64 = 1 << 30;
 
 fn decode_png_folder(dir: &Path) -> Result<Vec<RgbaImage>, String> {
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -171,13 +196,29 @@ fn decode_png_folder(dir: &Path) -> Result<Vec<RgbaImage>, String> {
     if pngs.is_empty() {
         return Err("folder holds no .png frames".into());
     }
-    pngs.iter()
-        .map(|p| {
-            image::open(p)
-                .map(|i| i.to_rgba8())
-                .map_err(|e| format!("frame {} unreadable: {e}", p.display()))
-        })
-        .collect()
+    let mut frames = Vec::with_capacity(pngs.len().min(4096));
+    let mut bytes = 0u64;
+    for p in &pngs {
+        let unreadable =
+            |e: &dyn std::fmt::Display| format!("frame {} unreadable: {e}", p.display());
+        let mut reader = image::ImageReader::open(p).map_err(|e| unreadable(&e))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_alloc = Some(MAX_DECODED_BYTES.saturating_sub(bytes).max(1));
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| unreadable(&e))?.to_rgba8();
+        bytes += img.as_raw().len() as u64;
+        if bytes > MAX_DECODED_BYTES {
+            return Err(format!(
+                "frames too large to use: the first {} decode to over {} MiB; use fewer or smaller frames",
+                frames.len() + 1,
+                MAX_DECODED_BYTES >> 20
+            ));
+        }
+        frames.push(img);
+    }
+    Ok(frames)
 }
 
 /// Resize (cover + centre crop) and sample `t` frames evenly; composite alpha over black.

@@ -59,6 +59,11 @@ pub enum Prediction {
 /// The smallest `t` the clean-clip parametrisation divides by (JiT's clip of the denominator).
 pub const CLEAN_T_MIN: f32 = 0.05;
 
+/// The widest layer a config may ask for (channels, model and text dimensions).
+const MAX_WIDTH: usize = 16_384;
+/// The most blocks a config may stack in any one place.
+const MAX_DEPTH: usize = 1_024;
+
 /// Configuration of a video model: which backbone ([`BackboneKind`]), the clip size, the text
 /// encoder, the parametrisation — shared by every backbone — and each backbone's own options
 /// (the DiT's at the top level, where they were before there were other backbones; the U-Net's
@@ -134,6 +139,7 @@ impl ModelConfig {
     /// Check the geometry before building anything.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: String| Err(crate::Error::Config(m));
+        self.within_limits().map_err(crate::Error::Config)?;
         if self.frames == 0 || self.height == 0 || self.width == 0 {
             return bad(format!(
                 "clip size {}×{}×{} must be ≥ 1 everywhere",
@@ -163,6 +169,74 @@ impl ModelConfig {
                 .validate(&self.unet, self.height, self.width)
                 .map_err(crate::Error::Config),
         }
+    }
+
+    /// Every size within generous bounds, checked before anything is built or allocated: a
+    /// config read from a file (a checkpoint's metadata, a TOML) with absurd numbers is an error
+    /// naming the field, not an allocation of terabytes or an overflow.
+    fn within_limits(&self) -> Result<(), String> {
+        let u = &self.unet;
+        let t = &self.text;
+        let checks: [(&str, usize, usize); 20] = [
+            ("frames", self.frames, 1024),
+            ("height", self.height, 4096),
+            ("width", self.width, 4096),
+            ("patch[0]", self.patch[0], 64),
+            ("patch[1]", self.patch[1], 64),
+            ("patch[2]", self.patch[2], 64),
+            ("dim", self.dim, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("heads", self.heads, 1024),
+            ("mlp_ratio", self.mlp_ratio, 64),
+            ("stem_channels", self.stem_channels, MAX_WIDTH),
+            ("conv_blocks", self.conv_blocks, MAX_DEPTH),
+            ("text.max_len", t.max_len, 65_536),
+            ("text.dim", t.dim, MAX_WIDTH),
+            ("text.depth", t.depth, MAX_DEPTH),
+            ("text.heads", t.heads, 1024),
+            ("text.conv_kernel", t.conv_kernel, 255),
+            ("unet.blocks", u.blocks, MAX_DEPTH),
+            ("unet.mid_blocks", u.mid_blocks, MAX_DEPTH),
+            ("unet.cond_dim", u.cond_dim, MAX_WIDTH),
+        ];
+        for (name, value, max) in checks {
+            if value > max {
+                return Err(format!("{name} = {value} is out of range (at most {max})"));
+            }
+        }
+        if self
+            .frames
+            .saturating_mul(self.height)
+            .saturating_mul(self.width)
+            > 1 << 24
+        {
+            return Err(format!(
+                "clip {}×{}×{} has more than 2^24 pixels",
+                self.frames, self.height, self.width
+            ));
+        }
+        if t.heads == 0 || u.heads > 1024 || u.temporal_attention_levels > 16 {
+            return Err(format!(
+                "text.heads must be ≥ 1 and unet.heads ≤ 1024, unet.temporal_attention_levels ≤ 16 (got {}, {}, {})",
+                t.heads, u.heads, u.temporal_attention_levels
+            ));
+        }
+        if u.channels.len() > 12 || u.channels.iter().any(|&c| c > MAX_WIDTH) {
+            return Err(format!(
+                "unet.channels: at most 12 levels of at most {MAX_WIDTH} channels, got {:?}",
+                u.channels
+            ));
+        }
+        let outer = &self.nested.outer_channels;
+        if outer.len() > 6 || outer.iter().any(|&c| c > MAX_WIDTH) {
+            return Err(format!(
+                "nested.outer_channels: at most 6 levels of at most {MAX_WIDTH} channels, got {outer:?}"
+            ));
+        }
+        if self.heads == 0 && self.kind == BackboneKind::Dit {
+            return Err("heads must be ≥ 1".into());
+        }
+        Ok(())
     }
 
     fn validate_dit(&self) -> Result<(), crate::Error> {
@@ -338,6 +412,39 @@ fn merge_config(
             Ok(())
         }
         (slot, v) => {
+            // The value must have the type of the default it replaces: a wrong type, a negative
+            // or fractional size is an error naming the field, not a serde message without one.
+            let fits = match (&*slot, &v) {
+                (Value::Number(d), Value::Number(n)) if d.is_u64() => n.is_u64(),
+                (Value::Number(d), Value::Number(n)) if d.is_i64() => n.is_i64(),
+                (Value::Number(_), Value::Number(_)) => true,
+                (Value::Array(d), Value::Array(n)) => match d.first() {
+                    Some(Value::Number(e)) if e.is_u64() => n.iter().all(Value::is_u64),
+                    Some(Value::Number(_)) => n.iter().all(Value::is_number),
+                    _ => true,
+                },
+                (Value::String(_), Value::String(_))
+                | (Value::Bool(_), Value::Bool(_))
+                | (Value::Object(_), Value::Object(_))
+                | (Value::Null, _) => true,
+                _ => false,
+            };
+            if !fits {
+                let expected = match &*slot {
+                    Value::Number(d) if d.is_u64() => "a whole number ≥ 0",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::Bool(_) => "true or false",
+                    Value::Array(d) if d.first().is_some_and(Value::is_u64) => {
+                        "a list of whole numbers ≥ 0"
+                    }
+                    Value::Array(_) => "a list",
+                    _ => "a table",
+                };
+                return Err(format!(
+                    "model config field `{path}` must be {expected}, got {v}"
+                ));
+            }
             *slot = v;
             Ok(())
         }
