@@ -206,3 +206,68 @@ fn the_probe_skips_a_nonfinite_step() {
     assert_eq!(last(&out, "skipped_steps"), 1.0);
     assert!(last(&out, "loss").is_finite());
 }
+
+#[test]
+fn a_full_disk_or_a_read_only_folder_fails_clearly_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = TeacherConfig::load(&common::root().join("configs/teacher-tiny.toml")).unwrap();
+    cfg.train.steps = 8;
+    cfg.train.checkpoint_every = 4;
+    cfg.train.sample_every = 0;
+    let out = dir.path().join("run");
+    teacher(&cfg, &out, false, Some(4)).unwrap();
+    let state = out.join("state.safetensors");
+    let before = std::fs::read(&state).unwrap();
+
+    // A full disk: the checkpoint's temporary file is /dev/full (every write: ENOSPC).
+    std::os::unix::fs::symlink("/dev/full", out.join("state.safetensors.tmp")).unwrap();
+    let err = format!("{:#}", teacher(&cfg, &out, true, None).unwrap_err());
+    assert!(
+        err.contains("state.safetensors")
+            && err.contains("No space left")
+            && err.contains("unchanged"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "the last checkpoint changed"
+    );
+    assert!(
+        !out.join("state.safetensors.tmp").exists(),
+        "the temporary file was left behind"
+    );
+
+    // A read-only folder (immutable: read-only even for root).
+    let locked = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !locked {
+        common::unavailable("chattr +i (an immutable folder, for the read-only output test)");
+        return;
+    }
+    let result = teacher(&cfg, &out, true, None);
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&out)
+        .status();
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(
+        err.contains("cannot write") || err.contains("Operation not permitted"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        before,
+        "the last checkpoint changed"
+    );
+    // With the folder writable again, the run continues from that checkpoint.
+    teacher(&cfg, &out, true, None).unwrap();
+    assert_eq!(state_step(&out), 8);
+}
+
+fn state_step(run: &Path) -> u64 {
+    state(run).1["step"].parse().unwrap()
+}

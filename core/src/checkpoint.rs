@@ -175,8 +175,26 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     }
     let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    let written = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        // On disk before it replaces the old file: a power cut leaves one or the other.
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::Io(format!(
+            "cannot write {}: {e}{}",
+            path.display(),
+            if path.exists() {
+                " (the previous file there is unchanged)"
+            } else {
+                ""
+            }
+        ))
+    })
 }
 
 /// Copy a checkpoint with every tensor stored as f16 (round to nearest even), metadata kept and

@@ -81,11 +81,21 @@ pub fn open(out: &Path, resume: bool) -> anyhow::Result<Option<Saved>> {
 
 /// Write the configuration a run actually uses (defaults filled in) as `config.resolved.toml`.
 pub fn write_config(out: &Path, cfg: &impl Serialize) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("config.resolved.toml"),
-        toml::to_string_pretty(cfg)?,
-    )?;
-    Ok(())
+    write_atomic(
+        &out.join("config.resolved.toml"),
+        toml::to_string_pretty(cfg)?.as_bytes(),
+    )
+}
+
+/// Write a run file through a temporary file and a rename: a process killed mid-write leaves
+/// the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write {} (disk full or read-only?)", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The EMA decay after `k` updates counted from the EMA's start: the warm-up of timm/diffusers,
@@ -110,8 +120,7 @@ pub fn truncate_metrics(path: &Path, step: u64) -> anyhow::Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept)?;
-    Ok(())
+    write_atomic(path, kept.as_bytes())
 }
 
 /// One field of a run's `metrics.jsonl` as `(step, value)`, in the order logged (lines without

@@ -338,10 +338,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
                 cfg.train.steps = steps;
                 cfg.train.cooldown_steps = cooldown;
                 last = stop_at.map_or(steps, |s| s.min(steps));
-                std::fs::write(
-                    out.join("config.resolved.toml"),
-                    toml::to_string_pretty(&cfg)?,
-                )?;
+                run::write_config(&out, &cfg)?;
                 progress.set_length(steps);
                 progress.say(&format!(
                     "time budget {budget:.0} s: {per_step:.3} s/step at full speed, so {steps} steps in all (cool-down {cooldown}); written to {} (resume with that config)",
