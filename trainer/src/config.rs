@@ -88,6 +88,10 @@ pub struct TrainConfig {
     /// Consecutive non-finite steps after which training stops with an error.
     #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
+    /// Checkpoints kept: the current state and, above 1, the newest earlier ones in
+    /// `checkpoints/` (hard links; the oldest deleted first).
+    #[serde(default = "crate::run::default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
 }
 
 /// Sampling defaults recorded in the checkpoint (what `flick generate` uses).

@@ -104,6 +104,10 @@ pub struct ConsistencyConfig {
     /// Consecutive non-finite steps after which training stops with an error.
     #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
+    /// Checkpoints kept: the current state and, above 1, the newest earlier ones in
+    /// `checkpoints/` (hard links; the oldest deleted first).
+    #[serde(default = "crate::run::default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
 }
 
 /// Adversarial post-training.
@@ -149,6 +153,10 @@ pub struct AptConfig {
     /// Consecutive non-finite steps (of either network) after which training stops with an error.
     #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
+    /// Checkpoints kept: the current state and, above 1, the newest earlier ones in
+    /// `checkpoints/` (hard links; the oldest deleted first).
+    #[serde(default = "crate::run::default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
     pub stages: Vec<AptStage>,
 }
 
@@ -641,6 +649,7 @@ pub fn train_consistency(
                 ("adam_t".to_string(), optim.t.to_string()),
             ]);
             write_safetensors(&state, &tensors, meta)?;
+            run::keep_history(out, step, cc.keep_checkpoints)?;
             saved_step = step;
             save_generator(
                 &out.join("generator.safetensors"),
@@ -850,6 +859,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
             ("objective".to_string(), objective_tag(ac.loss, ac.r1)),
         ]);
         write_safetensors(&state, &tensors, meta)?;
+        run::keep_history(out, step, ac.keep_checkpoints)?;
         save_generator(
             &out.join("generator.safetensors"),
             g_ema,

@@ -112,6 +112,10 @@ pub struct DmdConfig {
     /// Consecutive non-finite steps (of either network) after which training stops with an error.
     #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
+    /// Checkpoints kept: the current state and, above 1, the newest earlier ones in
+    /// `checkpoints/` (hard links; the oldest deleted first).
+    #[serde(default = "crate::run::default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
 }
 
 fn default_gan_heads() -> usize {
@@ -368,6 +372,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
             ("opt_f_t".to_string(), opt_f.t.to_string()),
         ]);
         write_safetensors(&state, &tensors, meta)?;
+        run::keep_history(out, step, dc.keep_checkpoints)?;
         let path = out.join("generator.safetensors");
         save_generator(&path, g_ema, &teacher, &tag, step)?;
         if dc.generator_times.len() > 1 {

@@ -53,6 +53,10 @@ pub struct ProbeTrain {
     /// Consecutive non-finite steps after which training stops with an error.
     #[serde(default = "crate::run::default_max_bad_steps")]
     pub max_bad_steps: u64,
+    /// Checkpoints kept: the current state and, above 1, the newest earlier ones in
+    /// `checkpoints/` (hard links; the oldest deleted first).
+    #[serde(default = "crate::run::default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
 }
 
 impl ProbeTrainConfig {
@@ -288,6 +292,7 @@ fn save(
     meta.insert("step".into(), step.to_string());
     meta.insert("adam_t".into(), optim.t.to_string());
     write_safetensors(&state_path(out), &tensors, meta)?;
+    run::keep_history(out, step, cfg.train.keep_checkpoints)?;
     let mut extra = BTreeMap::from([("step".to_string(), step.to_string())]);
     if !acc.is_empty() {
         extra.insert("heldout_accuracy".into(), serde_json::to_string(acc)?);

@@ -98,6 +98,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Where a run keeps its earlier checkpoints (see [`keep_history`]).
+pub fn history_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// After a state was written at `step`: with `keep` > 1, keep it also as
+/// `checkpoints/state-<step>.safetensors` (a hard link: no second copy on disk until the state
+/// is replaced) and delete the oldest so that at most `keep` checkpoints exist, the current
+/// `state.safetensors` among them — never it. To go back to an earlier one, copy it over
+/// `state.safetensors` and `--resume`.
+pub fn keep_history(out: &Path, step: u64, keep: u64) -> anyhow::Result<()> {
+    if keep <= 1 {
+        return Ok(());
+    }
+    let dir = history_dir(out);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let copy = dir.join(format!("state-{step:09}.safetensors"));
+    let _ = std::fs::remove_file(&copy);
+    std::fs::hard_link(state_path(out), &copy)
+        .or_else(|_| std::fs::copy(state_path(out), &copy).map(|_| ()))
+        .with_context(|| format!("cannot keep {}", copy.display()))?;
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("state-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    kept.sort();
+    let excess = kept.len().saturating_sub(keep as usize);
+    for old in &kept[..excess] {
+        if *old != copy {
+            std::fs::remove_file(old)
+                .with_context(|| format!("cannot delete {}", old.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The EMA decay after `k` updates counted from the EMA's start: the warm-up of timm/diffusers,
 /// `min(target, (1 + k)/(10 + k))`, so early on the average does not cling to the initialisation.
 pub fn ema_decay(target: f32, k: u64) -> f32 {
@@ -255,6 +296,11 @@ impl Progress {
 /// Consecutive non-finite steps after which a loop stops, where its config does not say.
 pub fn default_max_bad_steps() -> u64 {
     20
+}
+
+/// Checkpoints a loop keeps, where its config does not say: the current state only.
+pub fn default_keep_checkpoints() -> u64 {
+    1
 }
 
 /// The non-finite guard every training loop runs its updates through: an update whose loss or
@@ -440,6 +486,45 @@ mod tests {
         // --resume in an empty folder starts from step 0.
         assert!(open(&out, true).unwrap().is_none());
         std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn history_keeps_the_newest_checkpoints_and_never_the_current_one_only() {
+        let out = tmp("history");
+        std::fs::create_dir_all(&out).unwrap();
+        for step in [10u64, 20, 30, 40] {
+            // Replaced as the loops replace it: a new file renamed over the old.
+            write_atomic(&state_path(&out), format!("state {step}").as_bytes()).unwrap();
+            keep_history(&out, step, 3).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(history_dir(&out))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "state-000000020.safetensors",
+                "state-000000030.safetensors",
+                "state-000000040.safetensors"
+            ]
+        );
+        // Each holds what the state held when it was kept; the current state is untouched.
+        let read = |n: &str| std::fs::read_to_string(history_dir(&out).join(n)).unwrap();
+        assert_eq!(read("state-000000020.safetensors"), "state 20");
+        assert_eq!(
+            std::fs::read_to_string(state_path(&out)).unwrap(),
+            "state 40"
+        );
+        // keep = 1: only the state, no history written.
+        let other = tmp("history1");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(state_path(&other), "s").unwrap();
+        keep_history(&other, 5, 1).unwrap();
+        assert!(!history_dir(&other).exists());
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(&other).unwrap();
     }
 
     #[test]

@@ -684,6 +684,7 @@ fn save_state(
     meta.insert("skipped_steps".into(), skipped.to_string());
     meta.insert("ema_from_step".into(), ema_from.to_string());
     write_safetensors(&state_path(out), &tensors, meta)?;
+    run::keep_history(out, step, cfg.train.keep_checkpoints)?;
     // The model people use: EMA weights + sampling defaults.
     let mut tensors = NamedTensors::new();
     module_tensors(ema, "", &mut tensors);

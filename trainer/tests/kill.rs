@@ -83,6 +83,7 @@ struct Report {
     during_write: usize,
     max_lost: u64,
     lost: Vec<u64>,
+    history: usize,
 }
 
 /// Kill `cmd --out run` `kills` times at random moments (resuming each time), then let it
@@ -153,6 +154,20 @@ fn campaign(
                     .unwrap_or_else(|e| panic!("{m} does not load after a kill: {e}"));
             }
         }
+        // Earlier checkpoints kept (the teacher keeps 3): each loads, never more than kept.
+        if let Ok(history) = std::fs::read_dir(run.join("checkpoints")) {
+            let kept: Vec<PathBuf> = history
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            assert!(kept.len() <= 3, "{} checkpoints kept", kept.len());
+            for p in &kept {
+                read_safetensors(p)
+                    .unwrap_or_else(|e| panic!("{} does not load: {e}", p.display()));
+            }
+            report.history = report.history.max(kept.len());
+        }
         let reached = loss_lines(run, "step").last().map_or(0, |l| l.0);
         let lost = reached.saturating_sub(saved);
         assert!(
@@ -217,7 +232,10 @@ fn training_killed_at_random_moments_resumes_exactly() {
     let text = std::fs::read_to_string(root().join("configs/teacher-tiny.toml"))
         .unwrap()
         .replace("log_every = 10", "log_every = 1")
-        .replace("checkpoint_every = 20", "checkpoint_every = 5");
+        .replace(
+            "checkpoint_every = 20",
+            "checkpoint_every = 5\nkeep_checkpoints = 3",
+        );
     std::fs::write(&teacher_cfg, text).unwrap();
     let distill_cfg = d.join("distill.toml");
     let text = std::fs::read_to_string(root().join("configs/distill-tiny.toml"))
@@ -342,8 +360,8 @@ fn training_killed_at_random_moments_resumes_exactly() {
     }
     for (name, r) in &reports {
         eprintln!(
-            "{name}: {} kills survived ({} during a checkpoint write), steps lost per kill {:?} (max {}), resumed run bit-identical",
-            r.kills, r.during_write, r.lost, r.max_lost
+            "{name}: {} kills survived ({} during a checkpoint write), steps lost per kill {:?} (max {}), resumed run bit-identical, {} checkpoints in history at most",
+            r.kills, r.during_write, r.lost, r.max_lost, r.history
         );
     }
 }
