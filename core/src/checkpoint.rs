@@ -247,10 +247,51 @@ compile_error!("safetensors files are little-endian; Flick supports little-endia
 /// Read a safetensors file: all f32 tensors and the metadata. Errors name the file and what is
 /// wrong with it (missing, truncated, not safetensors, unexpected dtype).
 pub fn read_safetensors(path: &Path) -> Result<(NamedTensors, BTreeMap<String, String>), Error> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_checkpoint_file(path)?;
     read_safetensors_bytes(&bytes)
         .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+/// The largest file read as a checkpoint or state (Flick's largest config is a few hundred MB).
+pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+
+/// A checkpoint file's bytes, after a look at its first 8 bytes: a file that cannot be
+/// safetensors (too short, a header length beyond the file, or over
+/// [`MAX_CHECKPOINT_BYTES`]) is refused before it is read into memory.
+fn read_checkpoint_file(path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let fail = |why: String| Error::Checkpoint(format!("{}: {why}", path.display()));
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    let size = file
+        .metadata()
+        .map_err(|e| fail(format!("cannot read: {e}")))?
+        .len();
+    if size < 8 {
+        return Err(fail(format!(
+            "not a safetensors file or truncated ({size} bytes)"
+        )));
+    }
+    if size > MAX_CHECKPOINT_BYTES {
+        return Err(fail(format!(
+            "{size} bytes is too large for a Flick checkpoint (at most {} GiB)",
+            MAX_CHECKPOINT_BYTES >> 30
+        )));
+    }
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    let header = u64::from_le_bytes(prefix);
+    if header > size - 8 {
+        return Err(fail(format!(
+            "not a safetensors file or truncated (header of {header} bytes in a file of {size})"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    bytes.extend_from_slice(&prefix);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    Ok(bytes)
 }
 
 /// [`read_safetensors`] from memory (the browser has no files).
@@ -358,8 +399,7 @@ pub fn save_model(
 
 /// Load a model checkpoint onto `device`.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Backbone, CheckpointInfo), Error> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_checkpoint_file(path)?;
     load_model_bytes(&bytes, device)
         .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
 }

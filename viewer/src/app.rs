@@ -139,8 +139,11 @@ impl ViewerApp {
 
     /// Take in the engine's events and advance playback; call once per frame.
     pub fn update_state(&mut self, ctx: &egui::Context) {
-        for source in platform::picked() {
-            self.open(source);
+        for picked in platform::picked() {
+            match picked {
+                Ok(source) => self.open(source),
+                Err(error) => self.state.error = Some(error),
+            }
         }
         for event in self.engine.poll() {
             self.state.apply(event);
@@ -271,11 +274,11 @@ impl ViewerApp {
                 })
                 .response
                 .labelled_by(model_label.id);
-            if ui
+            let open = ui
                 .button("Open...")
-                .on_hover_text("open a Flick .safetensors checkpoint")
-                .clicked()
-            {
+                .on_hover_text("open a Flick .safetensors checkpoint");
+            self.widget_rects.insert("open", open.rect);
+            if open.clicked() {
                 // Native: the dialog answers now; browser: the file arrives later (`picked`).
                 if let Some(source) = platform::pick_checkpoint() {
                     self.open(source);

@@ -32,8 +32,9 @@ mod imp {
             .map(ModelSource::Path)
     }
 
-    /// Files picked since the last call whose bytes arrived later (never, natively).
-    pub fn picked() -> Vec<ModelSource> {
+    /// Files picked since the last call whose bytes arrived later, or why one could not be
+    /// read (never, natively).
+    pub fn picked() -> Vec<Result<ModelSource, String>> {
         Vec::new()
     }
 
@@ -91,7 +92,7 @@ mod imp {
     pub const OPEN_BY_HINT: &str = "models/generator-small.safetensors";
 
     thread_local! {
-        static PICKED: RefCell<Vec<ModelSource>> = const { RefCell::new(Vec::new()) };
+        static PICKED: RefCell<Vec<Result<ModelSource, String>>> = const { RefCell::new(Vec::new()) };
     }
 
     /// A checkpoint named by the user or remembered from last time: an address to download.
@@ -108,20 +109,31 @@ mod imp {
                 .await
             {
                 let name = file.file_name();
-                let bytes = file.read().await;
-                PICKED.with(|p| {
-                    p.borrow_mut().push(ModelSource::Bytes {
+                // Sized before it is read: a file far larger than any checkpoint would fill
+                // the page's memory.
+                let size = file.inner().size() as u64;
+                let picked = if size > MAX_PICKED_BYTES {
+                    Err(format!(
+                        "{name}: not a usable Flick checkpoint: {size} bytes is too large (at most {} MiB in the browser)",
+                        MAX_PICKED_BYTES >> 20
+                    ))
+                } else {
+                    Ok(ModelSource::Bytes {
                         name,
-                        bytes: Arc::new(bytes),
+                        bytes: Arc::new(file.read().await),
                     })
-                });
+                };
+                PICKED.with(|p| p.borrow_mut().push(picked));
             }
         });
         None
     }
 
-    /// Files whose bytes arrived since the last call.
-    pub fn picked() -> Vec<ModelSource> {
+    /// The largest file the page reads as a checkpoint.
+    const MAX_PICKED_BYTES: u64 = 1 << 30;
+
+    /// Files whose bytes arrived since the last call, or why one could not be read.
+    pub fn picked() -> Vec<Result<ModelSource, String>> {
         PICKED.with(|p| std::mem::take(&mut *p.borrow_mut()))
     }
 

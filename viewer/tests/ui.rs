@@ -125,28 +125,57 @@ fn scrubbing_moves_every_clip_of_the_grid_together() {
 #[test]
 fn a_bad_checkpoint_shows_an_error_and_the_previous_model_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("not-a-model.safetensors");
-    std::fs::write(&bad, b"this is not a checkpoint").unwrap();
+    // A text file, a 0-byte file, a huge file (8 GiB, sparse: nothing read before it is
+    // refused) and a valid safetensors file that is not a Flick checkpoint.
+    let text = dir.path().join("not-a-model.safetensors");
+    std::fs::write(&text, b"this is not a checkpoint").unwrap();
+    let empty = dir.path().join("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    let huge = dir.path().join("huge.safetensors");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let foreign = dir.path().join("foreign.safetensors");
+    let mut header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_vec();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&[0u8; 8]);
+    std::fs::write(&foreign, bytes).unwrap();
+
     let mut h = harness(app(false));
     let before = h.state().state.models.clone();
-    h.state_mut().open_path(bad);
-    h.run_steps(2);
-    let s = &h.state().state;
-    let err = s.error.clone().expect("an error for the bad file");
-    assert!(
-        err.contains("not-a-model.safetensors") && err.contains("not a usable Flick checkpoint"),
-        "{err}"
-    );
-    assert_eq!(s.models, before, "the model list is unchanged");
-    assert!(s.loading.is_empty());
-    assert_eq!(
-        s.current_model().map(|m| m.label.as_str()),
-        Some("generator-small")
-    );
-    assert!(
-        s.settings.opened.is_empty(),
-        "a file that failed is not offered again"
-    );
+    for (bad, why) in [
+        (&text, "not a safetensors file"),
+        (&empty, "not a safetensors file"),
+        (&huge, "too large"),
+        (&foreign, "not a Flick checkpoint"),
+    ] {
+        h.state_mut().open_path(bad.clone());
+        h.run_steps(2);
+        let s = &h.state().state;
+        let err = s.error.clone().expect("an error for the bad file");
+        let name = bad.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            err.contains(&name)
+                && err.contains("not a usable Flick checkpoint")
+                && err.contains(why),
+            "{err}"
+        );
+        assert_eq!(s.models, before, "the model list is unchanged");
+        assert!(s.loading.is_empty());
+        assert_eq!(
+            s.current_model().map(|m| m.label.as_str()),
+            Some("generator-small")
+        );
+        assert!(
+            s.settings.opened.is_empty(),
+            "a file that failed is not offered again"
+        );
+    }
     h.get_by_label("Generate").click();
     h.run_steps(3);
     let s = &h.state().state;

@@ -108,16 +108,31 @@ fn warn_skip(skipped: &mut Vec<(PathBuf, String)>, path: &Path, why: &str) {
 }
 
 fn read_captions_jsonl(dir: &Path) -> Result<HashMap<String, String>, Error> {
+    let path = dir.join("captions.jsonl");
+    let map = HashMap::new();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(map),
+        Err(e) => {
+            eprintln!(
+                "warning: {} ignored: {e} (captions must be UTF-8 text)",
+                path.display()
+            );
+            return Ok(map);
+        }
+    };
+    Ok(parse_captions(&text, &path.display().to_string()))
+}
+
+/// The `file → caption` lines of a `captions.jsonl` text (`source` names it in warnings);
+/// lines that are not `{"file": ..., "caption": ...}` are skipped with a warning.
+pub fn parse_captions(text: &str, source: &str) -> HashMap<String, String> {
     #[derive(serde::Deserialize)]
     struct Line {
         file: String,
         caption: String,
     }
-    let path = dir.join("captions.jsonl");
     let mut map = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(map);
-    };
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -127,13 +142,12 @@ fn read_captions_jsonl(dir: &Path) -> Result<HashMap<String, String>, Error> {
                 map.insert(l.file.trim_end_matches('/').to_string(), l.caption);
             }
             Err(e) => eprintln!(
-                "warning: {} line {}: not {{\"file\": ..., \"caption\": ...}}: {e}",
-                path.display(),
+                "warning: {source} line {}: not {{\"file\": ..., \"caption\": ...}}: {e}",
                 i + 1
             ),
         }
     }
-    Ok(map)
+    map
 }
 
 fn sidecar_caption(path: &Path) -> Option<String> {
@@ -152,7 +166,15 @@ fn sidecar_caption(path: &Path) -> Option<String> {
 
 fn decode_gif(path: &Path) -> Result<Vec<RgbaImage>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut decoder = image::codecs::gif::GifDecoder::new(std::io::BufReader::new(file))
+    decode_gif_from(std::io::BufReader::new(file))
+}
+
+/// Every frame of an animated GIF, composited, under the size and memory limits of a dataset
+/// file (frames up to 8192 px a side, 1 GiB decoded in all); an error says what is wrong.
+pub fn decode_gif_from(
+    reader: impl std::io::BufRead + std::io::Seek,
+) -> Result<Vec<RgbaImage>, String> {
+    let mut decoder = image::codecs::gif::GifDecoder::new(reader)
         .map_err(|e| format!("not a readable GIF: {e}"))?;
     // Sizes come from the file: bounded before anything is allocated for them.
     let mut limits = image::Limits::default();
@@ -181,6 +203,20 @@ fn decode_gif(path: &Path) -> Result<Vec<RgbaImage>, String> {
     Ok(frames)
 }
 
+/// One PNG frame as RGBA, frames up to 8192 px a side and `max_bytes` decoded.
+pub fn decode_png_from(
+    reader: impl std::io::BufRead + std::io::Seek,
+    max_bytes: u64,
+) -> Result<RgbaImage, String> {
+    let mut reader = image::ImageReader::with_format(reader, image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(max_bytes);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(|e| e.to_string())?.to_rgba8())
+}
+
 /// The largest frame side a dataset file may have.
 const MAX_SIDE: u32 = 8192;
 /// The most memory one clip's decoded frames may take.
@@ -201,13 +237,10 @@ fn decode_png_folder(dir: &Path) -> Result<Vec<RgbaImage>, String> {
     for p in &pngs {
         let unreadable =
             |e: &dyn std::fmt::Display| format!("frame {} unreadable: {e}", p.display());
-        let mut reader = image::ImageReader::open(p).map_err(|e| unreadable(&e))?;
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(MAX_SIDE);
-        limits.max_image_height = Some(MAX_SIDE);
-        limits.max_alloc = Some(MAX_DECODED_BYTES.saturating_sub(bytes).max(1));
-        reader.limits(limits);
-        let img = reader.decode().map_err(|e| unreadable(&e))?.to_rgba8();
+        let file = std::fs::File::open(p).map_err(|e| unreadable(&e))?;
+        let budget = MAX_DECODED_BYTES.saturating_sub(bytes).max(1);
+        let img =
+            decode_png_from(std::io::BufReader::new(file), budget).map_err(|e| unreadable(&e))?;
         bytes += img.as_raw().len() as u64;
         if bytes > MAX_DECODED_BYTES {
             return Err(format!(
