@@ -278,9 +278,11 @@ impl ViewerApp {
                 .button("Open...")
                 .on_hover_text("open a Flick .safetensors checkpoint");
             self.widget_rects.insert("open", open.rect);
-            if open.clicked() {
+            // Not in a pass egui will discard and run again: the dialog would open twice (and
+            // in the browser the second would find the user's activation spent).
+            if open.clicked() && !ui.ctx().will_discard() {
                 // Native: the dialog answers now; browser: the file arrives later (`picked`).
-                if let Some(source) = platform::pick_checkpoint() {
+                if let Some(source) = platform::pick_checkpoint(ui.ctx()) {
                     self.open(source);
                 }
             }

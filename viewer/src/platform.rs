@@ -25,7 +25,7 @@ mod imp {
     }
 
     /// Ask for a checkpoint file (`None`: cancelled, or no dialog service on this desktop).
-    pub fn pick_checkpoint() -> Option<ModelSource> {
+    pub fn pick_checkpoint(_ctx: &egui::Context) -> Option<ModelSource> {
         rfd::FileDialog::new()
             .add_filter("Flick checkpoint", &["safetensors"])
             .pick_file()
@@ -101,8 +101,9 @@ mod imp {
     }
 
     /// Open the browser's file chooser; the file's bytes arrive later, through [`picked`].
-    pub fn pick_checkpoint() -> Option<ModelSource> {
-        wasm_bindgen_futures::spawn_local(async {
+    pub fn pick_checkpoint(ctx: &egui::Context) -> Option<ModelSource> {
+        let ctx = ctx.clone();
+        wasm_bindgen_futures::spawn_local(async move {
             if let Some(file) = rfd::AsyncFileDialog::new()
                 .add_filter("Flick checkpoint", &["safetensors"])
                 .pick_file()
@@ -124,6 +125,9 @@ mod imp {
                     })
                 };
                 PICKED.with(|p| p.borrow_mut().push(picked));
+                // Nothing else wakes the page: the file must be taken in now, not at the next
+                // mouse move.
+                ctx.request_repaint();
             }
         });
         None

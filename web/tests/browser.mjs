@@ -3,9 +3,8 @@
 // models (download, device init, warm-up), types a prompt and presses Enter like a user,
 // scrubs the timeline (a slider click at each end, then the arrow key), and checks that the
 // canvas shows the clip (non-uniform pixels where the clip is drawn, different pixels on the
-// first and the last frame), that the page kept painting while the clip was made, that bad
-// files opened through "Open..." (text, empty, non-Flick, 3 GiB) are errors on screen that
-// leave the models working, and that the console has no errors.
+// first and the last frame), that the page kept painting while the clip was made, and that
+// the console has no errors.
 //
 //   node web/tests/browser.mjs --mode webgpu   # --enable-unsafe-webgpu: SwiftShader's WebGPU
 //   node web/tests/browser.mjs --mode cpu      # no WebGPU flag: no adapter, the CPU fallback
@@ -22,7 +21,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import os from 'node:os';
 
 const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(webDir, 'dist');
@@ -98,12 +96,12 @@ try {
   page.on('crash', () => errors.push('the page crashed'));
 
   const status = () => page.evaluate(() => (window.flickStatus ? window.flickStatus() : {}));
-  async function waitFor(what, predicate, ms, errorExpected = false) {
+  async function waitFor(what, predicate, ms) {
     const t0 = Date.now();
     for (;;) {
       const st = await status();
       if (predicate(st)) return st;
-      if (!errorExpected && st.error && /crashed|failed|could not/i.test(st.error) && !isWebgpuCrash(st.error)) fail(`${what}: the page says ${st.error}`);
+      if (st.error && /crashed|failed|could not/i.test(st.error) && !isWebgpuCrash(st.error)) fail(`${what}: the page says ${st.error}`);
       if (errors.length) fail(`${what}: console errors: ${errors.join(' | ')}`);
       if (Date.now() - t0 > ms) fail(`${what}: timed out after ${ms / 1000} s; status ${JSON.stringify(st)}; console:\n${consoleLines.join('\n')}`);
       await sleep(100);
@@ -212,32 +210,6 @@ try {
       if (max > 8 || sum / n > 0.5) fail(`${name} differs from ${compareDir}'s: max ${max}/255, mean ${(sum / n).toFixed(3)}/255 per channel`);
     }
   }
-  // 6. Bad checkpoints through "Open...": a text file, a 0-byte file, a non-Flick safetensors
-  // file and a 3 GiB one (sparse: refused by its size before it is read). Each is an error on
-  // screen naming the file; the models stay, and the next generation works.
-  const badDir = fs.mkdtempSync(path.join(os.tmpdir(), 'flick-bad-'));
-  const header = Buffer.from('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}');
-  const foreign = Buffer.concat([Buffer.alloc(8), header, Buffer.alloc(8)]);
-  foreign.writeBigUInt64LE(BigInt(header.length), 0);
-  const bad = [['not-a-model.safetensors', Buffer.from('this is not a checkpoint')], ['empty.safetensors', Buffer.alloc(0)], ['foreign.safetensors', foreign], ['huge.safetensors', null]];
-  const modelsBefore = JSON.stringify((await status()).models);
-  for (const [name, bytes] of bad) {
-    const file = path.join(badDir, name);
-    if (bytes) fs.writeFileSync(file, bytes); else { const fd = fs.openSync(file, 'w'); fs.ftruncateSync(fd, 3 * 2 ** 30); fs.closeSync(fd); }
-    const o = center((await status()).widgets.open);
-    const [chooser] = await Promise.all([page.waitForEvent('filechooser', { timeout: 10000 }), page.mouse.click(o.x, o.y)]);
-    await chooser.setFiles(file);
-    const st = await waitFor(`opening ${name}`, (s) => s.error && s.error.includes(name) && s.loading.length === 0, 60000, true);
-    if (!/not a usable Flick checkpoint/.test(st.error)) fail(`${name}: unexpected error ${st.error}`);
-    if (JSON.stringify(st.models) !== modelsBefore) fail(`${name}: the models changed to ${JSON.stringify(st.models)}`);
-  }
-  fs.rmSync(badDir, { recursive: true, force: true });
-  const g = center((await status()).widgets.prompt);
-  await page.mouse.click(g.x, g.y);
-  await page.keyboard.press('Enter');
-  const again = await waitFor('generating after the bad files', (s) => s.generations === 2 && !s.busy, timeoutMs, true);
-  if (again.rows[0].error || again.rows[0].clips < 1) fail(`generation after the bad files: ${again.rows[0].error || 'no clips'}`);
-
   await page.screenshot({ path: path.join(outDir, 'page.png') });
   await sleep(500);
   if (errors.length) fail(`console errors: ${errors.join(' | ')}`);
