@@ -233,8 +233,14 @@ impl ModelConfig {
                 "nested.outer_channels: at most 6 levels of at most {MAX_WIDTH} channels, got {outer:?}"
             ));
         }
-        if self.heads == 0 && self.kind == BackboneKind::Dit {
-            return Err("heads must be ≥ 1".into());
+        if self.kind == BackboneKind::Dit && (self.heads == 0 || self.dim == 0) {
+            return Err(format!(
+                "dim and heads must be ≥ 1 (got dim {}, heads {})",
+                self.dim, self.heads
+            ));
+        }
+        if t.dim == 0 {
+            return Err("text.dim must be ≥ 1".into());
         }
         Ok(())
     }
