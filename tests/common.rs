@@ -28,17 +28,28 @@ pub fn losses(run: &std::path::Path) -> Vec<f32> {
 /// teacher checkpoint.
 pub fn tiny_teacher(out: &std::path::Path, steps: u64) -> PathBuf {
     use flick_trainer::config::TeacherConfig;
-    use flick_trainer::train::{TrainArgs, model_path, train_teacher};
-    let path = root().join("configs/teacher-tiny.toml");
-    let mut config = TeacherConfig::load(&path).unwrap();
+    let mut config = TeacherConfig::load(&root().join("configs/teacher-tiny.toml")).unwrap();
     config.train.steps = steps;
+    train_tiny(&config, out, false, None).unwrap();
+    flick_trainer::train::model_path(out)
+}
+
+/// `train-teacher` in-process on the CPU (2 workers, quiet) with `config` (a changed
+/// `teacher-tiny.toml`), into `out`.
+pub fn train_tiny(
+    config: &flick_trainer::config::TeacherConfig,
+    out: &std::path::Path,
+    resume: bool,
+    stop_at: Option<u64>,
+) -> anyhow::Result<()> {
+    use flick_trainer::train::{TrainArgs, train_teacher};
     train_teacher(TrainArgs {
-        config,
-        config_path: path,
+        config: config.clone(),
+        config_path: root().join("configs/teacher-tiny.toml"),
         out: out.to_path_buf(),
-        resume: false,
+        resume,
         device: burn::prelude::Device::flex(),
-        stop_at: None,
+        stop_at,
         quiet: true,
         workers: 2,
         init_from: None,
@@ -46,6 +57,5 @@ pub fn tiny_teacher(out: &std::path::Path, steps: u64) -> PathBuf {
         time_budget: None,
         profile_every: None,
     })
-    .unwrap();
-    model_path(out)
+    .map(|_| ())
 }

@@ -15,7 +15,6 @@ use flick_trainer::config::TeacherConfig;
 use flick_trainer::distill::{AptArgs, DistillConfig, make_pairs, train_apt, train_consistency};
 use flick_trainer::dmd::{DmdArgs, train_dmd};
 use flick_trainer::run::{clear_nonfinite, inject_nonfinite};
-use flick_trainer::train::{TrainArgs, train_teacher};
 
 fn teacher(
     cfg: &TeacherConfig,
@@ -23,21 +22,7 @@ fn teacher(
     resume: bool,
     stop_at: Option<u64>,
 ) -> anyhow::Result<()> {
-    train_teacher(TrainArgs {
-        config: cfg.clone(),
-        config_path: common::root().join("configs/teacher-tiny.toml"),
-        out: out.to_path_buf(),
-        resume,
-        device: Device::flex(),
-        stop_at,
-        quiet: true,
-        workers: 2,
-        init_from: None,
-        init_reset: vec![],
-        time_budget: None,
-        profile_every: None,
-    })
-    .map(|_| ())
+    common::train_tiny(cfg, out, resume, stop_at)
 }
 
 /// The last value of a metrics field.
