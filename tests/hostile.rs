@@ -175,12 +175,12 @@ fn ten_thousand_hostile_prompts_give_a_clip_or_an_error() {
     // Prompts as bytes: valid UTF-8 comes back as the text; anything else is an error that
     // says where.
     let (mut valid, mut invalid) = (0, 0);
-    for i in 0..2_000 {
+    for (i, prompt) in prompts.iter().enumerate().take(2_000) {
         let b = if i % 2 == 0 {
             let n = rng.below(300) as usize;
             rng.bytes(n)
         } else {
-            prompts[i].as_bytes().to_vec()
+            prompt.as_bytes().to_vec()
         };
         match catch_unwind(|| prompt_from_bytes(&b)) {
             Ok(Ok(s)) => {
@@ -215,7 +215,7 @@ fn header_span(bytes: &[u8]) -> (usize, usize) {
 fn with_header(bytes: &[u8], header: &serde_json::Value) -> Vec<u8> {
     let (_, end) = header_span(bytes);
     let mut h = serde_json::to_vec(header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -51,6 +51,41 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize])> ModuleVisitor for Visit<'_, F
 }
 
 /// Call `f(path, id, flat value, shape)` for every float parameter, in a fixed order.
+/// The backend's random stream, which draws initial weights, is one per process. Everything in
+/// Flick that draws from it (model, discriminator-head and probe initialisation) takes turns
+/// through this lock, and a run that seeds the stream holds its turn from the seed to the last
+/// draw of its initialisation: two runs started side by side in one process (the test suites, a
+/// program embedding the trainer) each get the initial weights their seeds name.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    static HOLDING_RNG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `draw` holding this process's turn on the backend's random stream, first seeding it
+/// with `seed` when given. Re-entrant: an initialiser called inside another's turn keeps it.
+pub fn with_backend_rng<T>(device: &Device, seed: Option<u64>, draw: impl FnOnce() -> T) -> T {
+    if HOLDING_RNG.with(|h| h.get()) {
+        if let Some(seed) = seed {
+            device.seed(seed);
+        }
+        return draw();
+    }
+    let _turn = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HOLDING_RNG.with(|h| h.set(false));
+        }
+    }
+    HOLDING_RNG.with(|h| h.set(true));
+    let _release = Release;
+    if let Some(seed) = seed {
+        device.seed(seed);
+    }
+    draw()
+}
+
 pub fn visit_params<M: Module>(module: &M, mut f: impl FnMut(&str, ParamId, Tensor<1>, &[usize])) {
     module.visit(&mut Visit {
         path: ParamPath::default(),
@@ -208,4 +243,43 @@ pub fn grads_by_path<M: Module>(
     };
     module.visit(&mut v);
     v.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_initialisations_side_by_side_get_the_weights_their_seeds_name() {
+        let device = Device::default();
+        let draw = |seed| {
+            with_backend_rng(&device, Some(seed), || {
+                let a = Tensor::<1>::random([256], burn::tensor::Distribution::Default, &device);
+                // A nested initialiser keeps the turn.
+                let b = with_backend_rng(&device, None, || {
+                    Tensor::<1>::random([256], burn::tensor::Distribution::Default, &device)
+                });
+                Tensor::cat(vec![a, b], 0)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            })
+        };
+        let reference = draw(7);
+        assert_ne!(reference, draw(8));
+        // Another thread draws (seeded and not) all the while; every seed-7 draw is the same.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for k in 0..2000u64 {
+                    let seed = (k % 2 == 0).then_some(k);
+                    with_backend_rng(&device, seed, || {
+                        Tensor::<1>::random([64], burn::tensor::Distribution::Default, &device)
+                    });
+                }
+            });
+            for _ in 0..100 {
+                assert_eq!(draw(7), reference);
+            }
+        });
+    }
 }

@@ -764,8 +764,9 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
     let total: u64 = ac.stages.iter().map(|s| s.steps).sum();
     let fresh_disc = || -> anyhow::Result<Discriminator> {
         let (backbone, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
-        device.seed(ac.seed);
-        Ok(Discriminator::new(backbone, ac.d_heads, &ad))
+        Ok(run::seeded(&device, ac.seed, || {
+            Discriminator::new(backbone, ac.d_heads, &ad)
+        }))
     };
 
     let mut opt_g = RmsProp::new(ac.rms_alpha, 1e-8);

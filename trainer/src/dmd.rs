@@ -311,8 +311,10 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
     } else {
         let (g, g_ema) = load_init(init, &mc, &ad, &device)?;
         let (fake, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
-        device.seed(dc.seed);
-        (g, g_ema, Discriminator::new(fake, dc.gan_heads, &ad), 0)
+        let d = run::seeded(&device, dc.seed, || {
+            Discriminator::new(fake, dc.gan_heads, &ad)
+        });
+        (g, g_ema, d, 0)
     };
     eprintln!(
         "{}: real score = the teacher with guidance {}, fake score = a trained copy; generator from {}{}",

@@ -136,8 +136,7 @@ pub fn train_probe(
         tc.data_seed,
     )?;
     let ad = device.clone().autodiff();
-    device.seed(tc.seed);
-    let mut model: Probe = pc.init(&ad);
+    let mut model: Probe = run::seeded(device, tc.seed, || pc.init(&ad));
     let mut optim = AdamW::new(0.9, 0.999, 1e-8, tc.weight_decay);
     let mut step = 0u64;
     if let Some(saved) = saved {

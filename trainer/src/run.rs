@@ -294,6 +294,13 @@ impl Progress {
 }
 
 /// Consecutive non-finite steps after which a loop stops, where its config does not say.
+/// Seeds the backend's random stream with `seed` and runs `init` (model or head
+/// initialisation) in one turn on it (see [`flick_core::params::with_backend_rng`]), so the
+/// initial weights are the ones the seed names whatever else the process is doing.
+pub fn seeded<T>(device: &Device, seed: u64, init: impl FnOnce() -> T) -> T {
+    flick_core::params::with_backend_rng(device, Some(seed), init)
+}
+
 pub fn default_max_bad_steps() -> u64 {
     20
 }

@@ -159,8 +159,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     }
 
     let ad = device.clone().autodiff();
-    device.seed(cfg.train.seed);
-    let mut model = mc.init(&ad);
+    let mut model = run::seeded(&device, cfg.train.seed, || mc.init(&ad));
     let mut ema = model.valid();
     let mut optim = AdamW::new(
         cfg.train.beta1,

@@ -89,6 +89,7 @@ struct Report {
 /// Kill `cmd --out run` `kills` times at random moments (resuming each time), then let it
 /// finish; checks the files after each kill.
 #[allow(clippy::zombie_processes)] // every child is killed or waited for below
+#[allow(clippy::too_many_arguments)]
 fn campaign(
     cmd: &[String],
     run: &Path,

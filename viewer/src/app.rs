@@ -310,6 +310,7 @@ impl ViewerApp {
                     .hint_text(platform::OPEN_BY_HINT)
                     .desired_width(280.0),
             );
+            self.widget_rects.insert("address", r.rect);
             if r.lost_focus()
                 && ui.input(|i| i.key_pressed(Key::Enter))
                 && !self.path_input.trim().is_empty()

@@ -138,7 +138,7 @@ fn a_bad_checkpoint_shows_an_error_and_the_previous_model_keeps_working() {
         .unwrap();
     let foreign = dir.path().join("foreign.safetensors");
     let mut header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_vec();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

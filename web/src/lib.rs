@@ -779,6 +779,11 @@ async fn load(
     s.models.insert(label, g);
 }
 
+/// The largest checkpoint the page downloads (the same bound as a file picked from disk): a
+/// larger one is refused from its announced length before any of it is read, and a download
+/// that passes the bound without announcing it is stopped there.
+const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+
 /// Fetch `url`, reporting the fraction received when the server gives the length.
 async fn download(label: &str, url: &str) -> Result<Vec<u8>, String> {
     use wasm_bindgen_futures::JsFuture;
@@ -800,6 +805,17 @@ async fn download(label: &str, url: &str) -> Result<Vec<u8>, String> {
         .ok()
         .flatten()
         .and_then(|v| v.parse().ok());
+    let too_large = |n: f64| {
+        format!(
+            "{url}: {:.0} MiB{} is more than the {} MiB a checkpoint may have",
+            n / f64::from(1 << 20),
+            if total.is_some() { "" } else { " so far" },
+            MAX_DOWNLOAD_BYTES >> 20
+        )
+    };
+    if let Some(t) = total.filter(|&t| t > MAX_DOWNLOAD_BYTES as f64) {
+        return Err(too_large(t));
+    }
     let body = response
         .body()
         .ok_or_else(|| format!("{url}: empty response"))?;
@@ -821,6 +837,10 @@ async fn download(label: &str, url: &str) -> Result<Vec<u8>, String> {
             .map_err(js_error)?
             .unchecked_into();
         let start = out.len();
+        if (start + value.length() as usize) as u64 > MAX_DOWNLOAD_BYTES {
+            let _ = reader.cancel();
+            return Err(too_large((start + value.length() as usize) as f64));
+        }
         out.resize(start + value.length() as usize, 0);
         value.copy_to(&mut out[start..]);
         let fraction = total.map(|t| (out.len() as f64 / t) as f32);

@@ -58,6 +58,8 @@ const consoleLog = [];
 const started = Date.now();
 const stamp = () => `[${((Date.now() - started) / 1000).toFixed(1)} s]`;
 const port = await freePort();
+// A sparse file the static server announces as 2 GiB (made in step 6, removed at the end).
+const oversize = path.join(dist, 'models', 'oversize.safetensors');
 const server = spawn('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dist, String(port)], { stdio: 'ignore' });
 let browser;
 try {
@@ -210,6 +212,23 @@ try {
       if (max > 8 || sum / n > 0.5) fail(`${name} differs from ${compareDir}'s: max ${max}/255, mean ${(sum / n).toFixed(3)}/255 per channel`);
     }
   }
+  // 6. Bad models by address: one whose server announces 2 GiB (refused before a byte of it is
+  // read) and one that is not a checkpoint. Each is a message on the page; the page, its models
+  // and its clip stay as they were.
+  fs.truncateSync(oversize, 2 ** 31);
+  const badAddresses = [];
+  for (const [address, expect] of [['models/oversize.safetensors', /2048 MiB is more than the 1024 MiB/], ['index.html', /index\.html/]]) {
+    st = await status();
+    const box = center(st.widgets.address);
+    await page.mouse.click(box.x, box.y);
+    await page.keyboard.type(address, { delay: 5 });
+    await page.keyboard.press('Enter');
+    const t = Date.now();
+    const seen = await waitFor(`opening ${address}`, (s) => s.error && s.error.includes(address) && s.loading.length === 0, 30000);
+    if (!expect.test(seen.error)) fail(`opening ${address}: unexpected message ${seen.error}`);
+    if (seen.models.length !== ready.models.length || seen.generations !== 1) fail(`opening ${address} changed the page: ${JSON.stringify(seen.models)}, ${seen.generations} generations`);
+    badAddresses.push({ address, message: seen.error, seconds: (Date.now() - t) / 1000 });
+  }
   await page.screenshot({ path: path.join(outDir, 'page.png') });
   await sleep(500);
   if (errors.length) fail(`console errors: ${errors.join(' | ')}`);
@@ -222,7 +241,7 @@ try {
     page_to_models_ready_s: loadSecs,
     model: row.model, clips: row.clips, secs_per_clip: row.secs_per_clip, click_to_clips_s: row.latency, enter_to_done_seen_s: generateSecs,
     max_frame_gap_ms: Math.round(gaps.maxGap), animation_frames_during_generation: gaps.frames,
-    clip_pixels: { first: a, last: b, differing: differ }, compared_with: compareDir, difference: compared,
+    clip_pixels: { first: a, last: b, differing: differ }, bad_addresses: badAddresses, compared_with: compareDir, difference: compared,
     console: consoleLines.filter((l) => l.includes('flick')),
   };
   fs.writeFileSync(path.join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
@@ -234,4 +253,5 @@ try {
   try { fs.writeFileSync(path.join(outDir, 'console.log'), consoleLog.join('\n') + '\n'); } catch {}
   if (browser) await browser.close().catch(() => {});
   server.kill();
+  fs.rmSync(oversize, { force: true });
 }

@@ -82,6 +82,10 @@ impl ProbeConfig {
     }
 
     pub fn init(&self, device: &Device) -> Probe {
+        crate::params::with_backend_rng(device, None, || self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Probe {
         let conv = |i: usize, o: usize, stride: [usize; 3]| {
             Conv3dConfig::new([i, o], [3, 3, 3])
                 .with_stride(stride)

@@ -80,7 +80,7 @@ impl Discriminator {
         let taps = backbone.tap_depths();
         let dims: Vec<usize> = taps.iter().map(|&i| backbone.tap_dim(i)).collect();
         let width: usize = dims.iter().sum();
-        Self {
+        crate::params::with_backend_rng(device, None, || Self {
             heads: dims
                 .iter()
                 .map(|&d| QueryHead::new(d, heads, device))
@@ -89,7 +89,7 @@ impl Discriminator {
             proj: LinearConfig::new(width, 1).init(device),
             backbone,
             taps,
-        }
+        })
     }
 
     /// Text context of the discriminator's own (trained) text encoder.

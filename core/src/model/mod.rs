@@ -301,6 +301,10 @@ impl ModelConfig {
 
     /// Build the configured backbone.
     pub fn init(&self, device: &Device) -> Backbone {
+        crate::params::with_backend_rng(device, None, || self.init_unlocked(device))
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Backbone {
         match self.kind {
             BackboneKind::Dit => Backbone::Dit(self.init_dit(device)),
             BackboneKind::Unet => {
