@@ -16,6 +16,14 @@ use flick_trainer::distill::{AptArgs, DistillConfig, make_pairs, train_apt, trai
 use flick_trainer::dmd::{DmdArgs, train_dmd};
 use flick_trainer::run::{clear_nonfinite, inject_nonfinite};
 
+/// The tests here compare runs bit for bit; burn's CPU backend splits its parallel reductions
+/// by what its thread pool is doing, so two of them training side by side can round differently.
+/// They take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn teacher(
     cfg: &TeacherConfig,
     out: &Path,
@@ -41,6 +49,7 @@ fn state(run: &Path) -> (BTreeMap<String, Vec<f32>>, BTreeMap<String, String>) {
 
 #[test]
 fn the_teacher_skips_a_nonfinite_step_and_stops_on_persistent_ones() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = TeacherConfig::load(&common::root().join("configs/teacher-tiny.toml")).unwrap();
     cfg.train.steps = 10;
@@ -99,6 +108,7 @@ fn the_teacher_skips_a_nonfinite_step_and_stops_on_persistent_ones() {
 
 #[test]
 fn every_distillation_loop_skips_a_nonfinite_step() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let teacher = common::tiny_teacher(&dir.path().join("teacher"), 4);
     let mut cfg = DistillConfig::load(&common::root().join("configs/distill-tiny.toml")).unwrap();
@@ -176,6 +186,7 @@ fn every_distillation_loop_skips_a_nonfinite_step() {
 
 #[test]
 fn the_probe_skips_a_nonfinite_step() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = flick_trainer::probe::ProbeTrainConfig::load(
         &common::root().join("configs/probe-tiny.toml"),
@@ -194,6 +205,7 @@ fn the_probe_skips_a_nonfinite_step() {
 
 #[test]
 fn a_full_disk_or_a_read_only_folder_fails_clearly_and_keeps_the_last_checkpoint() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = TeacherConfig::load(&common::root().join("configs/teacher-tiny.toml")).unwrap();
     cfg.train.steps = 8;
