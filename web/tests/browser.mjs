@@ -58,8 +58,11 @@ const consoleLog = [];
 const started = Date.now();
 const stamp = () => `[${((Date.now() - started) / 1000).toFixed(1)} s]`;
 const port = await freePort();
-// A sparse file the static server announces as 2 GiB (made in step 6, removed at the end).
-const oversize = path.join(dist, 'models', 'oversize.safetensors');
+// Bad models the static server offers in step 6 (made there, removed at the end): a sparse file
+// announced as 2 GiB, a 0-byte file, a bundled checkpoint cut in half, and a valid safetensors
+// file that is not a Flick checkpoint.
+const badModel = (name) => path.join(dist, 'models', name);
+const badModels = ['oversize', 'empty', 'truncated', 'foreign'].map((n) => badModel(`${n}.safetensors`));
 const server = spawn('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dist, String(port)], { stdio: 'ignore' });
 let browser;
 try {
@@ -213,12 +216,29 @@ try {
     }
   }
   // 6. Bad models by address: one whose server announces 2 GiB (refused before a byte of it is
-  // read) and one that is not a checkpoint. Each is a message on the page; the page, its models
-  // and its clip stay as they were.
-  fs.closeSync(fs.openSync(oversize, 'w'));
-  fs.truncateSync(oversize, 2 ** 31);
+  // read), a 0-byte file, a checkpoint cut in half, a safetensors file that is not a Flick
+  // checkpoint, and a page that is not a checkpoint. Each is a message on the page; the page,
+  // its models and its clip stay as they were, and the model in use still generates.
+  fs.closeSync(fs.openSync(badModel('oversize.safetensors'), 'w'));
+  fs.truncateSync(badModel('oversize.safetensors'), 2 ** 31);
+  fs.writeFileSync(badModel('empty.safetensors'), Buffer.alloc(0));
+  const bundled = fs.readFileSync(path.join(dist, 'models', 'generator-small.safetensors'));
+  fs.writeFileSync(badModel('truncated.safetensors'), bundled.subarray(0, bundled.length >> 1));
+  {
+    let header = '{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
+    while (header.length % 8) header += ' ';
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length));
+    fs.writeFileSync(badModel('foreign.safetensors'), Buffer.concat([len, Buffer.from(header), Buffer.alloc(8)]));
+  }
   const badAddresses = [];
-  for (const [address, expect] of [['models/oversize.safetensors', /2048 MiB is more than the 1024 MiB/], ['index.html', /index\.html/]]) {
+  for (const [address, expect] of [
+    ['models/oversize.safetensors', /2048 MiB is more than the 1024 MiB/],
+    ['models/empty.safetensors', /not a usable Flick checkpoint/],
+    ['models/truncated.safetensors', /not a usable Flick checkpoint/],
+    ['models/foreign.safetensors', /not a usable Flick checkpoint/],
+    ['index.html', /index\.html/],
+  ]) {
     st = await status();
     const box = center(st.widgets.address);
     await page.mouse.click(box.x, box.y);
@@ -230,6 +250,13 @@ try {
     if (seen.models.length !== ready.models.length || seen.generations !== 1) fail(`opening ${address} changed the page: ${JSON.stringify(seen.models)}, ${seen.generations} generations`);
     badAddresses.push({ address, message: seen.error, seconds: (Date.now() - t) / 1000 });
   }
+  // The model in use still works: the same prompt again, Enter in the prompt box.
+  st = await status();
+  const pb = center(st.widgets.prompt);
+  await page.mouse.click(pb.x, pb.y);
+  await page.keyboard.press('Enter');
+  const again = await waitFor('generating after the bad models', (s) => s.generations === 2 && !s.busy, timeoutMs, { errorExpected: true });
+  if (again.rows[0].error || again.rows[0].clips < 1) fail(`generating after the bad models: ${again.rows[0].error || 'no clips'}`);
   await page.screenshot({ path: path.join(outDir, 'page.png') });
   await sleep(500);
   if (errors.length) fail(`console errors: ${errors.join(' | ')}`);
@@ -254,5 +281,5 @@ try {
   try { fs.writeFileSync(path.join(outDir, 'console.log'), consoleLog.join('\n') + '\n'); } catch {}
   if (browser) await browser.close().catch(() => {});
   server.kill();
-  fs.rmSync(oversize, { force: true });
+  for (const f of badModels) fs.rmSync(f, { force: true });
 }
