@@ -42,9 +42,19 @@ pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
                 if let Some(dir) = autotune_cache_dir() {
                     flick_shaders::keep_autotune_cache(&dir);
                 }
-                Device::wgpu_options().init().map_err(|e| {
+                let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| {
                     format!("no usable wgpu adapter ({e:?}); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`) or use `--backend cpu`")
-                })
+                })?;
+                // wgpu falls back to OpenGL when it finds no Vulkan driver; burn 0.22.1 /
+                // cubecl 0.11.3 then hang in matmul autotuning (in wgpu's GL queue submit), so
+                // an OpenGL adapter is refused here rather than met as a hang later.
+                if setup.backend == burn::tensor::wgpu::wgpu::Backend::Gl {
+                    return Err(format!(
+                        "wgpu found only an OpenGL adapter ({}), which Flick cannot run on (it hangs in kernel autotuning); install a Vulkan driver (on a machine without a GPU, Mesa's lavapipe: `apt-get install mesa-vulkan-drivers`, or `bash scripts/setup.sh test`) or use `--backend cpu`",
+                        setup.adapter.get_info().name
+                    ));
+                }
+                Ok(device)
             })
             .clone()
             .map_err(crate::Error::Device)
