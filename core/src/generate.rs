@@ -215,7 +215,7 @@ impl Generator {
         z: Vec<f32>,
         steps: usize,
         guidance: f32,
-        mut on_step: impl FnMut(usize, usize),
+        on_step: impl FnMut(usize, usize),
     ) -> Result<Tensor<5>, Error> {
         check_sampling(steps, guidance)?;
         let c = &self.info.config;
@@ -232,24 +232,22 @@ impl Generator {
                 per_clip
             )));
         }
-        let device = &self.device;
-        // One state per resolution (the nested U-Net denoises all of them jointly), each from
-        // its part of every clip's noise.
-        let mut offset = 0;
-        let mut xs: Vec<Tensor<5>> = c
-            .level_sizes()
-            .into_iter()
-            .map(|[h, w]| {
-                let n = 3 * c.frames * h * w;
-                let values: Vec<f32> = z
-                    .chunks(per_clip)
-                    .flat_map(|clip| clip[offset..offset + n].iter().copied())
-                    .collect();
-                offset += n;
-                Tensor::<5>::from_data(TensorData::new(values, [b, 3, c.frames, h, w]), device)
-            })
-            .collect();
+        let xs = self.level_inputs(&z, b);
         let text = self.encode(prompts, guidance);
+        self.sample_text(xs, &z, &text, steps, guidance, on_step)
+    }
+
+    /// The sampler from every level's noisy start `xs` (and the flat noise `z` they came from)
+    /// for an encoded context ([`Self::encode`], or a blend of contexts).
+    fn sample_text(
+        &self,
+        mut xs: Vec<Tensor<5>>,
+        z: &[f32],
+        text: &crate::text::TextContext,
+        steps: usize,
+        guidance: f32,
+        mut on_step: impl FnMut(usize, usize),
+    ) -> Result<Tensor<5>, Error> {
         let flow = FlowConfig {
             shift: self.shift,
             ..FlowConfig::default()
@@ -264,12 +262,12 @@ impl Generator {
                     times.len()
                 )));
             }
-            return Ok(self.denoise_renoise(xs.remove(0), &z, &times, &text, guidance, on_step));
+            return Ok(self.denoise_renoise(xs.remove(0), z, &times, text, guidance, on_step));
         }
         let times = flow.sampling_times(steps);
         if xs.len() == 1 {
             let out = euler(xs.remove(0), &times, |x, t, i| {
-                let v = self.velocity(x, t, &text, guidance);
+                let v = self.velocity(x, t, text, guidance);
                 on_step(i + 1, steps);
                 v
             });
@@ -278,7 +276,7 @@ impl Generator {
         // Euler on every level with its own times (the same grid on the full size's t).
         for (i, pair) in times.windows(2).enumerate() {
             let (t, t_next) = (pair[0], pair[1]);
-            let vs = self.velocity_levels(xs.clone(), t, &text, guidance);
+            let vs = self.velocity_levels(xs.clone(), t, text, guidance);
             xs = xs
                 .into_iter()
                 .zip(vs)
@@ -290,6 +288,94 @@ impl Generator {
             on_step(i + 1, steps);
         }
         Ok(xs.swap_remove(0))
+    }
+
+    /// Every resolution's start `[B, 3, T, h, w]` from the flat per-clip noise `z` (the nested
+    /// U-Net denoises all of them jointly, each from its part of every clip's noise).
+    fn level_inputs(&self, z: &[f32], b: usize) -> Vec<Tensor<5>> {
+        let c = &self.info.config;
+        let per_clip = c.noise_len(c.frames);
+        let mut offset = 0;
+        c.level_sizes()
+            .into_iter()
+            .map(|[h, w]| {
+                let n = 3 * c.frames * h * w;
+                let values: Vec<f32> = z
+                    .chunks(per_clip)
+                    .flat_map(|clip| clip[offset..offset + n].iter().copied())
+                    .collect();
+                offset += n;
+                Tensor::<5>::from_data(
+                    TensorData::new(values, [b, 3, c.frames, h, w]),
+                    &self.device,
+                )
+            })
+            .collect()
+    }
+
+    /// The clip at a point between latent corners ([`LatentPoint`]): the seeds' noises
+    /// interpolated spherically, the prompts' encodings blended with the same weights.
+    pub fn explore(
+        &self,
+        point: &LatentPoint,
+        steps: usize,
+        guidance: f32,
+    ) -> Result<Video, Error> {
+        let x = self.explore_tensor(point, steps, guidance)?;
+        let dims = x.dims();
+        let frames = flick_shaders::clip_pixels(x)
+            .map_err(|e| Error::Device(format!("reading the clip back failed: {e}")))?;
+        Ok(to_videos(dims, frames).remove(0))
+    }
+
+    /// [`Self::explore`] for the browser (asynchronous read-back).
+    pub async fn explore_async(
+        &self,
+        point: &LatentPoint,
+        steps: usize,
+        guidance: f32,
+    ) -> Result<Video, Error> {
+        let x = self.explore_tensor(point, steps, guidance)?;
+        let dims = x.dims();
+        let frames = flick_shaders::clip_pixels_async(x)
+            .await
+            .map_err(|e| Error::Device(format!("reading the clip back failed: {e}")))?;
+        Ok(to_videos(dims, frames).remove(0))
+    }
+
+    fn explore_tensor(
+        &self,
+        point: &LatentPoint,
+        steps: usize,
+        guidance: f32,
+    ) -> Result<Tensor<5>, Error> {
+        check_sampling(steps, guidance)?;
+        let weights = point.weights()?;
+        let noises: Vec<Vec<f32>> = point.corners.iter().map(|(_, s)| self.noise(*s)).collect();
+        let z = point.noise(&noises)?;
+        let prompts: Vec<String> = point.corners.iter().map(|(p, _)| p.clone()).collect();
+        let n = prompts.len();
+        let all = self.encode(&prompts, guidance);
+        let lens: Vec<usize> =
+            crate::text::tokenize_batch(&prompts, self.info.config.text.max_len).1;
+        let cond = blend_text(&all, 0, n, &weights, &lens, &self.device);
+        let text = if guidance != 1.0 {
+            // The unconditional rows are all the empty prompt's: any one of them.
+            let uncond = crate::text::TextContext {
+                tokens: all.tokens.narrow(0, n, 1),
+                bias: all.bias.narrow(0, n, 1),
+                pooled: all.pooled.narrow(0, n, 1),
+            };
+            crate::text::TextContext {
+                tokens: Tensor::cat(vec![cond.tokens, uncond.tokens], 0),
+                bias: Tensor::cat(vec![cond.bias, uncond.bias], 0),
+                pooled: Tensor::cat(vec![cond.pooled, uncond.pooled], 0),
+            }
+        } else {
+            cond
+        };
+        let xs = self.level_inputs(&z, 1);
+        self.sample_text(xs, &z, &text, steps, guidance, |_, _| {})
     }
 
     /// A multi-step generator's sampler (DMD2): at each time `t_k` the generator's clean clip
@@ -470,6 +556,134 @@ impl Generator {
             .try_to_vec::<f32>()
             .map_err(|e| Error::Device(format!("clips are not f32: {e:?}")))?;
         Ok(split_clips(values, dims))
+    }
+}
+
+/// A point between two or four latent corners, each a prompt and a seed: the clip made from the
+/// corners' noises interpolated spherically (slerp keeps the noise at unit scale, where a
+/// straight average of two independent noises has a norm ≈ 0.71× too small) and from their
+/// prompts' encodings blended with the same weights. Two corners: `at[0]` ∈ [0, 1] from the
+/// first to the second (`at[1]` unused). Four corners (a square: `[0, 0], [1, 0], [0, 1],
+/// [1, 1]`): `at` = (u, v), bilinear — slerp along u on both edges, then along v. At a corner
+/// the clip is that corner's prompt and seed exactly as [`Generator::generate_videos`] makes it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatentPoint {
+    pub corners: Vec<(String, u64)>,
+    pub at: [f32; 2],
+}
+
+impl LatentPoint {
+    fn check(&self) -> Result<(), Error> {
+        if !matches!(self.corners.len(), 2 | 4) {
+            return Err(Error::Config(format!(
+                "a latent point needs 2 or 4 corners, got {}",
+                self.corners.len()
+            )));
+        }
+        if !self
+            .at
+            .iter()
+            .all(|a| a.is_finite() && (0.0..=1.0).contains(a))
+        {
+            return Err(Error::Config(format!(
+                "a latent point's position must be in [0, 1], got {:?}",
+                self.at
+            )));
+        }
+        Ok(())
+    }
+
+    /// The corners' weights for blending the text (bilinear; they sum to 1).
+    pub fn weights(&self) -> Result<Vec<f32>, Error> {
+        self.check()?;
+        let [u, v] = self.at;
+        Ok(if self.corners.len() == 2 {
+            vec![1.0 - u, u]
+        } else {
+            vec![(1.0 - u) * (1.0 - v), u * (1.0 - v), (1.0 - u) * v, u * v]
+        })
+    }
+
+    /// The noise at this point from the corners' noises (in corner order).
+    pub fn noise(&self, corners: &[Vec<f32>]) -> Result<Vec<f32>, Error> {
+        self.check()?;
+        let [u, v] = self.at;
+        Ok(match corners {
+            [a, b] => slerp(a, b, u),
+            [a, b, c, d] => slerp(&slerp(a, b, u), &slerp(c, d, u), v),
+            _ => {
+                return Err(Error::Config(format!(
+                    "{} noises for {} corners",
+                    corners.len(),
+                    self.corners.len()
+                )));
+            }
+        })
+    }
+}
+
+/// Spherical interpolation of two noise vectors, `s` ∈ [0, 1]: along the great circle between
+/// their directions (the angle from their normalised dot product), exactly `a` at 0 and `b` at 1;
+/// a straight line when they are (nearly) parallel.
+pub fn slerp(a: &[f32], b: &[f32], s: f32) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "slerp of vectors of different lengths");
+    if s <= 0.0 {
+        return a.to_vec();
+    }
+    if s >= 1.0 {
+        return b.to_vec();
+    }
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = (dot / (na * nb).max(f64::MIN_POSITIVE)).clamp(-1.0, 1.0);
+    let theta = cos.acos();
+    let s = s as f64;
+    let (wa, wb) = if theta.sin().abs() < 1e-6 {
+        (1.0 - s, s)
+    } else {
+        (
+            ((1.0 - s) * theta).sin() / theta.sin(),
+            (s * theta).sin() / theta.sin(),
+        )
+    };
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
+        .collect()
+}
+
+/// One context row blended from rows `first..first + weights.len()` of `all`: token features and
+/// pooled features averaged with `weights`; a token position attends with weight Σ w_i over the
+/// prompts that have a token there (bias `ln Σ w_i`, −1e4 where none has), so a corner's own
+/// context comes back exactly at its corner and a longer prompt's extra tokens fade in.
+fn blend_text(
+    all: &crate::text::TextContext,
+    first: usize,
+    n: usize,
+    weights: &[f32],
+    lens: &[usize],
+    device: &Device,
+) -> crate::text::TextContext {
+    let [_, l, dim] = all.tokens.dims();
+    let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [n]), device);
+    let tokens = (all.tokens.clone().narrow(0, first, n) * w.clone().reshape([n, 1, 1])).sum_dim(0); // [1, L, dim]
+    let pooled = (all.pooled.clone().narrow(0, first, n) * w.reshape([n, 1])).sum_dim(0);
+    let bias: Vec<f32> = (0..l)
+        .map(|j| {
+            let m: f32 = weights
+                .iter()
+                .zip(lens)
+                .filter(|(_, len)| j < **len)
+                .map(|(w, _)| *w)
+                .sum();
+            if m > 0.0 { m.ln() } else { -1e4 }
+        })
+        .collect();
+    crate::text::TextContext {
+        tokens: tokens.reshape([1, l, dim]),
+        bias: Tensor::from_data(TensorData::new(bias, [1, l]), device),
+        pooled: pooled.reshape([1, dim]),
     }
 }
 

@@ -9,7 +9,7 @@ use egui::{Color32, ColorImage, Key, RichText, TextureHandle, TextureOptions, Ve
 
 use crate::engine::{Engine, ModelSource};
 use crate::platform;
-use crate::state::{LoopMode, MAX_BATCH, MAX_STEPS, Settings, ViewerState};
+use crate::state::{ExploreMode, LoopMode, MAX_BATCH, MAX_STEPS, Settings, ViewerState};
 
 /// One texture per frame of every clip on screen, made when first drawn.
 #[derive(Default)]
@@ -178,7 +178,10 @@ impl ViewerApp {
                 self.state.playback.step(1, frames);
             }
         }
-        if self.state.busy() || !self.state.loading.is_empty() {
+        if self.state.settings.explore {
+            self.state.pump_explore(self.engine.as_mut());
+        }
+        if self.state.busy() || !self.state.loading.is_empty() || self.state.explorer.busy() {
             ctx.request_repaint_after_secs(0.05);
         } else if self.state.playback.playing {
             ctx.request_repaint_after_secs(0.5 / self.state.settings.fps.max(1.0));
@@ -202,6 +205,12 @@ impl ViewerApp {
             .resizable(true)
             .default_size(220.0)
             .show(ui, |ui| self.history(ui));
+        if self.state.settings.explore {
+            egui::Panel::left("explore")
+                .resizable(true)
+                .default_size(self.state.settings.clip_size.max(200.0) + 24.0)
+                .show(ui, |ui| self.explorer(ui));
+        }
         egui::CentralPanel::default_margins().show(ui, |ui| self.grid(ui));
         self.automate(&ctx);
     }
@@ -302,6 +311,10 @@ impl ViewerApp {
             );
             ui.add(egui::Slider::new(&mut s.batch, 1..=MAX_BATCH).text("seeds"));
             ui.checkbox(&mut s.compare, "compare one-step vs teacher");
+            let explore = ui.checkbox(&mut s.explore, "explore").on_hover_text(
+                "move between seeds and prompts live: the one-step generator follows the slider",
+            );
+            self.widget_rects.insert("explore", explore.rect);
         });
         ui.horizontal(|ui| {
             ui.label(platform::OPEN_BY_LABEL);
@@ -455,6 +468,130 @@ impl ViewerApp {
                 });
             }
         });
+    }
+
+    /// The live explorer: a slider between two ends (prompt + seed each) or a pad over four
+    /// seeds, and the clip where the control is, remade while it moves.
+    fn explorer(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        ui.heading("Explore");
+        let s = &mut self.state.settings;
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut s.explore_mode, ExploreMode::Line, "two ends");
+            ui.radio_value(&mut s.explore_mode, ExploreMode::Pad, "four seeds");
+        });
+        let mut at = self.state.explorer.at;
+        match s.explore_mode {
+            ExploreMode::Line => {
+                ui.weak(format!("from: the prompt above, seed {}", s.seed));
+                ui.horizontal(|ui| {
+                    let l = ui.label("to: seed");
+                    ui.add(egui::DragValue::new(&mut s.explore_seed_b).speed(1.0))
+                        .labelled_by(l.id);
+                });
+                let r = ui.add(
+                    egui::TextEdit::singleline(&mut s.explore_prompt_b)
+                        .hint_text("and prompt (empty: the same)")
+                        .desired_width(ui.available_width()),
+                );
+                self.widget_rects.insert("explore_prompt_b", r.rect);
+                let l = ui.label("position");
+                let slider = ui
+                    .add(
+                        egui::Slider::new(&mut at[0], 0.0..=1.0)
+                            .show_value(false)
+                            .smart_aim(false),
+                    )
+                    .labelled_by(l.id);
+                self.widget_rects.insert("explore_slider", slider.rect);
+                let value = ui.add(
+                    egui::DragValue::new(&mut at[0])
+                        .range(0.0..=1.0)
+                        .speed(0.01)
+                        .max_decimals(3),
+                );
+                self.widget_rects.insert("explore_value", value.rect);
+            }
+            ExploreMode::Pad => {
+                ui.weak(format!(
+                    "seeds {}, {} (top) and {}, {} (bottom) of the prompt above",
+                    s.seed,
+                    s.seed.wrapping_add(1),
+                    s.seed.wrapping_add(2),
+                    s.seed.wrapping_add(3)
+                ));
+                let side = ui.available_width().clamp(120.0, 240.0);
+                let (rect, r) =
+                    ui.allocate_exact_size(Vec2::splat(side), egui::Sense::click_and_drag());
+                self.widget_rects.insert("explore_pad", rect);
+                if let Some(p) = r.interact_pointer_pos() {
+                    let rel = (p - rect.min) / rect.size();
+                    at = [rel.x, rel.y];
+                }
+                let painter = ui.painter_at(rect);
+                painter.rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
+                painter.rect_stroke(
+                    rect,
+                    4.0,
+                    ui.visuals().widgets.noninteractive.bg_stroke,
+                    egui::StrokeKind::Inside,
+                );
+                let dot = rect.min
+                    + Vec2::new(at[0].clamp(0.0, 1.0), at[1].clamp(0.0, 1.0)) * rect.size();
+                painter.circle_filled(dot, 6.0, ui.visuals().selection.bg_fill);
+                painter.circle_stroke(dot, 6.0, ui.visuals().selection.stroke);
+            }
+        }
+        if at != self.state.explorer.at {
+            self.state.explore_to(at);
+        }
+        ui.separator();
+        let size = self.state.settings.clip_size;
+        let frame = self.state.playback.frame;
+        let e = &self.state.explorer;
+        match &e.clip {
+            Some((job, video)) => {
+                let f = frame.min(video.frames - 1);
+                // One texture per clip and frame; old clips' textures go with the map's reset.
+                if self.textures.frames.len() > 4096 {
+                    self.textures.frames.clear();
+                }
+                let tex = self.textures.get(&ctx, (u64::MAX - job.id, 0, 0, f), video);
+                let r = ui.add(egui::Image::new(egui::load::SizedTexture::new(
+                    tex.id(),
+                    Vec2::splat(size),
+                )));
+                self.widget_rects.insert("explore_clip", r.rect);
+                ui.weak(format!(
+                    "at {:.3}{} · {} @{}",
+                    job.point.at[0],
+                    if job.point.corners.len() == 4 {
+                        format!(", {:.3}", job.point.at[1])
+                    } else {
+                        String::new()
+                    },
+                    job.model,
+                    job.steps
+                ));
+            }
+            None => {
+                let (rect, _) = ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+                ui.painter()
+                    .rect_filled(rect, 4.0, ui.visuals().faint_bg_color);
+            }
+        }
+        ui.horizontal(|ui| {
+            if e.busy() {
+                ui.spinner();
+            }
+            ui.label(match e.rate() {
+                Some(r) => format!("{} clips · {r:.1} clips/s", e.made),
+                None => format!("{} clips", e.made),
+            });
+        });
+        if let Some(err) = &e.error {
+            ui.colored_label(Color32::from_rgb(230, 90, 80), err);
+        }
     }
 
     fn timeline(&mut self, ui: &mut egui::Ui) {
@@ -620,6 +757,16 @@ impl ViewerApp {
             "frames": self.state.frames(),
             "playing": self.state.playback.playing,
             "rows": rows,
+            "explore": {
+                "open": self.state.settings.explore,
+                "at": self.state.explorer.at,
+                "clip_at": self.state.explorer.clip.as_ref().map(|(j, _)| j.point.at),
+                "made": self.state.explorer.made,
+                "busy": self.state.explorer.busy(),
+                "rate": self.state.explorer.rate(),
+                "error": self.state.explorer.error,
+                "clip_hash": self.state.explorer.clip.as_ref().map(|(_, v)| format!("{:016x}", fnv1a(&v.rgba))),
+            },
             "clip_rect": self.clip_rect.as_ref().map(rect),
             "widgets": self.widget_rects.iter().map(|(k, r)| (k.to_string(), rect(r))).collect::<serde_json::Map<String, serde_json::Value>>(),
         })
@@ -683,6 +830,13 @@ impl ViewerApp {
             ctx2.send_viewport_cmd(egui::ViewportCommand::Close);
         });
     }
+}
+
+/// FNV-1a of a clip's bytes: the browser test compares clips by it.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl eframe::App for ViewerApp {

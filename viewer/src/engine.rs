@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::prelude::Device;
-use flick_core::generate::Generator;
+use flick_core::generate::{Generator, LatentPoint};
 use flick_core::video::Video;
 use web_time::Instant;
 
@@ -63,10 +63,21 @@ pub struct Job {
     pub guidance: f32,
 }
 
+/// One clip at a point of the latent space between corners (the explorer).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExploreJob {
+    pub id: u64,
+    pub model: String,
+    pub point: LatentPoint,
+    pub steps: usize,
+    pub guidance: f32,
+}
+
 #[derive(Clone, Debug)]
 pub enum Request {
     Load { label: String, source: ModelSource },
     Generate(Job),
+    Explore(ExploreJob),
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -169,6 +180,27 @@ impl Worker {
                         label,
                         origin,
                         error: format!("not a usable Flick checkpoint ({e})"),
+                    }),
+                }
+            }
+            Request::Explore(job) => {
+                let Some(g) = self.models.get(&job.model) else {
+                    return emit(Event::Failed {
+                        job: job.id,
+                        error: format!("model {:?} is not loaded", job.model),
+                    });
+                };
+                let t0 = Instant::now();
+                match g.explore(&job.point, job.steps, job.guidance) {
+                    Ok(clip) => emit(Event::Done {
+                        job: job.id,
+                        clips: vec![clip],
+                        secs_per_clip: t0.elapsed().as_secs_f64(),
+                        latency: sent.elapsed().as_secs_f64(),
+                    }),
+                    Err(e) => emit(Event::Failed {
+                        job: job.id,
+                        error: format!("exploring failed: {e}"),
                     }),
                 }
             }

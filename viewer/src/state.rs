@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Event, Job, ModelSource, Request};
+use crate::engine::{Engine, Event, ExploreJob, Job, ModelSource, Request};
+use flick_core::generate::LatentPoint;
 use flick_core::video::Video;
+use web_time::Instant;
 
 /// The most seeds one generation shows as a grid.
 pub const MAX_BATCH: usize = 8;
@@ -35,6 +37,15 @@ impl LoopMode {
     }
 }
 
+/// What the explorer's control moves over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExploreMode {
+    /// A slider between two ends: (prompt, seed) and (second prompt, second seed).
+    Line,
+    /// A square pad over four seeds of the prompt (`seed` … `seed + 3` at its corners).
+    Pad,
+}
+
 /// Everything the user set, saved between runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -58,6 +69,12 @@ pub struct Settings {
     pub compare: bool,
     /// Displayed clip size in points.
     pub clip_size: f32,
+    /// The explorer is shown.
+    pub explore: bool,
+    pub explore_mode: ExploreMode,
+    /// The line's second end: its prompt (empty: the same prompt) and seed.
+    pub explore_prompt_b: String,
+    pub explore_seed_b: u64,
 }
 
 impl Default for Settings {
@@ -75,6 +92,10 @@ impl Default for Settings {
             loop_mode: LoopMode::Loop,
             compare: false,
             clip_size: 160.0,
+            explore: false,
+            explore_mode: ExploreMode::Line,
+            explore_prompt_b: String::new(),
+            explore_seed_b: 8,
         }
     }
 }
@@ -228,6 +249,48 @@ impl Playback {
     }
 }
 
+/// The live explorer: where the hand is, the clip on screen and where it was made. One request
+/// is in flight at a time; when it comes back and the hand has moved on, the next request is for
+/// where the hand is *now* — the positions passed over meanwhile are never computed, so the clip
+/// follows the hand however slow the model.
+#[derive(Debug, Default)]
+pub struct Explorer {
+    /// Where the control is: the slider's value in `at[0]`, or the pad's (u, v).
+    pub at: [f32; 2],
+    /// The clip on screen, and the request it answers.
+    pub clip: Option<(ExploreJob, Video)>,
+    /// Clips made since the explorer was opened.
+    pub made: usize,
+    /// The last error (a failed request is not repeated until something changes).
+    pub error: Option<String>,
+    in_flight: Option<ExploreJob>,
+    /// The last request sent (not sent again while nothing changed).
+    last_sent: Option<ExploreJob>,
+    /// When recent clips arrived (for the clips/s readout).
+    arrivals: std::collections::VecDeque<Instant>,
+}
+
+impl Explorer {
+    /// Clips per second over the last two seconds (while the hand moves, how fast the clip
+    /// follows it); `None` with fewer than two clips in that time.
+    pub fn rate(&self) -> Option<f64> {
+        let now = Instant::now();
+        let recent: Vec<&Instant> = self
+            .arrivals
+            .iter()
+            .filter(|t| now.duration_since(**t).as_secs_f64() < 2.0)
+            .collect();
+        let (first, last) = (recent.first()?, recent.last()?);
+        let span = last.duration_since(**first).as_secs_f64();
+        (recent.len() >= 2 && span > 0.0).then(|| (recent.len() - 1) as f64 / span)
+    }
+
+    /// A request is being computed.
+    pub fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+}
+
 /// The whole viewer state.
 #[derive(Debug, Default)]
 pub struct ViewerState {
@@ -252,6 +315,7 @@ pub struct ViewerState {
     pub backend: Option<String>,
     /// Something the user should know about the device (the CPU fallback), shown until closed.
     pub notice: Option<String>,
+    pub explorer: Explorer,
     next_id: u64,
 }
 
@@ -367,8 +431,114 @@ impl ViewerState {
         Ok(id)
     }
 
+    /// The explorer's request for where its control is now: the current model (a teacher at the
+    /// chosen steps and guidance, a one-step generator at one step) and the corners — the line's
+    /// two ends, or the pad's four seeds of the prompt. `None` without a model.
+    pub fn explore_request(&self) -> Option<ExploreJob> {
+        let model = self.current_model()?;
+        let s = &self.settings;
+        let prompt = s.prompt.trim().to_string();
+        let corners = match s.explore_mode {
+            ExploreMode::Line => {
+                let b = s.explore_prompt_b.trim();
+                let b = if b.is_empty() {
+                    prompt.clone()
+                } else {
+                    b.to_string()
+                };
+                vec![(prompt, s.seed), (b, s.explore_seed_b)]
+            }
+            ExploreMode::Pad => (0..4u64)
+                .map(|k| (prompt.clone(), s.seed.wrapping_add(k)))
+                .collect(),
+        };
+        let at = self.explorer.at.map(|a| {
+            if a.is_finite() {
+                a.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        });
+        let (steps, guidance) = if model.one_step() {
+            (1, model.default_guidance)
+        } else {
+            (s.steps.clamp(1, MAX_STEPS), s.guidance)
+        };
+        Some(ExploreJob {
+            id: 0,
+            model: model.label.clone(),
+            point: LatentPoint { corners, at },
+            steps,
+            guidance,
+        })
+    }
+
+    /// Move the explorer's control (clamped to [0, 1]); the clip follows on the next
+    /// [`Self::pump_explore`].
+    pub fn explore_to(&mut self, at: [f32; 2]) {
+        self.explorer.at = at.map(|a| {
+            if a.is_finite() {
+                a.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        });
+    }
+
+    /// Send the explorer's request for where its control is now, unless one is in flight or
+    /// that exact request was the last one sent. Call every frame while the explorer is shown.
+    pub fn pump_explore(&mut self, engine: &mut dyn Engine) {
+        if self.explorer.in_flight.is_some() || !self.loading.is_empty() {
+            return;
+        }
+        let Some(mut want) = self.explore_request() else {
+            return;
+        };
+        let same = |a: &ExploreJob, b: &ExploreJob| {
+            a.model == b.model
+                && a.point == b.point
+                && a.steps == b.steps
+                && a.guidance == b.guidance
+        };
+        if self
+            .explorer
+            .last_sent
+            .as_ref()
+            .is_some_and(|l| same(l, &want))
+        {
+            return;
+        }
+        want.id = self.next();
+        self.explorer.in_flight = Some(want.clone());
+        self.explorer.last_sent = Some(want.clone());
+        engine.send(Request::Explore(want));
+    }
+
     /// Take in what the engine reports.
     pub fn apply(&mut self, event: Event) {
+        if let Event::Done { job, .. } | Event::Failed { job, .. } = &event
+            && self
+                .explorer
+                .in_flight
+                .as_ref()
+                .is_some_and(|j| j.id == *job)
+        {
+            let request = self.explorer.in_flight.take().expect("checked");
+            match event {
+                Event::Done { mut clips, .. } if !clips.is_empty() => {
+                    self.explorer.clip = Some((request, clips.swap_remove(0)));
+                    self.explorer.made += 1;
+                    self.explorer.error = None;
+                    self.explorer.arrivals.push_back(Instant::now());
+                    while self.explorer.arrivals.len() > 64 {
+                        self.explorer.arrivals.pop_front();
+                    }
+                }
+                Event::Failed { error, .. } => self.explorer.error = Some(error),
+                _ => self.explorer.error = Some("the engine sent no clip".into()),
+            }
+            return;
+        }
         match event {
             Event::Loaded {
                 label,
@@ -436,6 +606,9 @@ impl ViewerState {
                 }
                 for label in self.loading.drain(..) {
                     self.load_stage.remove(&label);
+                }
+                if self.explorer.in_flight.take().is_some() {
+                    self.explorer.error = Some(error.clone());
                 }
                 self.progress = None;
                 self.error = Some(error);
@@ -517,9 +690,12 @@ impl ViewerState {
         g.rows.get(self.selected.0)?.clips.get(self.selected.1)
     }
 
-    /// Frames of the clips on screen.
+    /// Frames of the clips on screen (the explorer's clip before any generation).
     pub fn frames(&self) -> usize {
-        self.current().map_or(0, Generation::frames)
+        match self.current().map_or(0, Generation::frames) {
+            0 => self.explorer.clip.as_ref().map_or(0, |(_, v)| v.frames),
+            n => n,
+        }
     }
 
     /// Advance playback by `dt` seconds.
@@ -617,6 +793,65 @@ mod tests {
         fn poll(&mut self) -> Vec<Event> {
             Vec::new()
         }
+    }
+
+    /// While a request is in flight the hand's moves are not queued: when it comes back, one
+    /// request goes out, for where the hand is then.
+    #[test]
+    fn the_explorer_drops_stale_positions() {
+        let mut s = ViewerState::default();
+        let mut engine = Recorder::default();
+        s.apply(Event::Loaded {
+            label: "g".into(),
+            kind: "generator".into(),
+            default_steps: 1,
+            default_guidance: 1.0,
+            shape: [8, 32, 32],
+            origin: "<g>".into(),
+        });
+        s.pump_explore(&mut engine);
+        assert_eq!(engine.0.len(), 1);
+        s.pump_explore(&mut engine);
+        assert_eq!(engine.0.len(), 1, "one request in flight at a time");
+        for a in [0.1, 0.2, 0.3, 0.4] {
+            s.explore_to([a, 0.0]);
+            s.pump_explore(&mut engine);
+        }
+        assert_eq!(engine.0.len(), 1);
+        let clip = Video {
+            frames: 1,
+            height: 1,
+            width: 1,
+            rgba: vec![0; 4],
+        };
+        let Request::Explore(first) = &engine.0[0] else {
+            panic!("an explore request")
+        };
+        s.apply(Event::Done {
+            job: first.id,
+            clips: vec![clip.clone()],
+            secs_per_clip: 0.1,
+            latency: 0.1,
+        });
+        assert_eq!(s.explorer.made, 1);
+        s.pump_explore(&mut engine);
+        assert_eq!(engine.0.len(), 2);
+        let Request::Explore(next) = &engine.0[1] else {
+            panic!("an explore request")
+        };
+        assert_eq!(next.point.at, [0.4, 0.0], "straight to where the hand is");
+        // Nothing changed since: nothing more is sent, also after a failure.
+        s.apply(Event::Failed {
+            job: next.id,
+            error: "boom".into(),
+        });
+        s.pump_explore(&mut engine);
+        assert_eq!(engine.0.len(), 2);
+        assert_eq!(s.explorer.error.as_deref(), Some("boom"));
+        // Another seed at the second end is another request.
+        s.settings.explore_seed_b += 1;
+        s.pump_explore(&mut engine);
+        assert_eq!(engine.0.len(), 3);
     }
 
     #[test]

@@ -229,3 +229,100 @@ fn the_saved_model_choice_is_kept() {
         Some("teacher-small")
     );
 }
+
+/// The explorer: dragging the slider makes a sequence of distinct clips, and the clip left on
+/// screen is the direct generation at the slider's final value; the pad does the same in 2-D.
+#[test]
+fn dragging_the_explorer_follows_the_hand() {
+    use flick_core::generate::{Generator, LatentPoint};
+    let mut h = harness(app(false));
+    h.get_by_label("explore").click();
+    h.run_steps(3);
+    assert!(h.state().state.settings.explore);
+    assert_eq!(
+        h.state().state.explorer.made,
+        1,
+        "{:?}",
+        h.state().state.explorer.error
+    );
+    h.state_mut().state.settings.explore_prompt_b =
+        "a small cyan square moving up on dark green".into();
+    h.run_steps(3);
+    let rail = h.state().widget_rects["explore_slider"];
+    let y = rail.center().y;
+    let x = |f: f32| rail.left() + 2.0 + f * (rail.width() - 4.0);
+    h.hover_at(egui::pos2(x(0.0), y));
+    h.run_steps(1);
+    h.drag_at(egui::pos2(x(0.0), y));
+    h.run_steps(1);
+    let mut seen = Vec::new();
+    for k in 1..=10 {
+        h.hover_at(egui::pos2(x(k as f32 / 10.0 * 0.8), y));
+        h.run_steps(2);
+        let e = &h.state().state.explorer;
+        let (job, clip) = e.clip.as_ref().expect("a clip");
+        seen.push((job.point.at[0], clip.rgba.clone()));
+    }
+    h.drop_at(egui::pos2(x(0.8), y));
+    h.run_steps(3);
+    let distinct: std::collections::HashSet<&Vec<u8>> = seen.iter().map(|(_, c)| c).collect();
+    assert!(
+        distinct.len() >= 8,
+        "{} distinct clips in 10 moves",
+        distinct.len()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1].0 > w[0].0),
+        "the clip follows the hand: {:?}",
+        seen.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    let s = &h.state().state;
+    let (job, clip) = s.explorer.clip.as_ref().unwrap();
+    assert!((0.7..0.9).contains(&s.explorer.at[0]), "{:?}", s.explorer.at);
+    assert_eq!(
+        job.point.at, s.explorer.at,
+        "the clip on screen is at the slider's final value"
+    );
+    assert!(s.explorer.made >= 9);
+    let g = Generator::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/generator-small.safetensors"),
+        &Device::flex(),
+    )
+    .unwrap();
+    let point = LatentPoint {
+        corners: vec![
+            ("a large red circle moving left on black".into(), 7),
+            ("a small cyan square moving up on dark green".into(), 8),
+        ],
+        at: s.explorer.at,
+    };
+    assert_eq!(job.point, point);
+    let direct = g.explore(&point, 1, g.defaults().guidance).unwrap();
+    assert_eq!(
+        clip.rgba, direct.rgba,
+        "equals a direct generation at the final value"
+    );
+
+    // The pad over four seeds: a click puts the clip there.
+    h.state_mut().state.settings.explore_mode = flick_viewer::state::ExploreMode::Pad;
+    h.run_steps(3);
+    let pad = h.state().widget_rects["explore_pad"];
+    let p = pad.min + egui::vec2(0.25, 0.75) * pad.size();
+    h.hover_at(p);
+    h.run_steps(1);
+    h.drag_at(p);
+    h.run_steps(2);
+    h.drop_at(p);
+    h.run_steps(3);
+    let s = &h.state().state;
+    let (job, clip) = s.explorer.clip.as_ref().unwrap();
+    assert_eq!(job.point.corners.len(), 4);
+    assert!(
+        (job.point.at[0] - 0.25).abs() < 0.02 && (job.point.at[1] - 0.75).abs() < 0.02,
+        "{:?}",
+        job.point.at
+    );
+    let direct = g.explore(&job.point, 1, g.defaults().guidance).unwrap();
+    assert_eq!(clip.rgba, direct.rgba);
+    assert!(s.explorer.error.is_none());
+}

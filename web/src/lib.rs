@@ -54,6 +54,14 @@ enum ToWorker {
         steps: usize,
         guidance: f32,
     },
+    /// One clip at a point between latent corners (the explorer).
+    Explore {
+        id: u64,
+        model: String,
+        point: flick_core::generate::LatentPoint,
+        steps: usize,
+        guidance: f32,
+    },
 }
 
 /// Worker → page.
@@ -308,6 +316,17 @@ impl Engine for WebEngine {
                 self.post(&message, None);
                 self.pending.insert(job.id, (Instant::now(), message));
             }
+            Request::Explore(job) => {
+                let message = ToWorker::Explore {
+                    id: job.id,
+                    model: job.model,
+                    point: job.point,
+                    steps: job.steps,
+                    guidance: job.guidance,
+                };
+                self.post(&message, None);
+                self.pending.insert(job.id, (Instant::now(), message));
+            }
         }
     }
 
@@ -556,6 +575,40 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
             (_, None) => console_error("flick worker: a request before Init; ignored"),
             (ToWorker::Load { label, url, name }, Some(s)) => {
                 load(s, label, url, name, bytes).await
+            }
+            (
+                ToWorker::Explore {
+                    id,
+                    model,
+                    point,
+                    steps,
+                    guidance,
+                },
+                Some(s),
+            ) => {
+                let Some(g) = s.models.get(&model) else {
+                    emit(Event::Failed {
+                        job: id,
+                        error: format!("model {model:?} is not loaded"),
+                    });
+                    continue;
+                };
+                let t0 = Instant::now();
+                match g.explore_async(&point, steps, guidance).await {
+                    Ok(clip) => {
+                        let secs = t0.elapsed().as_secs_f64();
+                        emit(Event::Done {
+                            job: id,
+                            clips: vec![clip],
+                            secs_per_clip: secs,
+                            latency: secs,
+                        });
+                    }
+                    Err(e) => emit(Event::Failed {
+                        job: id,
+                        error: format!("exploring failed: {e}"),
+                    }),
+                }
             }
             (
                 ToWorker::Generate {
