@@ -122,14 +122,25 @@ impl ViewerApp {
         }
     }
 
-    fn generate(&mut self) {
-        if let Err(e) = self.state.generate(self.engine.as_mut()) {
-            self.state.error = Some(e);
+    /// Generate with the current settings (as the Generate button does); the generation's id,
+    /// or `None` with the reason shown as the error.
+    pub fn generate(&mut self) -> Option<u64> {
+        match self.state.generate(self.engine.as_mut()) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                self.state.error = Some(e);
+                None
+            }
         }
     }
 
-    fn open(&mut self, source: ModelSource) {
+    /// Load a model (as Open... does).
+    pub fn open_source(&mut self, source: ModelSource) {
         self.state.open_model(self.engine.as_mut(), source);
+    }
+
+    fn open(&mut self, source: ModelSource) {
+        self.open_source(source);
     }
 
     /// Open a checkpoint file (the "open by path" box; the file dialog ends here too).
@@ -496,6 +507,7 @@ impl ViewerApp {
                 );
                 self.widget_rects.insert("explore_prompt_b", r.rect);
                 let l = ui.label("position");
+                ui.spacing_mut().slider_width = (ui.available_width() - 8.0).max(80.0);
                 let slider = ui
                     .add(
                         egui::Slider::new(&mut at[0], 0.0..=1.0)

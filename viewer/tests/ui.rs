@@ -256,6 +256,7 @@ fn dragging_the_explorer_follows_the_hand() {
     h.drag_at(egui::pos2(x(0.0), y));
     h.run_steps(1);
     let mut seen = Vec::new();
+    let t0 = std::time::Instant::now();
     for k in 1..=10 {
         h.hover_at(egui::pos2(x(k as f32 / 10.0 * 0.8), y));
         h.run_steps(2);
@@ -263,6 +264,12 @@ fn dragging_the_explorer_follows_the_hand() {
         let (job, clip) = e.clip.as_ref().expect("a clip");
         seen.push((job.point.at[0], clip.rgba.clone()));
     }
+    // A measurement, not a check: how fast the clip follows the hand here (the inline engine
+    // makes each clip inside the frame that asks for it).
+    eprintln!(
+        "explorer, native CPU: 10 moves, {:.1} clips/s while dragging",
+        10.0 / t0.elapsed().as_secs_f64()
+    );
     h.drop_at(egui::pos2(x(0.8), y));
     h.run_steps(3);
     let distinct: std::collections::HashSet<&Vec<u8>> = seen.iter().map(|(_, c)| c).collect();
@@ -278,7 +285,11 @@ fn dragging_the_explorer_follows_the_hand() {
     );
     let s = &h.state().state;
     let (job, clip) = s.explorer.clip.as_ref().unwrap();
-    assert!((0.7..0.9).contains(&s.explorer.at[0]), "{:?}", s.explorer.at);
+    assert!(
+        (0.7..0.9).contains(&s.explorer.at[0]),
+        "{:?}",
+        s.explorer.at
+    );
     assert_eq!(
         job.point.at, s.explorer.at,
         "the clip on screen is at the slider's final value"

@@ -364,14 +364,42 @@ impl Engine for WebEngine {
     }
 }
 
-/// The app on the page, publishing its status for [`flick_status`] every frame.
+/// The app on the page, publishing its status for [`flick_status`] every frame. The page
+/// opens on the one-step generator alone and shows its first clips (the saved prompt and seeds)
+/// as soon as it is ready; the teacher is loaded after that, so it never delays the first clip.
 struct WebApp {
     app: ViewerApp,
+    /// Loaded once the first clips are on screen (or the first generation failed).
+    deferred: Vec<ModelSource>,
+    /// The first generation: not started (`None`), or its id.
+    first: Option<u64>,
 }
 
 impl eframe::App for WebApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.show(ui);
+        let state = &self.app.state;
+        if self.first.is_none() && !state.models.is_empty() && state.loading.is_empty() {
+            self.first = Some(self.app.generate().unwrap_or(0));
+        }
+        let first_done = self.first.is_some_and(|id| {
+            id == 0
+                || self
+                    .app
+                    .state
+                    .history
+                    .iter()
+                    .all(|g| g.id != id || g.done())
+        });
+        if first_done && !self.deferred.is_empty() {
+            for source in std::mem::take(&mut self.deferred) {
+                self.app.open_source(source);
+            }
+        }
+        if first_done && !self.app.state.loading.is_empty() {
+            // A load that started with the page: ask for frames until it is in.
+            ui.ctx().request_repaint_after_secs(0.1);
+        }
         let status = self.app.status_json();
         STATUS.with(|s| *s.borrow_mut() = status);
     }
@@ -422,17 +450,23 @@ pub async fn start(
                     settings.batch.clamp(1, flick_viewer::state::MAX_BATCH),
                     wake2.clone(),
                 )?;
-                let models = flick_viewer::WEB_BUNDLED
+                let mut models: Vec<ModelSource> = flick_viewer::WEB_BUNDLED
                     .iter()
                     .map(|u| ModelSource::Url(u.to_string()))
                     .collect();
+                // The one-step generator first and alone (see `WebApp`).
+                let deferred = models.split_off(1);
                 let app = ViewerApp::new(
                     settings,
                     Box::new(engine),
                     "starting the generation worker...".into(),
                     models,
                 );
-                Ok(Box::new(WebApp { app }))
+                Ok(Box::new(WebApp {
+                    app,
+                    deferred,
+                    first: None,
+                }))
             }),
         )
         .await?;
@@ -807,13 +841,17 @@ async fn load(
     });
     let t2 = Instant::now();
     let batch = s.warm_batch.max(1);
-    let prompts = vec!["warm-up".to_string(); batch];
-    let seeds: Vec<u64> = (0..batch as u64).collect();
-    if let Err(e) = g
-        .generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {})
-        .await
-    {
-        return fail(format!("the warm-up generation failed: {e}"));
+    // On WebGPU the first generation compiles the kernels; the CPU has nothing to compile, so
+    // there the warm-up would only delay the first clip.
+    if s.device.identity().is_some() {
+        let prompts = vec!["warm-up".to_string(); batch];
+        let seeds: Vec<u64> = (0..batch as u64).collect();
+        if let Err(e) = g
+            .generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {})
+            .await
+        {
+            return fail(format!("the warm-up generation failed: {e}"));
+        }
     }
     let warm = t2.elapsed().as_secs_f64();
     log(format!(

@@ -1,6 +1,7 @@
 // The real-browser test of the Flick page: Debian's headless Chromium, driven by
-// playwright-core. Serves web/dist/ on a free local port, loads the page, waits for the bundled
-// models (download, device init, warm-up), types a prompt and presses Enter like a user,
+// playwright-core. Serves web/dist/ on a free local port, loads the page, waits for the first
+// clips the page makes by itself with the one-step generator, then for the teacher, types a
+// prompt and presses Enter like a user,
 // scrubs the timeline (a slider click at each end, then the arrow key), and checks that the
 // canvas shows the clip (non-uniform pixels where the clip is drawn, different pixels on the
 // first and the last frame), that the page kept painting while the clip was made, and that
@@ -32,9 +33,12 @@ const timeoutMs = Number(opt('--timeout', '600')) * 1000;
 // --params QUERY: added to the page's address (e.g. fused=0: burn's operations instead of Flick's
 // kernels on WebGPU; the page must then say so).
 const extraParams = opt('--params', '');
+// --record DIR: screenshots of the explorer while its slider is dragged (for the docs' GIF).
+const record = args.includes('--record') ? path.resolve(opt('--record', '')) : null;
 const compareDir = args.includes('--compare') ? path.resolve(opt('--compare', '')) : null;
 if (compareDir && !fs.existsSync(path.join(compareDir, 'clip-first-frame.png'))) { console.error(`--compare: no clip-first-frame.png in ${compareDir}`); process.exit(1); }
 const PROMPT = 'a large red circle moving left on black';
+const PROMPT_B = 'a small yellow square moving right on navy';
 
 function fail(message) {
   console.error(`browser test (${mode}): FAILED: ${message}`);
@@ -113,6 +117,12 @@ try {
     }
   }
   const pngOf = (buffer) => PNG.sync.read(buffer);
+  // The explorer's panel: from its slider's top-left to its clip's bottom-right, with a margin.
+  const explorerArea = (st) => {
+    const w = st.widgets, x0 = Math.min(w.explore_slider[0], w.explore_clip[0]) - 8, y0 = w.explore_slider[1] - 40;
+    const x1 = Math.max(w.explore_slider[2], w.explore_clip[2]) + 8, y1 = w.explore_clip[3] + 40;
+    return { x: Math.max(0, Math.floor(x0)), y: Math.max(0, Math.floor(y0)), width: Math.ceil(x1 - x0), height: Math.ceil(y1 - y0) };
+  };
   const center = (r) => ({ x: (r[0] + r[2]) / 2, y: (r[1] + r[3]) / 2 });
   async function clipShot(st, name) {
     const r = st.clip_rect;
@@ -125,6 +135,16 @@ try {
   // 1. Load: the app, the device, both bundled models (downloaded, initialised, warmed up).
   const t0 = Date.now();
   await page.goto(`http://127.0.0.1:${port}/index.html${extraParams ? `?${extraParams}` : ''}`);
+  // The page opens on the one-step generator and shows its first clips by itself; the teacher
+  // loads after them.
+  let readyAt = null;
+  const firstShown = await waitFor('the first clips', (s) => {
+    if (!readyAt && s.models && s.models.length >= 1) readyAt = Date.now();
+    return s.generations >= 1 && !s.busy && s.rows && s.rows.length > 0 && s.rows[0].clips > 0;
+  }, timeoutMs);
+  const firstClipSecs = (Date.now() - t0) / 1000;
+  const readySecs = (readyAt - t0) / 1000;
+  if (firstShown.models.length !== 1 || firstShown.rows[0].model !== 'generator-small') fail(`the first clips should come from the one-step generator alone: ${JSON.stringify(firstShown.models)}, ${firstShown.rows[0].model}`);
   const ready = await waitFor('loading the models', (s) => s.backend && s.models && s.models.length >= 2 && s.loading.length === 0, timeoutMs);
   const loadSecs = (Date.now() - t0) / 1000;
   let webgpuGenerates = null;
@@ -151,7 +171,7 @@ try {
   });
   const g0 = Date.now();
   await page.keyboard.press('Enter');
-  const done = await waitFor('generating', (s) => s.generations === 1 && !s.busy && s.clip_rect, timeoutMs);
+  const done = await waitFor('generating', (s) => s.generations === 2 && !s.busy && s.clip_rect, timeoutMs);
   const generateSecs = (Date.now() - g0) / 1000;
   const row = done.rows[0];
   if (row.error || row.clips < 1) fail(`generation: ${row.error || 'no clips'}`);
@@ -247,7 +267,7 @@ try {
     const t = Date.now();
     const seen = await waitFor(`opening ${address}`, (s) => s.error && s.error.includes(address) && s.loading.length === 0, 30000, { errorExpected: true });
     if (!expect.test(seen.error)) fail(`opening ${address}: unexpected message ${seen.error}`);
-    if (seen.models.length !== ready.models.length || seen.generations !== 1) fail(`opening ${address} changed the page: ${JSON.stringify(seen.models)}, ${seen.generations} generations`);
+    if (seen.models.length !== ready.models.length || seen.generations !== 2) fail(`opening ${address} changed the page: ${JSON.stringify(seen.models)}, ${seen.generations} generations`);
     badAddresses.push({ address, message: seen.error, seconds: (Date.now() - t) / 1000 });
   }
   // The model in use still works: the same prompt again, Enter in the prompt box.
@@ -255,8 +275,63 @@ try {
   const pb = center(st.widgets.prompt);
   await page.mouse.click(pb.x, pb.y);
   await page.keyboard.press('Enter');
-  const again = await waitFor('generating after the bad models', (s) => s.generations === 2 && !s.busy, timeoutMs, { errorExpected: true });
+  const again = await waitFor('generating after the bad models', (s) => s.generations === 3 && !s.busy, timeoutMs, { errorExpected: true });
   if (again.rows[0].error || again.rows[0].clips < 1) fail(`generating after the bad models: ${again.rows[0].error || 'no clips'}`);
+  // 7. Live exploration: open the explorer, drag its slider from one end towards the other as a
+  // hand would (small moves, 120 ms apart), and check that the clip followed: several distinct
+  // clips during the drag, and once the hand stops, the clip on screen is the one for where the
+  // slider stopped — the same clip a single click at that place makes afresh.
+  st = await status();
+  const ex = center(st.widgets.explore);
+  await page.mouse.click(ex.x, ex.y);
+  st = await waitFor('opening the explorer', (s) => s.explore.open && s.explore.made >= 1 && !s.explore.busy && s.widgets.explore_slider, 60000);
+  // The second end: another seed (the default) and another prompt.
+  const pb2 = center(st.widgets.explore_prompt_b);
+  await page.mouse.click(pb2.x, pb2.y);
+  await page.keyboard.type(PROMPT_B, { delay: 5 });
+  await page.keyboard.press('Enter');
+  st = await waitFor('the explorer taking the second prompt', (s) => !s.explore.busy && s.explore.made >= 2, 60000);
+  const rail = st.widgets.explore_slider;
+  const ry = (rail[1] + rail[3]) / 2;
+  const rx = (f) => rail[0] + 4 + f * (rail[2] - rail[0] - 8);
+  const hashes = new Set([st.explore.clip_hash]);
+  const frames = [];
+  let maxRate = 0;
+  const d0 = Date.now();
+  const madeBefore = st.explore.made;
+  await page.mouse.move(rx(0), ry);
+  await page.mouse.down();
+  const moves = 16;
+  for (let k = 1; k <= moves; k++) {
+    await page.mouse.move(rx((0.8 * k) / moves), ry, { steps: 2 });
+    await sleep(120);
+    const e = (await status()).explore;
+    if (e.clip_hash) hashes.add(e.clip_hash);
+    if (e.rate) maxRate = Math.max(maxRate, e.rate);
+    if (record) frames.push(await page.screenshot({ clip: explorerArea(await status()) }));
+  }
+  await page.mouse.up();
+  const dragSecs = (Date.now() - d0) / 1000;
+  st = await waitFor('the explorer catching up', (s) => { if (s.explore.clip_hash) hashes.add(s.explore.clip_hash); return !s.explore.busy && s.explore.clip_at && s.explore.clip_at[0] === s.explore.at[0]; }, 60000);
+  const finalAt = st.explore.at[0], finalHash = st.explore.clip_hash;
+  hashes.add(finalHash);
+  const explored = st.explore.made - madeBefore;
+  if (hashes.size < 3) fail(`dragging the explorer made only ${hashes.size} distinct clips (${explored} clips in ${dragSecs.toFixed(1)} s)`);
+  if (!(finalAt > 0.6 && finalAt < 0.95)) fail(`the explorer's slider ended at ${finalAt}, expected near 0.8`);
+  if (record) for (let i = 0; i < 6; i++) frames.push(await page.screenshot({ clip: explorerArea(st) }));
+  // Elsewhere, then a single click where the drag stopped: the same clip.
+  await page.mouse.click(rx(0.2), ry);
+  await waitFor('the explorer at 0.2', (s) => !s.explore.busy && s.explore.clip_at && s.explore.clip_at[0] < 0.4, 60000);
+  await page.mouse.click(rx(0.8), ry);
+  st = await waitFor('the explorer back where the drag stopped', (s) => !s.explore.busy && s.explore.clip_at && s.explore.clip_at[0] > 0.6, 60000);
+  if (st.explore.at[0] !== finalAt) fail(`a click where the drag stopped gave ${st.explore.at[0]}, the drag ${finalAt}`);
+  if (st.explore.clip_hash !== finalHash) fail(`the clip after the drag (${finalHash}) is not the direct generation at ${finalAt} (${st.explore.clip_hash})`);
+  if (st.explore.error) fail(`explorer: ${st.explore.error}`);
+  const exploreSummary = { clips_during_drag: explored, distinct_clips: hashes.size, drag_seconds: dragSecs, clips_per_s_while_dragging: explored / dragSecs, max_rate_shown: maxRate, final_at: finalAt };
+  if (record) {
+    fs.mkdirSync(record, { recursive: true });
+    frames.forEach((b, i) => fs.writeFileSync(path.join(record, `explore-${String(i).padStart(3, '0')}.png`), b));
+  }
   await page.screenshot({ path: path.join(outDir, 'page.png') });
   await sleep(500);
   if (errors.length) fail(`console errors: ${errors.join(' | ')}`);
@@ -266,10 +341,10 @@ try {
     mode, backend: done.backend, notice: done.notice, webgpu_generates: webgpuGenerates, webgpu_crash_reports: webgpuCrash.length,
     wasm_bytes: size('pkg/flick_web_bg.wasm'),
     model_bytes: { generator: size('models/generator-small.safetensors'), teacher: size('models/teacher-small.safetensors') },
-    page_to_models_ready_s: loadSecs,
+    page_to_generator_ready_s: readySecs, page_to_first_clips_s: firstClipSecs, page_to_models_ready_s: loadSecs,
     model: row.model, clips: row.clips, secs_per_clip: row.secs_per_clip, click_to_clips_s: row.latency, enter_to_done_seen_s: generateSecs,
     max_frame_gap_ms: Math.round(gaps.maxGap), animation_frames_during_generation: gaps.frames,
-    clip_pixels: { first: a, last: b, differing: differ }, bad_addresses: badAddresses, compared_with: compareDir, difference: compared,
+    clip_pixels: { first: a, last: b, differing: differ }, bad_addresses: badAddresses, explore: exploreSummary, compared_with: compareDir, difference: compared,
     console: consoleLines.filter((l) => l.includes('flick')),
   };
   fs.writeFileSync(path.join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));
