@@ -26,7 +26,22 @@ fi
 echo "web/build.sh: compiling flick-web for wasm32 (profile web: size-optimised, thin LTO; see Cargo.toml)"
 cargo build -p flick-web --target wasm32-unknown-unknown --profile web
 rm -rf "$dist.tmp" && mkdir -p "$dist.tmp/pkg" "$dist.tmp/models"
-wasm-bindgen --target web --no-typescript --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/flick_web.wasm"
+# No name section (function names for stack traces: 10 MB of the 38 MB; panics keep their
+# messages with file and line).
+wasm-bindgen --target web --no-typescript --remove-name-section --remove-producers-section \
+  --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/flick_web.wasm"
+wasm="$dist.tmp/pkg/flick_web_bg.wasm"
+bound=$(stat -c %s "$wasm")
+# binaryen's optimiser for size, where installed (scripts/setup.sh test installs it).
+if command -v wasm-opt >/dev/null; then
+  echo "web/build.sh: wasm-opt -Oz ($(wasm-opt --version))"
+  wasm-opt -Oz --all-features --strip-debug --strip-producers "$wasm" -o "$wasm.opt" && mv "$wasm.opt" "$wasm"
+else
+  echo "web/build.sh: no wasm-opt (apt-get install binaryen): the wasm is not optimised for size further"
+fi
+# Precompressed copies for web/serve.py (a server sends one when the browser accepts it).
+gzip -9 -k -f "$wasm"
+if command -v brotli >/dev/null; then brotli -q 11 -k -f "$wasm"; fi
 cp web/index.html web/worker.js "$dist.tmp/"
 
 echo "web/build.sh: f16 copies of the bundled models"
@@ -37,5 +52,7 @@ for m in generator-small teacher-small; do
   "$CARGO_TARGET_DIR/debug/flick" convert --f16 "models/$m.safetensors" "$dist.tmp/models/$m.safetensors"
 done
 rm -rf "$dist" && mv "$dist.tmp" "$dist"
+wasm="$dist/pkg/flick_web_bg.wasm"
+echo "web/build.sh: wasm $bound bytes after wasm-bindgen, $(stat -c %s "$wasm") after wasm-opt; served compressed: gzip $(stat -c %s "$wasm.gz")$( [ -f "$wasm.br" ] && echo ", brotli $(stat -c %s "$wasm.br")")"
 wasm_mb="$(du -m "$dist/pkg/flick_web_bg.wasm" | cut -f1)"
 echo "web/build.sh: built $dist (wasm $(stat -c %s "$dist/pkg/flick_web_bg.wasm") bytes ≈ ${wasm_mb} MB; models $(du -ch "$dist"/models/*.safetensors | tail -1 | cut -f1))"

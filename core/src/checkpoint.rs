@@ -236,6 +236,105 @@ pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
     Ok(max_change)
 }
 
+/// Elements per block of the 8-bit format: each block of a tensor (in memory order) has its own
+/// f16 scale (as llama.cpp's Q8_0): finer than one scale per output channel, and independent of
+/// whether a layer stores its weight as `[in, out]` (burn's linear) or `[out, in, …]` (conv).
+pub const Q8_BLOCK: usize = 32;
+/// Tensors smaller than this (biases, norms, embeddings of a few rows) stay f16 in the 8-bit
+/// format: they are a small part of the file and some (adaLN gates) are sensitive.
+pub const Q8_MIN_ELEMENTS: usize = 1024;
+
+/// Whether the 8-bit format stores this tensor as 8-bit: the attention and MLP weights (of the
+/// transformer blocks and the text encoder, 62% of the small models' parameters); the timestep
+/// modulation (adaLN), the patch embedding, the final projection and the conv stem and head stay
+/// f16. On the bundled one-step generator (8 clips, `core/tests/q8.rs`, 2026-12-02): every large
+/// tensor 8-bit moved channel values by up to 21/255 (mean 0.18/255); this choice by up to 17/255
+/// (mean 0.10/255, 0.17% of values by more than 4/255) — the f16 copy by at most 1/255. So the
+/// web page downloads the f16 copies; the 8-bit copy is for where size matters more.
+pub fn q8_eligible(name: &str) -> bool {
+    name.split('.')
+        .any(|part| matches!(part, "mlp" | "attn" | "cross"))
+}
+
+/// Copy a checkpoint with its large attention and MLP weights ([`q8_eligible`]) stored as 8-bit
+/// integers, one f16 scale per block of [`Q8_BLOCK`] elements (`NAME.q8` as I8 and `NAME.q8_scale` as F16: `w ≈ q · scale`, `scale =
+/// max|w| / 127` of the block), the rest as f16; metadata kept and `stored_dtype = q8` added.
+/// A little over a quarter of the f32 bytes; dequantised to f32 on load. Returns the largest
+/// absolute change of any weight.
+pub fn convert_to_q8(input: &Path, output: &Path) -> Result<f32, Error> {
+    let (tensors, mut metadata) = read_safetensors(input)?;
+    let mut out: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut max_change = 0.0f32;
+    for (name, (shape, data)) in &tensors {
+        if let Some(w) = data.iter().find(|w| !w.is_finite()) {
+            return Err(Error::Checkpoint(format!(
+                "{}: {name} holds {w}; an 8-bit copy needs finite weights",
+                input.display()
+            )));
+        }
+        if data.len() < Q8_MIN_ELEMENTS || !q8_eligible(name) {
+            let mut bytes = Vec::with_capacity(data.len() * 2);
+            for &w in data {
+                let h = half::f16::from_f32(w);
+                if !h.is_finite() {
+                    return Err(Error::Checkpoint(format!(
+                        "{}: weight {w} of {name} does not fit in f16",
+                        input.display()
+                    )));
+                }
+                max_change = max_change.max((h.to_f32() - w).abs());
+                bytes.extend_from_slice(&h.to_le_bytes());
+            }
+            out.insert(name.clone(), (Dtype::F16, shape.clone(), bytes));
+            continue;
+        }
+        let mut q = Vec::with_capacity(data.len());
+        let mut scales = Vec::with_capacity(data.len().div_ceil(Q8_BLOCK) * 2);
+        for block in data.chunks(Q8_BLOCK) {
+            let max = block.iter().fold(0f32, |m, w| m.max(w.abs()));
+            let scale = half::f16::from_f32(max / 127.0);
+            if !scale.is_finite() {
+                return Err(Error::Checkpoint(format!(
+                    "{}: a block of {name} (max {max}) does not fit the 8-bit format's f16 scale",
+                    input.display()
+                )));
+            }
+            let sf = scale.to_f32();
+            for &w in block {
+                let v = if sf > 0.0 {
+                    (w / sf).round().clamp(-127.0, 127.0)
+                } else {
+                    0.0
+                };
+                max_change = max_change.max((v * sf - w).abs());
+                q.push(v as i8 as u8);
+            }
+            scales.extend_from_slice(&scale.to_le_bytes());
+        }
+        out.insert(format!("{name}.q8"), (Dtype::I8, shape.clone(), q));
+        let blocks = data.len().div_ceil(Q8_BLOCK);
+        out.insert(
+            format!("{name}.q8_scale"),
+            (Dtype::F16, vec![blocks], scales),
+        );
+    }
+    metadata.insert("stored_dtype".into(), "q8".into());
+    let views: Vec<(String, TensorView<'_>)> = out
+        .iter()
+        .map(|(name, (dtype, shape, bytes))| {
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).expect("shape matches data"),
+            )
+        })
+        .collect();
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
+    write_atomic(output, &bytes)?;
+    Ok(max_change)
+}
+
 fn bytemuck_f32(data: &[f32]) -> &[u8] {
     // f32 has no padding and any byte pattern is a valid u8; the platform is little-endian
     // (checked at compile time below), which is what safetensors specifies.
@@ -303,7 +402,19 @@ pub fn read_safetensors_bytes(
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| format!("not a safetensors file or truncated ({e})"))?;
     let mut out = NamedTensors::new();
+    // 8-bit tensors (`flick convert --q8`): the integers now, dequantised with their scales below.
+    let mut q8: BTreeMap<String, (Vec<usize>, Vec<i8>)> = BTreeMap::new();
     for (name, view) in st.tensors() {
+        if view.dtype() == Dtype::I8 {
+            let Some(base) = name.strip_suffix(".q8") else {
+                return Err(format!(
+                    "tensor {name} is 8-bit but not named NAME.q8 (Flick's 8-bit format)"
+                ));
+            };
+            let values = view.data().iter().map(|b| *b as i8).collect();
+            q8.insert(base.to_string(), (view.shape().to_vec(), values));
+            continue;
+        }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => view
                 .data()
@@ -318,11 +429,34 @@ pub fn read_safetensors_bytes(
                 .collect(),
             other => {
                 return Err(format!(
-                    "tensor {name} has dtype {other:?}; Flick checkpoints are f32 (or f16 copies)"
+                    "tensor {name} has dtype {other:?}; Flick checkpoints are f32 (or f16 and 8-bit copies)"
                 ));
             }
         };
         out.insert(name, (view.shape().to_vec(), data));
+    }
+    for (base, (shape, values)) in q8 {
+        let Some((_, scales)) = out.remove(&format!("{base}.q8_scale")) else {
+            return Err(format!("8-bit tensor {base}.q8 has no {base}.q8_scale"));
+        };
+        if scales.len() != values.len().div_ceil(Q8_BLOCK) {
+            return Err(format!(
+                "8-bit tensor {base}: {} scales for {} values (one per {Q8_BLOCK} expected)",
+                scales.len(),
+                values.len()
+            ));
+        }
+        if out.contains_key(&base) {
+            return Err(format!(
+                "tensor {base} is stored twice (as is and as 8-bit)"
+            ));
+        }
+        let data = values
+            .iter()
+            .enumerate()
+            .map(|(i, q)| *q as f32 * scales[i / Q8_BLOCK])
+            .collect();
+        out.insert(base, (shape, data));
     }
     let metadata = meta
         .metadata()

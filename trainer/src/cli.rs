@@ -248,16 +248,21 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = ranged_u32(1, 100))]
         fps: u32,
     },
-    /// Copy a checkpoint with its weights stored as f16 (half the download for the web page;
-    /// widened to f32 on load)
+    /// Copy a checkpoint with its weights stored smaller (the web page's download): f16 (half
+    /// the bytes) or 8-bit with a scale per block of 32 (a little over a quarter); back to f32
+    /// on load
     Convert {
         /// The f32 checkpoint
         input: PathBuf,
         /// Where to write the copy
         output: PathBuf,
-        /// Store the weights as f16 (the only conversion so far)
-        #[arg(long)]
+        /// Store the weights as f16
+        #[arg(long, conflicts_with = "q8")]
         f16: bool,
+        /// Store the large weights as 8-bit integers with an f16 scale per block of 32 (small
+        /// tensors as f16)
+        #[arg(long)]
+        q8: bool,
     },
 }
 
@@ -534,9 +539,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Distill { stage } => distill(stage, models_dir),
-        Command::Convert { input, output, f16 } => {
-            anyhow::ensure!(f16, "say what to convert to: --f16");
-            let change = flick_core::checkpoint::convert_to_f16(&input, &output)?;
+        Command::Convert {
+            input,
+            output,
+            f16,
+            q8,
+        } => {
+            anyhow::ensure!(f16 || q8, "say what to convert to: --f16 or --q8");
+            let change = if q8 {
+                flick_core::checkpoint::convert_to_q8(&input, &output)?
+            } else {
+                flick_core::checkpoint::convert_to_f16(&input, &output)?
+            };
             let size = |p: &PathBuf| {
                 std::fs::metadata(p)
                     .map(|m| m.len() as f64 / 1e6)

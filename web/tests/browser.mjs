@@ -67,7 +67,7 @@ const port = await freePort();
 // file that is not a Flick checkpoint.
 const badModel = (name) => path.join(dist, 'models', name);
 const badModels = ['oversize', 'empty', 'truncated', 'foreign'].map((n) => badModel(`${n}.safetensors`));
-const server = spawn('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dist, String(port)], { stdio: 'ignore' });
+const server = spawn('python3', [path.join(webDir, 'serve.py'), '--bind', '127.0.0.1', '--dir', dist, '--port', String(port)], { stdio: 'ignore', env: { ...process.env, FLICK_SERVE_QUIET: '1' } });
 let browser;
 try {
   for (let i = 0; ; i++) {
@@ -103,6 +103,13 @@ try {
   // The wasm trap that ends a panicking worker surfaces as an uncaught `unreachable`.
   page.on('pageerror', (e) => ((mode === 'webgpu' && webgpuCrash.length > 0 && /unreachable/.test(e.message)) ? webgpuCrash : errors).push(`uncaught: ${e.message}`));
   page.on('crash', () => errors.push('the page crashed'));
+  // What the wasm download cost on the wire (web/serve.py sends the precompressed copy).
+  let wasmServed = null;
+  page.on('response', async (r) => {
+    if (!r.url().endsWith('/pkg/flick_web_bg.wasm')) return;
+    const h = await r.allHeaders();
+    wasmServed = { encoding: h['content-encoding'] || 'identity', bytes: Number(h['content-length']) || null };
+  });
 
   const status = () => page.evaluate(() => (window.flickStatus ? window.flickStatus() : {}));
   async function waitFor(what, predicate, ms, { errorExpected = false } = {}) {
@@ -339,7 +346,7 @@ try {
   const size = (f) => fs.statSync(path.join(dist, f)).size;
   const summary = {
     mode, backend: done.backend, notice: done.notice, webgpu_generates: webgpuGenerates, webgpu_crash_reports: webgpuCrash.length,
-    wasm_bytes: size('pkg/flick_web_bg.wasm'),
+    wasm_bytes: size('pkg/flick_web_bg.wasm'), wasm_served: wasmServed,
     model_bytes: { generator: size('models/generator-small.safetensors'), teacher: size('models/teacher-small.safetensors') },
     page_to_generator_ready_s: readySecs, page_to_first_clips_s: firstClipSecs, page_to_models_ready_s: loadSecs,
     model: row.model, clips: row.clips, secs_per_clip: row.secs_per_clip, click_to_clips_s: row.latency, enter_to_done_seen_s: generateSecs,
