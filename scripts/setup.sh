@@ -67,7 +67,6 @@ if [ "$mode" = test ]; then
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
   command -v npm >/dev/null 2>&1 || need_apt+=(npm)
   command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)   # the read-only-folder test
-  command -v wasm-opt >/dev/null 2>&1 || need_apt+=(binaryen)   # web/build.sh: wasm size
   command -v brotli >/dev/null 2>&1 || need_apt+=(brotli)       # web/build.sh: precompressed wasm
   for p in chromium fonts-dejavu-core xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")

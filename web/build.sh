@@ -32,13 +32,10 @@ wasm-bindgen --target web --no-typescript --remove-name-section --remove-produce
   --out-dir "$dist.tmp/pkg" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/web/flick_web.wasm"
 wasm="$dist.tmp/pkg/flick_web_bg.wasm"
 bound=$(stat -c %s "$wasm")
-# binaryen's optimiser for size, where installed (scripts/setup.sh test installs it).
-if command -v wasm-opt >/dev/null; then
-  echo "web/build.sh: wasm-opt -Oz ($(wasm-opt --version))"
-  wasm-opt -Oz --all-features --strip-debug --strip-producers "$wasm" -o "$wasm.opt" && mv "$wasm.opt" "$wasm"
-else
-  echo "web/build.sh: no wasm-opt (apt-get install binaryen): the wasm is not optimised for size further"
-fi
+# No wasm-opt: Debian 12's binaryen (108) with --all-features writes types Chromium refuses
+# ("invalid value type"); with rustc's features named, -Oz validates (28.3 → 20.6 MB) but
+# breaks wasm-bindgen's externref table ("WebAssembly.Table.set(): Argument 1 is invalid"), and
+# its brotli copy is larger anyway (3.69 MB against 3.48). Measured 2026-12-02.
 # Precompressed copies for web/serve.py (a server sends one when the browser accepts it).
 gzip -9 -k -f "$wasm"
 if command -v brotli >/dev/null; then brotli -q 11 -k -f "$wasm"; fi
@@ -53,6 +50,6 @@ for m in generator-small teacher-small; do
 done
 rm -rf "$dist" && mv "$dist.tmp" "$dist"
 wasm="$dist/pkg/flick_web_bg.wasm"
-echo "web/build.sh: wasm $bound bytes after wasm-bindgen, $(stat -c %s "$wasm") after wasm-opt; served compressed: gzip $(stat -c %s "$wasm.gz")$( [ -f "$wasm.br" ] && echo ", brotli $(stat -c %s "$wasm.br")")"
+echo "web/build.sh: wasm $bound bytes; served compressed: gzip $(stat -c %s "$wasm.gz")$( [ -f "$wasm.br" ] && echo ", brotli $(stat -c %s "$wasm.br")")"
 wasm_mb="$(du -m "$dist/pkg/flick_web_bg.wasm" | cut -f1)"
 echo "web/build.sh: built $dist (wasm $(stat -c %s "$dist/pkg/flick_web_bg.wasm") bytes ≈ ${wasm_mb} MB; models $(du -ch "$dist"/models/*.safetensors | tail -1 | cut -f1))"
