@@ -108,7 +108,9 @@ fn a_broken_8bit_file_is_refused() {
     let q = vec![1u8; 64];
     let scales = vec![0u8; 2 * 3]; // 3 scales for 64 values: 2 expected
     let ok_scales = vec![0u8; 2 * 2];
-    let cases: Vec<(Vec<(&str, Dtype, Vec<usize>, &[u8])>, &str)> = vec![
+    // (name, dtype, shape, bytes) of each tensor of a file, and the message expected.
+    type Tensor<'a> = (&'a str, Dtype, Vec<usize>, &'a [u8]);
+    let cases: Vec<(Vec<Tensor>, &str)> = vec![
         (
             vec![
                 ("w.q8", Dtype::I8, vec![64], &q),
