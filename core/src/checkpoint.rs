@@ -220,20 +220,33 @@ pub fn convert_to_f16(input: &Path, output: &Path) -> Result<f32, Error> {
         halves.insert(name.clone(), (shape.clone(), bytes));
     }
     metadata.insert("stored_dtype".into(), "f16".into());
-    let views: Vec<(String, TensorView<'_>)> = halves
+    let typed = halves
+        .into_iter()
+        .map(|(name, (shape, bytes))| (name, (Dtype::F16, shape, bytes)))
+        .collect();
+    write_typed(output, &typed, metadata)?;
+    Ok(max_change)
+}
+
+/// Write raw tensors of any dtype (`name → (dtype, shape, little-endian bytes)`) and metadata.
+fn write_typed(
+    output: &Path,
+    tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    metadata: BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, (shape, bytes))| {
+        .map(|(name, (dtype, shape, bytes))| {
             (
                 name.clone(),
-                TensorView::new(Dtype::F16, shape.clone(), bytes).expect("shape matches data"),
+                TensorView::new(*dtype, shape.clone(), bytes).expect("shape matches data"),
             )
         })
         .collect();
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
     let bytes = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
-    write_atomic(output, &bytes)?;
-    Ok(max_change)
+    write_atomic(output, &bytes)
 }
 
 /// Elements per block of the 8-bit format: each block of a tensor (in memory order) has its own
@@ -319,19 +332,7 @@ pub fn convert_to_q8(input: &Path, output: &Path) -> Result<f32, Error> {
         );
     }
     metadata.insert("stored_dtype".into(), "q8".into());
-    let views: Vec<(String, TensorView<'_>)> = out
-        .iter()
-        .map(|(name, (dtype, shape, bytes))| {
-            (
-                name.clone(),
-                TensorView::new(*dtype, shape.clone(), bytes).expect("shape matches data"),
-            )
-        })
-        .collect();
-    let metadata: HashMap<String, String> = metadata.into_iter().collect();
-    let bytes = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Checkpoint(format!("{}: cannot serialise: {e}", output.display())))?;
-    write_atomic(output, &bytes)?;
+    write_typed(output, &out, metadata)?;
     Ok(max_change)
 }
 

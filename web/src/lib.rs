@@ -620,11 +620,7 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                 },
                 Some(s),
             ) => {
-                let Some(g) = s.models.get(&model) else {
-                    emit(Event::Failed {
-                        job: id,
-                        error: format!("model {model:?} is not loaded"),
-                    });
+                let Some(g) = loaded(s, &model, id) else {
                     continue;
                 };
                 let t0 = Instant::now();
@@ -655,11 +651,7 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                 },
                 Some(s),
             ) => {
-                let Some(g) = s.models.get(&model) else {
-                    emit(Event::Failed {
-                        job: id,
-                        error: format!("model {model:?} is not loaded"),
-                    });
+                let Some(g) = loaded(s, &model, id) else {
                     continue;
                 };
                 let t0 = Instant::now();
@@ -695,6 +687,18 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
             }
         }
     }
+}
+
+/// The loaded model `model` for job `id`, or `None` after reporting the job failed.
+fn loaded<'a>(s: &'a WorkerState, model: &str, id: u64) -> Option<&'a Generator> {
+    let g = s.models.get(model);
+    if g.is_none() {
+        emit(Event::Failed {
+            job: id,
+            error: format!("model {model:?} is not loaded"),
+        });
+    }
+    g
 }
 
 const CPU_NAME: &str = "the CPU (burn flex in WebAssembly, one thread)";
