@@ -607,6 +607,12 @@ impl LatentPoint {
     /// The noise at this point from the corners' noises (in corner order).
     pub fn noise(&self, corners: &[Vec<f32>]) -> Result<Vec<f32>, Error> {
         self.check()?;
+        if corners.windows(2).any(|w| w[0].len() != w[1].len()) {
+            return Err(Error::Config(format!(
+                "corner noises of different lengths: {:?}",
+                corners.iter().map(Vec::len).collect::<Vec<_>>()
+            )));
+        }
         let [u, v] = self.at;
         Ok(match corners {
             [a, b] => slerp(a, b, u),
