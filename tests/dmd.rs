@@ -69,7 +69,12 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     .unwrap_err();
     assert!(err.to_string().contains("--pairs"), "{err}");
 
-    // DMD: 4 steps at once, and 2 + 2 with a resume in between.
+    // DMD: 4 steps at once, and 2 + 2 with a resume in between. DMD2's GAN and time-scale
+    // settings in the same config are ignored by the DMD variant.
+    {
+        let c = cfg.dmd.as_mut().unwrap();
+        (c.gan_g_weight, c.gan_d_weight, c.gan_heads, c.fake_updates) = (3e-3, 1e-2, 2, 5);
+    }
     let whole = dir.path().join("dmd");
     dmd(&cfg, &teacher, Some(&cache), &whole, false, None);
     let parts = dir.path().join("dmd-resumed");
@@ -78,6 +83,14 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     let log = rows(&whole);
     assert_eq!(log.len(), 4);
     for r in &log {
+        assert!(
+            r["dm_loss"].is_number(),
+            "DMD updates the generator every step: {r}"
+        );
+        assert!(
+            r["gan_d_loss"].is_null() && r["gan_g_loss"].is_null(),
+            "DMD has no GAN: {r}"
+        );
         for field in ["fake_loss", "dm_loss", "reg_loss", "gen_mean", "gen_std"] {
             let v = r[field].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite(), "{field} = {v} in {r}");
@@ -141,7 +154,7 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     let d2 = dir.path().join("dmd2");
     let c = cfg.dmd.as_mut().unwrap();
     c.variant = Variant::Dmd2;
-    (c.gan_g_weight, c.gan_d_weight, c.gan_heads) = (3e-3, 1e-2, 2);
+    (c.gan_g_weight, c.gan_d_weight, c.gan_heads, c.fake_updates) = (3e-3, 1e-2, 2, 2);
     dmd(&cfg, &teacher, None, &d2, false, None);
     let log = rows(&d2);
     let with_g: Vec<u64> = log
@@ -194,6 +207,22 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         "sampling is not a function of the seed"
     );
     assert!(clip(3).is_err());
+    // Resuming it as a one-step generator is refused (the schedule would change mid-run).
+    let err = train_dmd(DmdArgs {
+        cfg: &cfg,
+        teacher: &teacher,
+        init: &teacher,
+        pairs: None,
+        probe: None,
+        out: &ms,
+        resume: true,
+        device: Device::flex(),
+        workers: 2,
+        stop_at: None,
+        quiet: true,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("generator_times"), "{err}");
     // Times that do not start at 1 and decrease are refused.
     cfg.dmd.as_mut().unwrap().generator_times = vec![0.5, 1.0];
     let bad = std::panic::catch_unwind(|| {

@@ -336,6 +336,10 @@ enum DistillStage {
         /// Override the config's `dmd.variant` (`dmd` or `dmd2`)
         #[arg(long)]
         variant: Option<String>,
+        /// Override the config's `dmd.generator_times`: a multi-step generator trained with
+        /// backward simulation, e.g. `1,0.75,0.5,0.25` (`1` = one step)
+        #[arg(long, value_delimiter = ',')]
+        times: Option<Vec<f32>>,
     },
 }
 
@@ -357,16 +361,22 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 .with_context(|| format!("--r1 {r}"))?;
         }
     }
-    if let DistillStage::Dmd {
-        variant: Some(v), ..
-    } = &stage
-    {
+    if let DistillStage::Dmd { variant, times, .. } = &stage {
         let dmd = cfg
             .dmd
             .as_mut()
             .context("the distill config has no [dmd] section")?;
-        dmd.variant = serde_json::from_value(serde_json::Value::String(v.clone()))
-            .with_context(|| format!("--variant {v}: use dmd or dmd2"))?;
+        if let Some(v) = variant {
+            dmd.variant = serde_json::from_value(serde_json::Value::String(v.clone()))
+                .with_context(|| format!("--variant {v}: use dmd or dmd2"))?;
+        }
+        if let Some(t) = times {
+            dmd.generator_times = if t.as_slice() == [1.0] {
+                Vec::new()
+            } else {
+                t.clone()
+            };
+        }
     }
     let teacher = match &common.teacher {
         Some(t) => t.clone(),

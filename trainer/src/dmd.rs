@@ -163,6 +163,17 @@ impl DmdConfig {
         Ok(())
     }
 
+    /// The settings the variant actually uses: the GAN and the two time-scale rule are DMD2's,
+    /// so `variant = "dmd"` ignores `gan_*` and `fake_updates` (one config file can then carry
+    /// both variants, picked with `--variant`).
+    fn resolved(&self) -> Self {
+        let mut c = self.clone();
+        if c.variant == Variant::Dmd {
+            (c.gan_g_weight, c.gan_d_weight, c.fake_updates) = (0.0, 0.0, 1);
+        }
+        c
+    }
+
     /// Generator updates on this step?
     fn generator_step(&self, step: u64) -> bool {
         match self.variant {
@@ -237,10 +248,11 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         stop_at,
         quiet,
     } = args;
-    let dc = cfg
+    let dc = &cfg
         .dmd
         .as_ref()
-        .context("the distill config has no [dmd] section")?;
+        .context("the distill config has no [dmd] section")?
+        .resolved();
     dc.validate()?;
     let teacher = load_teacher(teacher_path, &device)?;
     anyhow::ensure!(
@@ -278,6 +290,12 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
     let saved = run::open(out, resume)?;
     let state = run::state_path(out);
     let tag = format!("{:?}", dc.variant).to_lowercase();
+    let times_tag = if dc.generator_times.len() > 1 {
+        let t: Vec<String> = dc.generator_times.iter().map(|t| t.to_string()).collect();
+        t.join(",")
+    } else {
+        "1".to_string()
+    };
     let (real, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
     let real = real.no_grad();
     let mut opt_g = AdamW::new(dc.beta1, dc.beta2, 1e-8, 0.0);
@@ -287,6 +305,12 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         if let Some(v) = saved.meta.get("variant").filter(|v| **v != tag) {
             bail!(
                 "{} was trained as {v}, this invocation asks for {tag}: resume with the same variant",
+                state.display()
+            );
+        }
+        if let Some(t) = saved.meta.get("times").filter(|t| **t != times_tag) {
+            bail!(
+                "{} trains a generator with steps at t = {t}, this invocation asks for {times_tag}: resume with the same generator_times",
                 state.display()
             );
         }
@@ -370,6 +394,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
             ("format".to_string(), "flick-dmd-state/1".to_string()),
             ("step".to_string(), step.to_string()),
             ("variant".to_string(), tag.clone()),
+            ("times".to_string(), times_tag.clone()),
             ("opt_g_t".to_string(), opt_g.t.to_string()),
             ("opt_f_t".to_string(), opt_f.t.to_string()),
         ]);
@@ -380,8 +405,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         if dc.generator_times.len() > 1 {
             // A multi-step generator: its times go into the checkpoint (the sampler reads them).
             let (tensors, mut meta) = flick_core::checkpoint::read_safetensors(&path)?;
-            let times: Vec<String> = dc.generator_times.iter().map(|t| t.to_string()).collect();
-            meta.insert("times".into(), times.join(","));
+            meta.insert("times".into(), times_tag.clone());
             write_safetensors(&path, &tensors, meta)?;
         }
         Ok(())
