@@ -51,7 +51,7 @@ pub fn train_tiny(
         device: burn::prelude::Device::flex(),
         stop_at,
         quiet: true,
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         init_from: None,
         init_reset: vec![],
         time_budget: None,

@@ -43,7 +43,7 @@ fn apt(
         out,
         resume,
         device: Device::flex(),
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         stop_at,
         quiet: true,
     })
@@ -118,7 +118,18 @@ fn pairs_consistency_and_apt_run_on_tiny() {
 
     // Consistency init.
     let cons = dir.path().join("consistency");
-    train_consistency(&cfg, &teacher, &cache, &cons, false, &device, 2, None, true).unwrap();
+    train_consistency(
+        &cfg,
+        &teacher,
+        &cache,
+        &cons,
+        false,
+        &device,
+        &flick_trainer::optim::Replicas::threads(2),
+        None,
+        true,
+    )
+    .unwrap();
     let mse = metric(&cons, "loss");
     assert_eq!(mse.len(), 4);
     assert!(mse.iter().all(|v| v.is_finite()));
@@ -215,7 +226,7 @@ fn the_pipeline_distils_a_unet_teacher_and_refuses_a_nested_one() {
         device: Device::flex(),
         stop_at: None,
         quiet: true,
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         init_from: None,
         init_reset: vec![],
         time_budget: None,
@@ -232,7 +243,18 @@ fn the_pipeline_distils_a_unet_teacher_and_refuses_a_nested_one() {
         6
     );
     let cons = dir.path().join("consistency");
-    train_consistency(&cfg, &teacher, &cache, &cons, false, &device, 2, None, true).unwrap();
+    train_consistency(
+        &cfg,
+        &teacher,
+        &cache,
+        &cons,
+        false,
+        &device,
+        &flick_trainer::optim::Replicas::threads(2),
+        None,
+        true,
+    )
+    .unwrap();
     let init = cons.join("generator.safetensors");
     let run = dir.path().join("apt");
     apt(&cfg, &teacher, &init, &run, false, Some(2));
@@ -265,7 +287,7 @@ fn the_pipeline_distils_a_unet_teacher_and_refuses_a_nested_one() {
         device: Device::flex(),
         stop_at: None,
         quiet: true,
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         init_from: None,
         init_reset: vec![],
         time_budget: None,

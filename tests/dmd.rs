@@ -37,7 +37,7 @@ fn dmd(
         out,
         resume,
         device: Device::flex(),
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         stop_at,
         quiet: true,
     })
@@ -62,7 +62,7 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         out: &dir.path().join("refused"),
         resume: false,
         device: Device::flex(),
-        workers: 1,
+        replicas: flick_trainer::optim::Replicas::threads(1),
         stop_at: None,
         quiet: true,
     })
@@ -217,7 +217,7 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         out: &ms,
         resume: true,
         device: Device::flex(),
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         stop_at: None,
         quiet: true,
     })
@@ -249,7 +249,7 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
         out: &d2,
         resume: true,
         device: Device::flex(),
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         stop_at: None,
         quiet: true,
     })

@@ -18,7 +18,15 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
     // Probe: trains (loss goes down), saves, reloads, reports held-out accuracy.
     let pcfg = ProbeTrainConfig::load(&common::root().join("configs/probe-tiny.toml")).unwrap();
     let probe_run = dir.path().join("probe");
-    let acc = train_probe(&pcfg, &probe_run, false, &device, 2, true).unwrap();
+    let acc = train_probe(
+        &pcfg,
+        &probe_run,
+        false,
+        &device,
+        &flick_trainer::optim::Replicas::threads(2),
+        true,
+    )
+    .unwrap();
     assert!(
         acc.contains_key("shape") && acc.contains_key("all"),
         "{acc:?}"
@@ -53,7 +61,7 @@ fn tiny_probe_trains_and_eval_writes_honest_tables() {
         device: device.clone(),
         stop_at: None,
         quiet: true,
-        workers: 1,
+        replicas: flick_trainer::optim::Replicas::threads(1),
         init_from: None,
         init_reset: vec![],
         time_budget: None,

@@ -120,7 +120,18 @@ fn every_distillation_loop_skips_a_nonfinite_step() {
     // Consistency: step 1 poisoned; the run finishes with finite weights and says so.
     let cons = dir.path().join("consistency");
     inject_nonfinite(&cons, 1..2);
-    train_consistency(&cfg, &teacher, &pairs, &cons, false, &device, 2, None, true).unwrap();
+    train_consistency(
+        &cfg,
+        &teacher,
+        &pairs,
+        &cons,
+        false,
+        &device,
+        &flick_trainer::optim::Replicas::threads(2),
+        None,
+        true,
+    )
+    .unwrap();
     assert_eq!(last(&cons, "skipped_steps"), 1.0);
     let init = cons.join("generator.safetensors");
 
@@ -140,7 +151,7 @@ fn every_distillation_loop_skips_a_nonfinite_step() {
             out,
             resume: false,
             device: Device::flex(),
-            workers: 2,
+            replicas: flick_trainer::optim::Replicas::threads(2),
             stop_at: None,
             quiet: true,
         }
@@ -171,7 +182,7 @@ fn every_distillation_loop_skips_a_nonfinite_step() {
         out: &dmd,
         resume: false,
         device: Device::flex(),
-        workers: 2,
+        replicas: flick_trainer::optim::Replicas::threads(2),
         stop_at: None,
         quiet: true,
     })
@@ -198,7 +209,15 @@ fn the_probe_skips_a_nonfinite_step() {
     cfg.train.eval_clips = 16;
     let out = dir.path().join("probe");
     inject_nonfinite(&out, 1..2);
-    flick_trainer::probe::train_probe(&cfg, &out, false, &Device::flex(), 2, true).unwrap();
+    flick_trainer::probe::train_probe(
+        &cfg,
+        &out,
+        false,
+        &Device::flex(),
+        &flick_trainer::optim::Replicas::threads(2),
+        true,
+    )
+    .unwrap();
     assert_eq!(last(&out, "skipped_steps"), 1.0);
     assert!(last(&out, "loss").is_finite());
 }

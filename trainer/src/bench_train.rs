@@ -155,12 +155,14 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             let times: Vec<f32> = (0..b).map(|i| (i as f32 + 0.5) / b as f32).collect();
             let prompts = prompts(b);
             let per = |r: usize| 3 * cfg.frames * sizes[r][0] * sizes[r][1];
+            let shares = crate::optim::Replicas::threads(w).shares(&ad);
             let (median, min, loss) = time_steps(&device, warmup, steps, || {
                 let (loss, grads) = crate::optim::data_parallel_grads(
                     model.as_ref().expect("model"),
                     b,
-                    w,
-                    |local, lo, hi| {
+                    &shares,
+                    |local, lo, hi, dev| {
+                        let ad = dev.clone();
                         let n = hi - lo;
                         let x = Tensor::<5>::from_data(
                             TensorData::new(

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flick_core::device::{BackendKind, describe, open};
+use flick_core::device::{BackendKind, DeviceList, describe, open, open_devices};
 use flick_core::generate::{Generator, MAX_GUIDANCE, MAX_STEPS};
 
 use crate::{config, train};
@@ -61,6 +61,12 @@ enum Command {
         /// `cpu`, 1 on `wgpu`)
         #[arg(long, value_parser = ranged_usize(1, 256))]
         workers: Option<usize>,
+        /// wgpu adapters to train on, by index (comma-separated; an index given twice is a
+        /// second replica on that adapter) or `all`: each computes a share of the batch, the
+        /// gradients are summed on the first, which steps the optimizer. Implies `--backend
+        /// wgpu`; an unknown index lists the adapters found
+        #[arg(long, value_name = "LIST")]
+        devices: Option<DeviceList>,
         /// Start a new run from another run's state.safetensors (continuing at its step) or a
         /// checkpoint; parameters it lacks (a grown model) keep their initialisation
         #[arg(long)]
@@ -97,6 +103,12 @@ enum Command {
         /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
         #[arg(long, value_parser = ranged_usize(1, 256))]
         workers: Option<usize>,
+        /// wgpu adapters to train on, by index (comma-separated; an index given twice is a
+        /// second replica on that adapter) or `all`: each computes a share of the batch, the
+        /// gradients are summed on the first, which steps the optimizer. Implies `--backend
+        /// wgpu`; an unknown index lists the adapters found
+        #[arg(long, value_name = "LIST")]
+        devices: Option<DeviceList>,
     },
     /// Distil the teacher into a one-step generator: teacher pairs, the deterministic init,
     /// adversarial post-training (APT).
@@ -287,6 +299,12 @@ struct DistillCommon {
     /// Data-parallel worker threads (default: the CPU cores on `cpu`, 1 on `wgpu`)
     #[arg(long, value_parser = ranged_usize(1, 256))]
     workers: Option<usize>,
+    /// wgpu adapters to train on, by index (comma-separated; an index given twice is a
+    /// second replica on that adapter) or `all`: each computes a share of the batch, the
+    /// gradients are summed on the first, which steps the optimizer. Implies `--backend
+    /// wgpu`; an unknown index lists the adapters found
+    #[arg(long, value_name = "LIST")]
+    devices: Option<DeviceList>,
     /// Stop after this step (the schedule still follows the config)
     #[arg(long, value_parser = ranged_u64(1, MAX_TRAIN_STEPS))]
     stop_at: Option<u64>,
@@ -382,11 +400,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => bundled::find(bundled::TEACHER, models)?,
     };
-    let device = open(common.backend)?;
-    eprintln!("backend: {}", describe(&device));
-    let workers = common
-        .workers
-        .unwrap_or_else(|| default_workers(common.backend));
+    let (device, replicas) = placement(common.backend, common.workers, common.devices.as_ref())?;
     match &stage {
         DistillStage::Pairs { common } => {
             if !common.resume
@@ -412,7 +426,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 &common.out,
                 common.resume,
                 &device,
-                workers,
+                &replicas,
                 common.stop_at,
                 false,
             )?;
@@ -429,7 +443,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 out: &common.out,
                 resume: common.resume,
                 device,
-                workers,
+                replicas,
                 stop_at: common.stop_at,
                 quiet: false,
             })?;
@@ -453,7 +467,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
                 out: &common.out,
                 resume: common.resume,
                 device,
-                workers,
+                replicas,
                 stop_at: common.stop_at,
                 quiet: false,
             })?;
@@ -488,6 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stop_at,
             steps,
             workers,
+            devices,
             init_from,
             init_reset,
             time_budget,
@@ -500,10 +515,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| {
                 PathBuf::from("runs").join(config.file_stem().unwrap_or_default())
             });
-            let device = open(backend)?;
-            eprintln!("backend: {}", describe(&device));
-            let workers = workers.unwrap_or_else(|| default_workers(backend));
-            eprintln!("data-parallel workers: {workers}");
+            let (device, replicas) = placement(backend, workers, devices.as_ref())?;
             train::train_teacher(train::TrainArgs {
                 config: cfg,
                 config_path: config,
@@ -512,7 +524,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 device,
                 stop_at,
                 quiet: false,
-                workers,
+                replicas,
                 init_from,
                 init_reset,
                 time_budget,
@@ -531,12 +543,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             resume,
             backend,
             workers,
+            devices,
         } => {
             let cfg = crate::probe::ProbeTrainConfig::load(&config)?;
-            let device = open(backend)?;
-            eprintln!("backend: {}", describe(&device));
-            let workers = workers.unwrap_or_else(|| default_workers(backend));
-            let acc = crate::probe::train_probe(&cfg, &out, resume, &device, workers, false)?;
+            let (device, replicas) = placement(backend, workers, devices.as_ref())?;
+            let acc = crate::probe::train_probe(&cfg, &out, resume, &device, &replicas, false)?;
             let line = acc
                 .iter()
                 .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
@@ -828,6 +839,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// A training run's main device and where its batch's shares run: the `--devices` list (wgpu
+/// adapters, the first being the main device that steps the optimizer and holds the EMA) or
+/// `--workers` threads on `backend`'s device.
+fn placement(
+    backend: BackendKind,
+    workers: Option<usize>,
+    devices: Option<&DeviceList>,
+) -> anyhow::Result<(burn::tensor::Device, crate::optim::Replicas)> {
+    let Some(list) = devices else {
+        let device = open(backend)?;
+        eprintln!("backend: {}", describe(&device));
+        let workers = workers.unwrap_or_else(|| default_workers(backend));
+        eprintln!("data-parallel workers: {workers}");
+        return Ok((device, crate::optim::Replicas::threads(workers)));
+    };
+    // `--devices` names wgpu adapters whatever `--backend` says (its default is the CPU).
+    let _ = backend;
+    anyhow::ensure!(
+        workers.is_none_or(|w| w == 1),
+        "--devices and --workers > 1: with devices each one computes one share of the batch; give one of the two"
+    );
+    let opened = open_devices(list)?;
+    for (i, (_, name)) in opened.iter().enumerate() {
+        eprintln!(
+            "device {i}: wgpu on {name}{}",
+            if i == 0 {
+                " (main: gradients summed here, optimizer, EMA, checkpoints)"
+            } else {
+                ""
+            }
+        );
+    }
+    let devices: Vec<burn::tensor::Device> = opened.into_iter().map(|(d, _)| d).collect();
+    Ok((devices[0].clone(), crate::optim::Replicas::Devices(devices)))
 }
 
 /// Data-parallel training threads: every core on the CPU backend, one on a GPU.

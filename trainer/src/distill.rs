@@ -39,7 +39,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{RmsProp, data_parallel_grads};
+use crate::optim::{Replicas, RmsProp, data_parallel_grads, place};
 use crate::run;
 use crate::train::step_rng;
 
@@ -518,7 +518,7 @@ pub fn train_consistency(
     out: &Path,
     resume: bool,
     device: &Device,
-    workers: usize,
+    replicas: &Replicas,
     stop_at: Option<u64>,
     quiet: bool,
 ) -> anyhow::Result<Backbone> {
@@ -535,6 +535,7 @@ pub fn train_consistency(
     );
     let saved = run::open(out, resume)?;
     let ad = device.clone().autodiff();
+    let shares = replicas.shares(&ad);
     let state = run::state_path(out);
     let mut optim = crate::optim::AdamW::new(cc.beta1, cc.beta2, 1e-8, 0.0);
     let (mut model, mut ema, mut step) = if let Some(saved) = saved {
@@ -594,12 +595,15 @@ pub fn train_consistency(
             data.shape[4],
         ];
         let lr = cc.lr * ((step + 1) as f32 / cc.warmup_steps.max(1) as f32).min(1.0);
-        let (mut loss, mut grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
-            let text = local.encode_text(&prompts[lo..hi], &ad);
-            (one_step(local, rows(&z, lo, hi, shape, &ad), &text) - rows(&x, lo, hi, shape, &ad))
+        let (mut loss, mut grads) =
+            data_parallel_grads(&model, b, &shares, |local, lo, hi, dev| {
+                let ad = dev.clone();
+                let text = local.encode_text(&prompts[lo..hi], &ad);
+                (one_step(local, rows(&z, lo, hi, shape, &ad), &text)
+                    - rows(&x, lo, hi, shape, &ad))
                 .powi_scalar(2)
                 .mean()
-        });
+            });
         run::poison(out, step, &mut grads, &mut loss);
         let decay = run::ema_decay(cc.ema_decay, step);
         let (m, e, stats) =
@@ -709,7 +713,8 @@ pub struct AptArgs<'a> {
     pub out: &'a Path,
     pub resume: bool,
     pub device: Device,
-    pub workers: usize,
+    /// Where the batch's shares run (threads on `device`, or devices led by `device`).
+    pub replicas: Replicas,
     pub stop_at: Option<u64>,
     pub quiet: bool,
 }
@@ -736,7 +741,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         out,
         resume,
         device,
-        workers,
+        replicas,
         stop_at,
         quiet,
     } = args;
@@ -760,6 +765,7 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
     }
     let saved = run::open(out, resume)?;
     let ad = device.clone().autodiff();
+    let shares = replicas.shares(&ad);
     let state = run::state_path(out);
     let total: u64 = ac.stages.iter().map(|s| s.steps).sum();
     let fresh_disc = || -> anyhow::Result<Discriminator> {
@@ -932,65 +938,69 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         // ---- Discriminator step
         let g_frozen = g.clone().no_grad();
         let logs = std::sync::Mutex::new((0f32, 0f32, 0f32));
-        let (mut d_loss, mut d_grads) = data_parallel_grads(&d, b, workers, |local, lo, hi| {
-            let n = hi - lo;
-            let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
-            let t = entries(&t_d, lo, hi, &ad);
-            let g_text = g_frozen.encode_text(&prompts[lo..hi], &ad);
-            let fake = one_step(&g_frozen, ten(&z_d), &g_text).detach();
-            let real = ten(&real);
-            let eps = ten(&eps_d);
-            let text = local.encode_text(&prompts[lo..hi], &ad);
-            let disc =
-                |x: Tensor<5>| local.forward(noise(x, eps.clone(), t.clone()).0, t.clone(), &text);
-            let l_real = disc(real.clone());
-            let l_fake = disc(fake.clone());
-            let mut loss = ac.loss.d_loss(l_real.clone(), l_fake.clone());
-            let penalty = match (ac.loss, ac.r1) {
-                (GanLoss::Wgan, _) => {
-                    let a = entries(&mix, lo, hi, &ad).reshape([n, 1, 1, 1, 1]);
-                    let xhat = real.clone() * a.clone() + fake.clone() * (a.neg() + 1.0);
-                    fd_gradient_penalty(
-                        disc(xhat.clone()),
-                        disc(xhat + ten(&pert) * ac.fd_h),
+        let (mut d_loss, mut d_grads) =
+            data_parallel_grads(&d, b, &shares, |local, lo, hi, dev| {
+                let ad = dev.clone();
+                let g_frozen = place(&g_frozen, &ad);
+                let n = hi - lo;
+                let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
+                let t = entries(&t_d, lo, hi, &ad);
+                let g_text = g_frozen.encode_text(&prompts[lo..hi], &ad);
+                let fake = one_step(&g_frozen, ten(&z_d), &g_text).detach();
+                let real = ten(&real);
+                let eps = ten(&eps_d);
+                let text = local.encode_text(&prompts[lo..hi], &ad);
+                let disc = |x: Tensor<5>| {
+                    local.forward(noise(x, eps.clone(), t.clone()).0, t.clone(), &text)
+                };
+                let l_real = disc(real.clone());
+                let l_fake = disc(fake.clone());
+                let mut loss = ac.loss.d_loss(l_real.clone(), l_fake.clone());
+                let penalty = match (ac.loss, ac.r1) {
+                    (GanLoss::Wgan, _) => {
+                        let a = entries(&mix, lo, hi, &ad).reshape([n, 1, 1, 1, 1]);
+                        let xhat = real.clone() * a.clone() + fake.clone() * (a.neg() + 1.0);
+                        fd_gradient_penalty(
+                            disc(xhat.clone()),
+                            disc(xhat + ten(&pert) * ac.fd_h),
+                            ac.fd_h,
+                            ac.gp_lambda,
+                        )
+                    }
+                    (_, R1Kind::Approx) => approx_penalty(
+                        l_real.clone(),
+                        disc(real.clone() + ten(&pert) * stage.r1_sigma),
+                        ac.r1_lambda,
+                    ),
+                    (_, R1Kind::Fd) => fd_r1(
+                        l_real.clone(),
+                        disc(real.clone() + ten(&pert) * ac.fd_h),
                         ac.fd_h,
-                        ac.gp_lambda,
-                    )
+                        ac.r1_lambda,
+                    ),
+                    (_, R1Kind::None) => Tensor::<1>::zeros([1], &ad),
+                };
+                loss = loss + penalty.clone();
+                if ac.r2_lambda > 0.0 {
+                    loss = loss
+                        + approx_penalty(
+                            l_fake.clone(),
+                            disc(fake + ten(&pert2) * ac.r2_sigma),
+                            ac.r2_lambda,
+                        );
                 }
-                (_, R1Kind::Approx) => approx_penalty(
-                    l_real.clone(),
-                    disc(real.clone() + ten(&pert) * stage.r1_sigma),
-                    ac.r1_lambda,
-                ),
-                (_, R1Kind::Fd) => fd_r1(
-                    l_real.clone(),
-                    disc(real.clone() + ten(&pert) * ac.fd_h),
-                    ac.fd_h,
-                    ac.r1_lambda,
-                ),
-                (_, R1Kind::None) => Tensor::<1>::zeros([1], &ad),
-            };
-            loss = loss + penalty.clone();
-            if ac.r2_lambda > 0.0 {
-                loss = loss
-                    + approx_penalty(
-                        l_fake.clone(),
-                        disc(fake + ten(&pert2) * ac.r2_sigma),
-                        ac.r2_lambda,
-                    );
-            }
-            let w = n as f32 / b as f32;
-            let (pr, lr_, lf): (f32, f32, f32) = (
-                penalty.detach().into_scalar(),
-                l_real.detach().mean().into_scalar(),
-                l_fake.detach().mean().into_scalar(),
-            );
-            let mut acc = logs.lock().unwrap();
-            acc.0 += pr * w;
-            acc.1 += lr_ * w;
-            acc.2 += lf * w;
-            loss
-        });
+                let w = n as f32 / b as f32;
+                let (pr, lr_, lf): (f32, f32, f32) = (
+                    penalty.detach().into_scalar(),
+                    l_real.detach().mean().into_scalar(),
+                    l_fake.detach().mean().into_scalar(),
+                );
+                let mut acc = logs.lock().unwrap();
+                acc.0 += pr * w;
+                acc.1 += lr_ * w;
+                acc.2 += lf * w;
+                loss
+            });
         let (penalty, logit_real, logit_fake) = *logs.lock().unwrap();
         let clip = ac.grad_clip;
         run::poison(out, step, &mut d_grads, &mut d_loss);
@@ -1011,22 +1021,25 @@ pub fn train_apt(args: AptArgs<'_>) -> anyhow::Result<Backbone> {
         let (g_loss, g_stats) = if warming {
             (None, None)
         } else {
-            let (mut g_loss, mut g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
-                let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
-                let t = entries(&t_g, lo, hi, &ad);
-                let g_text = local.encode_text(&prompts[lo..hi], &ad);
-                let fake = one_step(local, ten(&z_g), &g_text);
-                let eps = ten(&eps_g);
-                let text = d_frozen.encode_text(&prompts[lo..hi], &ad);
-                let l_fake =
-                    d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
-                let l_real = (ac.loss == GanLoss::Relativistic).then(|| {
-                    d_frozen
-                        .forward(noise(ten(&real), eps, t.clone()).0, t, &text)
-                        .detach()
+            let (mut g_loss, mut g_grads) =
+                data_parallel_grads(&g, b, &shares, |local, lo, hi, dev| {
+                    let ad = dev.clone();
+                    let d_frozen = place(&d_frozen, &ad);
+                    let ten = |v: &[f32]| rows(v, lo, hi, shape, &ad);
+                    let t = entries(&t_g, lo, hi, &ad);
+                    let g_text = local.encode_text(&prompts[lo..hi], &ad);
+                    let fake = one_step(local, ten(&z_g), &g_text);
+                    let eps = ten(&eps_g);
+                    let text = d_frozen.encode_text(&prompts[lo..hi], &ad);
+                    let l_fake =
+                        d_frozen.forward(noise(fake, eps.clone(), t.clone()).0, t.clone(), &text);
+                    let l_real = (ac.loss == GanLoss::Relativistic).then(|| {
+                        d_frozen
+                            .forward(noise(ten(&real), eps, t.clone()).0, t, &text)
+                            .detach()
+                    });
+                    ac.loss.g_loss(l_fake, l_real)
                 });
-                ac.loss.g_loss(l_fake, l_real)
-            });
             run::poison(out, step, &mut g_grads, &mut g_loss);
             let (g_new, g_stats) = opt_g.step_with(g, &g_grads, stage.lr_g, clip);
             g = g_new;

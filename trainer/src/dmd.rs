@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::distill::{
     DistillConfig, entries, load_init, load_teacher, rows, save_generator, write_samples,
 };
-use crate::optim::{AdamW, data_parallel_grads};
+use crate::optim::{AdamW, Placed, Replicas, data_parallel_grads, place};
 use crate::run;
 use crate::train::step_rng;
 
@@ -227,7 +227,8 @@ pub struct DmdArgs<'a> {
     pub out: &'a Path,
     pub resume: bool,
     pub device: Device,
-    pub workers: usize,
+    /// Where the batch's shares run (threads on `device`, or devices led by `device`).
+    pub replicas: Replicas,
     pub stop_at: Option<u64>,
     pub quiet: bool,
 }
@@ -244,7 +245,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         out,
         resume,
         device,
-        workers,
+        replicas,
         stop_at,
         quiet,
     } = args;
@@ -278,6 +279,7 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         _ => None,
     };
     let ad = device.clone().autodiff();
+    let shares = replicas.shares(&ad);
     let probe = match (&data, probe_path) {
         (Some(_), Some(p)) if dc.probe_weight > 0.0 => {
             Some(flick_core::eval::probe::load(p, &ad)?.0.no_grad())
@@ -298,6 +300,8 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
     };
     let (real, _) = flick_core::checkpoint::load_model(teacher_path, &ad)?;
     let real = real.no_grad();
+    let real_on = Placed::new(&real, &shares);
+    let probe_on = probe.as_ref().map(|p| Placed::new(p, &shares));
     let mut opt_g = AdamW::new(dc.beta1, dc.beta2, 1e-8, 0.0);
     let mut opt_f = AdamW::new(dc.beta1, dc.beta2, 1e-8, 0.0);
     let (mut g, mut g_ema, mut fake, mut step) = if let Some(saved) = saved {
@@ -469,7 +473,9 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         let gen_stats = std::sync::Mutex::new((0f64, 0f64, 0usize));
         let gan_d = std::sync::Mutex::new((0f32,));
         let (mut fake_loss, mut f_grads) =
-            data_parallel_grads(&fake, b, workers, |local, lo, hi| {
+            data_parallel_grads(&fake, b, &shares, |local, lo, hi, dev| {
+                let ad = dev.clone();
+                let g_frozen = place(&g_frozen, &ad);
                 let text = g_frozen.encode_text(&prompts[lo..hi], &ad);
                 let x =
                     generate_at(&g_frozen, rows(&x_in, lo, hi, shape, &ad), t_in, &text).detach();
@@ -526,73 +532,79 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
         if dc.generator_step(step) {
             let fake_frozen = fake.clone().no_grad();
             let logs = std::sync::Mutex::new((0f32, 0f32, 0f32, 0f32));
-            let (mut g_loss, mut g_grads) = data_parallel_grads(&g, b, workers, |local, lo, hi| {
-                let n = hi - lo;
-                let w = n as f32 / b as f32;
-                let text = local.encode_text(&prompts[lo..hi], &ad);
-                let x = generate_at(local, rows(&x_in, lo, hi, shape, &ad), t_in, &text);
-                let t = entries(&t_g, lo, hi, &ad);
-                let (x_t, _) = noise(
-                    x.clone().detach(),
-                    rows(&eps_g, lo, hi, shape, &ad),
-                    t.clone(),
-                );
-                let rt = real.encode_text(&prompts[lo..hi], &ad);
-                let ru = real.encode_text(&empty[lo..hi], &ad);
-                let v_real = guide(
-                    real.forward(x_t.clone(), t.clone(), &rt),
-                    real.forward(x_t.clone(), t.clone(), &ru),
-                    dc.guidance,
-                );
-                let ft = fake_frozen.encode_text(&prompts[lo..hi], &ad);
-                let v_fake = fake_frozen.backbone.forward(x_t.clone(), t.clone(), &ft);
-                let grad = dm_gradient(
-                    x.clone(),
-                    clean_prediction(x_t.clone(), v_real, t.clone()),
-                    clean_prediction(x_t, v_fake, t),
-                );
-                let g_abs: f32 = grad.clone().abs().mean().into_scalar();
-                let mut loss = dm_loss(x.clone(), grad);
-                let dm_value: f32 = loss.clone().detach().into_scalar();
-                let mut gan_value = 0.0;
-                if dc.gan_g_weight > 0.0 {
-                    let t = entries(&t_d, lo, hi, &ad);
-                    let (x_d, _) = noise(x, rows(&eps_d, lo, hi, shape, &ad), t.clone());
-                    let l = softplus(fake_frozen.forward(x_d, t, &ft).neg()).mean();
-                    gan_value = l.clone().detach().into_scalar();
-                    loss = loss + l * dc.gan_g_weight;
-                }
-                let mut reg_value = 0.0;
-                if let Some(d) = &data {
-                    let idx = &pair_idx[lo..hi];
-                    let gather = |v: &[f32]| -> Vec<f32> {
-                        idx.iter()
-                            .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
-                            .collect()
-                    };
-                    let pz = gather(&d.z);
-                    let px = gather(&d.x);
-                    let caps: Vec<String> = idx.iter().map(|&i| d.captions[i].clone()).collect();
-                    let ptext = local.encode_text(&caps, &ad);
-                    let sh = [n, shape[1], shape[2], shape[3], shape[4]];
-                    let pred = one_step(local, rows(&pz, 0, n, sh, &ad), &ptext);
-                    let target = rows(&px, 0, n, sh, &ad);
-                    let mut r = (pred.clone() - target.clone()).powi_scalar(2).mean();
-                    if let Some(p) = &probe {
-                        let (fp, _) = p.forward(pred);
-                        let (ft, _) = p.forward(target);
-                        r = r + (fp - ft.detach()).powi_scalar(2).mean() * dc.probe_weight;
+            let (mut g_loss, mut g_grads) =
+                data_parallel_grads(&g, b, &shares, |local, lo, hi, dev| {
+                    let ad = dev.clone();
+                    let fake_frozen = place(&fake_frozen, &ad);
+                    let real = real_on.on(&ad);
+                    let probe = probe_on.as_ref().map(|p| p.on(&ad));
+                    let n = hi - lo;
+                    let w = n as f32 / b as f32;
+                    let text = local.encode_text(&prompts[lo..hi], &ad);
+                    let x = generate_at(local, rows(&x_in, lo, hi, shape, &ad), t_in, &text);
+                    let t = entries(&t_g, lo, hi, &ad);
+                    let (x_t, _) = noise(
+                        x.clone().detach(),
+                        rows(&eps_g, lo, hi, shape, &ad),
+                        t.clone(),
+                    );
+                    let rt = real.encode_text(&prompts[lo..hi], &ad);
+                    let ru = real.encode_text(&empty[lo..hi], &ad);
+                    let v_real = guide(
+                        real.forward(x_t.clone(), t.clone(), &rt),
+                        real.forward(x_t.clone(), t.clone(), &ru),
+                        dc.guidance,
+                    );
+                    let ft = fake_frozen.encode_text(&prompts[lo..hi], &ad);
+                    let v_fake = fake_frozen.backbone.forward(x_t.clone(), t.clone(), &ft);
+                    let grad = dm_gradient(
+                        x.clone(),
+                        clean_prediction(x_t.clone(), v_real, t.clone()),
+                        clean_prediction(x_t, v_fake, t),
+                    );
+                    let g_abs: f32 = grad.clone().abs().mean().into_scalar();
+                    let mut loss = dm_loss(x.clone(), grad);
+                    let dm_value: f32 = loss.clone().detach().into_scalar();
+                    let mut gan_value = 0.0;
+                    if dc.gan_g_weight > 0.0 {
+                        let t = entries(&t_d, lo, hi, &ad);
+                        let (x_d, _) = noise(x, rows(&eps_d, lo, hi, shape, &ad), t.clone());
+                        let l = softplus(fake_frozen.forward(x_d, t, &ft).neg()).mean();
+                        gan_value = l.clone().detach().into_scalar();
+                        loss = loss + l * dc.gan_g_weight;
                     }
-                    reg_value = r.clone().detach().into_scalar();
-                    loss = loss + r * dc.reg_weight;
-                }
-                let mut acc = logs.lock().unwrap();
-                acc.0 += dm_value * w;
-                acc.1 += g_abs * w;
-                acc.2 += reg_value * w;
-                acc.3 += gan_value * w;
-                loss
-            });
+                    let mut reg_value = 0.0;
+                    if let Some(d) = &data {
+                        let idx = &pair_idx[lo..hi];
+                        let gather = |v: &[f32]| -> Vec<f32> {
+                            idx.iter()
+                                .flat_map(|&i| v[i * per..(i + 1) * per].iter().copied())
+                                .collect()
+                        };
+                        let pz = gather(&d.z);
+                        let px = gather(&d.x);
+                        let caps: Vec<String> =
+                            idx.iter().map(|&i| d.captions[i].clone()).collect();
+                        let ptext = local.encode_text(&caps, &ad);
+                        let sh = [n, shape[1], shape[2], shape[3], shape[4]];
+                        let pred = one_step(local, rows(&pz, 0, n, sh, &ad), &ptext);
+                        let target = rows(&px, 0, n, sh, &ad);
+                        let mut r = (pred.clone() - target.clone()).powi_scalar(2).mean();
+                        if let Some(p) = probe {
+                            let (fp, _) = p.forward(pred);
+                            let (ft, _) = p.forward(target);
+                            r = r + (fp - ft.detach()).powi_scalar(2).mean() * dc.probe_weight;
+                        }
+                        reg_value = r.clone().detach().into_scalar();
+                        loss = loss + r * dc.reg_weight;
+                    }
+                    let mut acc = logs.lock().unwrap();
+                    acc.0 += dm_value * w;
+                    acc.1 += g_abs * w;
+                    acc.2 += reg_value * w;
+                    acc.3 += gan_value * w;
+                    loss
+                });
             run::poison(out, step, &mut g_grads, &mut g_loss);
             let decay = run::ema_decay(dc.ema_decay, step / dc.fake_updates.max(1));
             let (g_new, e, g_stats) =

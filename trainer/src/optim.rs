@@ -495,12 +495,162 @@ impl RmsProp {
     }
 }
 
-/// Loss and gradients (by parameter path) of one batch of `batch` items split over `workers`
-/// threads. `loss_of(local, lo, hi)` returns the mean loss of items `lo..hi` computed with
-/// `local`, a copy of `model` whose parameters are fresh autodiff leaves (no data is copied);
-/// each share is weighted by its size, so the summed gradients are those of the whole batch's
-/// mean loss. burn's CPU backend keeps about one core busy per op sequence; this is how a
-/// training step uses them all. With one worker it runs on the calling thread.
+/// Where the shares of a training batch are computed.
+///
+/// `Threads(n)`: `n` threads on the run's one device (burn's CPU backend keeps about one core busy
+/// per op sequence; this is how a CPU step uses them all). `Devices(list)`: one share per device,
+/// the first being the main device that holds the model, the optimizer and the EMA — burn's
+/// multi-device pattern (a replica forked to each device, its gradients moved to the main device
+/// and summed there, one optimizer step, the new weights forked again at the next step). The
+/// checkpoint does not depend on either: a run may resume on another device count.
+#[derive(Clone, Debug)]
+pub enum Replicas {
+    Threads(usize),
+    Devices(Vec<Device>),
+}
+
+impl Replicas {
+    pub fn threads(n: usize) -> Self {
+        Self::Threads(n.max(1))
+    }
+
+    /// The device of each share, as autodiff devices: `main` once per thread, or the listed
+    /// devices (whose first must be `main`).
+    pub fn shares(&self, main: &Device) -> Vec<Device> {
+        match self {
+            Self::Threads(n) => vec![main.clone(); (*n).max(1)],
+            Self::Devices(list) => {
+                assert!(
+                    list.first() == Some(main),
+                    "the first of the replica devices is the main device"
+                );
+                list.iter().map(|d| d.clone().autodiff()).collect()
+            }
+        }
+    }
+
+    /// The main device for `Devices`; `None` for threads (the caller's device).
+    pub fn main(&self) -> Option<&Device> {
+        match self {
+            Self::Threads(_) => None,
+            Self::Devices(list) => list.first(),
+        }
+    }
+}
+
+/// `model` on `device`: itself when it is already there (no copy), else a copy moved there
+/// (burn's `to_device`, staged through the host between two wgpu devices).
+pub fn place<M: Module>(model: &M, device: &Device) -> M {
+    if on(model, device) {
+        model.clone()
+    } else {
+        model.clone().to_device(device)
+    }
+}
+
+/// Whether all of `model`'s parameters are on `device`.
+fn on<M: Module>(model: &M, device: &Device) -> bool {
+    model.devices().iter().all(|d| d == device)
+}
+
+/// A model that does not change during a run (a frozen teacher, the probe), copied once to each
+/// replica's device.
+pub struct Placed<M> {
+    copies: Vec<(Device, M)>,
+}
+
+impl<M: Module> Placed<M> {
+    pub fn new(model: &M, shares: &[Device]) -> Self {
+        let mut copies: Vec<(Device, M)> = Vec::new();
+        for d in shares {
+            if !copies.iter().any(|(c, _)| c == d) {
+                copies.push((d.clone(), place(model, d)));
+            }
+        }
+        Self { copies }
+    }
+
+    pub fn on(&self, device: &Device) -> &M {
+        &self
+            .copies
+            .iter()
+            .find(|(d, _)| d == device)
+            .expect("a copy on every replica device")
+            .1
+    }
+}
+
+/// Time spent moving gradients to the main device in the last [`data_parallel_grads`] call
+/// (host-staged copies between devices, waiting for the replica included); for step profiles and
+/// the scaling benchmark.
+pub static TRANSFER_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The sum of per-share gradients, on the device of the first share's. A share computed on
+/// another device travels as one flat tensor (its gradients concatenated in path order: one
+/// transfer per share and step rather than one per parameter) and is split back there. Summed in
+/// share order, so the result does not depend on which device computed which share beyond the
+/// floating-point order of one addition per share.
+pub fn reduce_grads(parts: Vec<HashMap<String, Tensor<1>>>) -> HashMap<String, Tensor<1>> {
+    let mut parts = parts.into_iter();
+    let Some(mut total) = parts.next() else {
+        return HashMap::new();
+    };
+    let Some(main) = total.values().next().map(|t| t.device()) else {
+        return total;
+    };
+    for grads in parts {
+        let remote = grads.values().next().is_some_and(|t| t.device() != main);
+        let grads = if remote {
+            let started = std::time::Instant::now();
+            let mut paths: Vec<String> = grads.keys().cloned().collect();
+            paths.sort();
+            let sizes: Vec<usize> = paths.iter().map(|p| grads[p].dims()[0]).collect();
+            let mut grads = grads;
+            let flat = Tensor::cat(
+                paths
+                    .iter()
+                    .map(|p| grads.remove(p).expect("listed"))
+                    .collect(),
+                0,
+            )
+            .to_device(&main);
+            let mut at = 0;
+            let out: HashMap<String, Tensor<1>> = paths
+                .into_iter()
+                .zip(sizes)
+                .map(|(p, n)| {
+                    let g = flat.clone().narrow(0, at, n);
+                    at += n;
+                    (p, g)
+                })
+                .collect();
+            TRANSFER_NANOS.fetch_add(
+                started.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            out
+        } else {
+            grads
+        };
+        for (path, g) in grads {
+            let g = match total.remove(&path) {
+                Some(acc) => acc + g,
+                None => g,
+            };
+            total.insert(path, g);
+        }
+    }
+    total
+}
+
+/// Loss and gradients (by parameter path) of one batch of `batch` items split over the replicas'
+/// `shares` (see [`Replicas::shares`]), one thread each. `loss_of(local, lo, hi, device)` returns
+/// the mean loss of items `lo..hi` computed with `local` on `device` (every input it makes goes
+/// there; frozen models through [`Placed`] or [`place`]): on the model's own device `local` is a
+/// copy whose parameters are fresh autodiff leaves (no data is copied), on another device a copy
+/// forked there. Each share is weighted by its size, so the summed gradients are those of the
+/// whole batch's mean loss; they come back on the model's device ([`reduce_grads`]). With one
+/// share it runs on the calling thread.
 ///
 /// The loss value is read back after the backward pass has been issued, so a GPU runs the forward
 /// and backward passes without the host waiting in between (one read-back per step, at the end).
@@ -516,18 +666,24 @@ pub static MEASURE_FORWARD: std::sync::atomic::AtomicBool =
 pub fn data_parallel_grads<M: Module + Sync>(
     model: &M,
     batch: usize,
-    workers: usize,
-    loss_of: impl Fn(&M, usize, usize) -> Tensor<1> + Sync,
+    shares: &[Device],
+    loss_of: impl Fn(&M, usize, usize, &Device) -> Tensor<1> + Sync,
 ) -> (f32, HashMap<String, Tensor<1>>) {
-    let workers = workers.clamp(1, batch.max(1));
-    let bounds: Vec<(usize, usize)> = (0..workers)
-        .map(|w| (w * batch / workers, (w + 1) * batch / workers))
-        .filter(|(a, z)| z > a)
+    let n = shares.len().clamp(1, batch.max(1));
+    let bounds: Vec<(usize, usize, &Device)> = (0..n)
+        .map(|w| (w * batch / n, (w + 1) * batch / n, &shares[w]))
+        .filter(|(a, z, _)| z > a)
         .collect();
     let started = std::time::Instant::now();
-    let one = |(lo, hi): (usize, usize)| {
-        let local = flick_core::params::map_params(model.clone(), |_, _, p, _| Some(p));
-        let loss = loss_of(&local, lo, hi) * ((hi - lo) as f32 / batch as f32);
+    TRANSFER_NANOS.store(0, std::sync::atomic::Ordering::Relaxed);
+    let one = |(lo, hi, device): (usize, usize, &Device)| {
+        let here = if on(model, device) {
+            model.clone()
+        } else {
+            model.clone().fork(device)
+        };
+        let local = flick_core::params::map_params(here, |_, _, p, _| Some(p));
+        let loss = loss_of(&local, lo, hi, device) * ((hi - lo) as f32 / batch as f32);
         let early = MEASURE_FORWARD
             .load(std::sync::atomic::Ordering::Relaxed)
             .then(|| {
@@ -557,19 +713,8 @@ pub fn data_parallel_grads<M: Module + Sync>(
                 .collect()
         })
     };
-    let mut loss = 0.0;
-    let mut total: HashMap<String, Tensor<1>> = HashMap::new();
-    for (value, grads) in parts {
-        loss += value;
-        for (path, g) in grads {
-            let g = match total.remove(&path) {
-                Some(acc) => acc + g,
-                None => g,
-            };
-            total.insert(path, g);
-        }
-    }
-    (loss, total)
+    let loss = parts.iter().map(|p| p.0).sum();
+    (loss, reduce_grads(parts.into_iter().map(|p| p.1).collect()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use flick_core::eval::probe::{self, HEADS, Probe, ProbeConfig};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{AdamW, data_parallel_grads};
+use crate::optim::{AdamW, Replicas, data_parallel_grads};
 use crate::run;
 
 /// `configs/probe.toml`.
@@ -120,7 +120,7 @@ pub fn train_probe(
     out: &Path,
     resume: bool,
     device: &Device,
-    workers: usize,
+    replicas: &Replicas,
     quiet: bool,
 ) -> anyhow::Result<BTreeMap<String, f64>> {
     let saved = run::open(out, resume)?;
@@ -136,6 +136,7 @@ pub fn train_probe(
         tc.data_seed,
     )?;
     let ad = device.clone().autodiff();
+    let shares = replicas.shares(&ad);
     let mut model: Probe = run::seeded(device, tc.seed, || pc.init(&ad));
     let mut optim = AdamW::new(0.9, 0.999, 1e-8, tc.weight_decay);
     let mut step = 0u64;
@@ -188,15 +189,17 @@ pub fn train_probe(
             * warm
             * 0.5
             * (1.0 + (std::f32::consts::PI * step as f32 / tc.steps as f32).cos());
-        let (mut loss, mut grads) = data_parallel_grads(&model, b, workers, |local, lo, hi| {
-            let sh = [hi - lo, shape[1], shape[2], shape[3], shape[4]];
-            let xs = Tensor::<5>::from_data(
-                TensorData::new(x[lo * per_clip..hi * per_clip].to_vec(), sh),
-                &ad,
-            );
-            let (_, logits) = local.forward(xs);
-            probe::loss(logits, &labels[lo..hi])
-        });
+        let (mut loss, mut grads) =
+            data_parallel_grads(&model, b, &shares, |local, lo, hi, dev| {
+                let ad = dev.clone();
+                let sh = [hi - lo, shape[1], shape[2], shape[3], shape[4]];
+                let xs = Tensor::<5>::from_data(
+                    TensorData::new(x[lo * per_clip..hi * per_clip].to_vec(), sh),
+                    &ad,
+                );
+                let (_, logits) = local.forward(xs);
+                probe::loss(logits, &labels[lo..hi])
+            });
         run::poison(out, step, &mut grads, &mut loss);
         let stats;
         (model, stats) = optim.step_with(model, &grads, lr, 1.0);

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::TeacherConfig;
-use crate::optim::{AdamW, data_parallel_grads};
+use crate::optim::{AdamW, Replicas, data_parallel_grads};
 use crate::run;
 
 /// Options of one training invocation.
@@ -41,11 +41,11 @@ pub struct TrainArgs {
     /// Stop after this step even if the config asks for more (for tests and staged runs).
     pub stop_at: Option<u64>,
     pub quiet: bool,
-    /// Data-parallel worker threads: the batch is split between them, each runs forward and
-    /// backward on its share with its own copy of the parameters, and the gradients are summed.
-    /// burn's CPU backend keeps about one core busy per step, so on CPU this is how a step uses
-    /// them all; on a GPU use 1.
-    pub workers: usize,
+    /// Where the batch's shares run ([`Replicas`]): worker threads on `device` (each runs forward
+    /// and backward on its share with its own copy of the parameters, the gradients summed; burn's
+    /// CPU backend keeps about one core busy per step, so on CPU this is how a step uses them
+    /// all; on a GPU use 1), or several devices, the first being `device`.
+    pub replicas: Replicas,
     /// Warm start of a new run (see [`warm_start`]).
     pub init_from: Option<PathBuf>,
     /// With `init_from`: parameter-path prefixes to re-initialise instead of copying (e.g. the
@@ -99,7 +99,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         device,
         stop_at,
         quiet,
-        workers,
+        replicas,
         init_from,
         init_reset,
         time_budget,
@@ -110,7 +110,6 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     {
         bail!("--time-budget must be a positive number of seconds, got {b}");
     }
-    let workers = workers.clamp(1, cfg.train.batch_size);
     let saved = run::open(&out, resume)?;
     let mc = &cfg.model;
     let source: Box<dyn ClipSource> = match &cfg.data.folder {
@@ -159,6 +158,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     }
 
     let ad = device.clone().autodiff();
+    let shares = replicas.shares(&ad);
     let mut model = run::seeded(&device, cfg.train.seed, || mc.init(&ad));
     let mut ema = model.valid();
     let mut optim = AdamW::new(
@@ -279,7 +279,7 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         let short = shape[2] < mc.frames;
         crate::optim::MEASURE_FORWARD.store(prof.is_some(), std::sync::atomic::Ordering::Relaxed);
         let (mut loss_value, mut grads) =
-            parallel_grads(&model, &x0, shape, &eps, &times, &prompts, workers, &ad);
+            parallel_grads(&model, &x0, shape, &eps, &times, &prompts, &shares);
         run::poison(&out, step, &mut grads, &mut loss_value);
         if let Some(p) = prof.as_mut() {
             p.split(
@@ -581,7 +581,7 @@ fn warm_start(
 }
 
 /// Mean-squared flow-matching loss of one batch and its gradients by parameter path, the batch
-/// split over `workers` threads (see [`data_parallel_grads`]).
+/// split over the replicas' `shares` (see [`data_parallel_grads`]).
 #[allow(clippy::too_many_arguments)]
 fn parallel_grads(
     model: &Backbone,
@@ -590,12 +590,11 @@ fn parallel_grads(
     eps: &[f32],
     times: &[f32],
     prompts: &[String],
-    workers: usize,
-    ad: &Device,
+    shares: &[Device],
 ) -> (f32, HashMap<String, Tensor<1>>) {
     let per_clip = x0.len() / shape[0];
     let b = shape[0];
-    data_parallel_grads(model, b, workers, |local, lo, hi| {
+    data_parallel_grads(model, b, shares, |local, lo, hi, ad| {
         let n = hi - lo;
         let sh = [n, shape[1], shape[2], shape[3], shape[4]];
         let x0 = Tensor::<5>::from_data(
