@@ -19,6 +19,8 @@ use anyhow::Context;
 use burn::prelude::*;
 use flick_core::generate::Generator;
 use flick_core::model::Backbone;
+
+use crate::optim::Replicas;
 use serde::Serialize;
 
 pub struct TrainBenchArgs {
@@ -29,6 +31,9 @@ pub struct TrainBenchArgs {
     pub generator: PathBuf,
     pub batches: Vec<usize>,
     pub workers: Vec<usize>,
+    /// Instead of `workers`: devices for the data-parallel step (the first is the main device,
+    /// `device`); measured on the first alone, then on all of them, at the same global batch.
+    pub devices: Option<Vec<Device>>,
     pub warmup: usize,
     pub steps: usize,
     /// Run only the parts whose name contains one of these (`training step`, `op:`,
@@ -44,8 +49,15 @@ pub struct TrainRow {
     /// `training step` or `one-step generation`
     pub what: String,
     pub batch: usize,
-    /// Flick's data-parallel workers (1 for PyTorch)
+    /// Flick's data-parallel workers, or devices with `--devices` (1 for PyTorch)
     pub workers: usize,
+    /// With `--devices`: how many devices shared the step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<usize>,
+    /// With `--devices`: median time per step moving the gradients to the main device (the
+    /// host-staged transfers, waiting for the replicas included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_ms: Option<f64>,
     pub median_ms: f64,
     pub min_ms: f64,
     pub clips_per_s: f64,
@@ -105,6 +117,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         generator,
         batches,
         workers,
+        devices,
         warmup,
         steps,
         only,
@@ -118,7 +131,15 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
 
     for &b in batches.iter().filter(|_| wanted("training step")) {
         anyhow::ensure!(b >= 1, "batch sizes must be ≥ 1");
-        for &w in &workers {
+        let placements: Vec<(usize, Replicas)> = match &devices {
+            Some(list) => vec![
+                (1, Replicas::Devices(list[..1].to_vec())),
+                (list.len(), Replicas::Devices(list.clone())),
+            ],
+            None => workers.iter().map(|&w| (w, Replicas::threads(w))).collect(),
+        };
+        for (w, replicas) in &placements {
+            let w = *w;
             let (model, info): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)
                 .with_context(|| format!("loading {}", teacher.display()))?;
             let cfg = info.config.clone();
@@ -155,7 +176,8 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             let times: Vec<f32> = (0..b).map(|i| (i as f32 + 0.5) / b as f32).collect();
             let prompts = prompts(b);
             let per = |r: usize| 3 * cfg.frames * sizes[r][0] * sizes[r][1];
-            let shares = crate::optim::Replicas::threads(w).shares(&ad);
+            let shares = replicas.shares(&ad);
+            let mut transfers = Vec::new();
             let (median, min, loss) = time_steps(&device, warmup, steps, || {
                 let (loss, grads) = crate::optim::data_parallel_grads(
                     model.as_ref().expect("model"),
@@ -190,6 +212,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                         local.flow_loss(x, e, t, &text)
                     },
                 );
+                transfers.push(
+                    crate::optim::TRANSFER_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64
+                        / 1e6,
+                );
                 let (m, e, _) = optim.step_with_ema(
                     model.take().expect("model"),
                     Some((ema.take().expect("ema"), 0.999)),
@@ -211,14 +237,85 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 clips_per_s: b as f64 / (median / 1e3),
                 steps,
                 loss: Some(loss),
+                devices: devices.as_ref().map(|_| w),
+                transfer_ms: devices.as_ref().map(|_| {
+                    let mut t = transfers[transfers.len().saturating_sub(steps)..].to_vec();
+                    t.sort_by(|a, b| a.total_cmp(b));
+                    t[t.len() / 2]
+                }),
+            };
+            let unit = if devices.is_some() {
+                "device(s)"
+            } else {
+                "worker(s)"
             };
             eprintln!(
-                "training step, batch {b}, {w} worker(s): {median:.0} ms (fastest {min:.0}), {:.1} clips/s, loss {loss:.4}",
-                row.clips_per_s
+                "training step, batch {b}, {w} {unit}: {median:.0} ms (fastest {min:.0}), {:.1} clips/s, loss {loss:.4}{}",
+                row.clips_per_s,
+                row.transfer_ms
+                    .map_or(String::new(), |t| format!(", gradient transfer {t:.1} ms"))
             );
             append(&jsonl, &row)?;
             rows.push(row);
         }
+    }
+
+    // What a replica costs on the wire each step: the gradients (one flat f32 tensor of the
+    // teacher's parameter count) from the second device to the main one, and the weights the
+    // other way (the replica forked there), each after both devices are idle.
+    if let Some(list) = devices
+        .as_ref()
+        .filter(|l| l.len() > 1 && wanted("transfer"))
+    {
+        let (model, _): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)?;
+        let n = flick_core::params::count(&model);
+        let (main, other) = (&list[0], &list[1]);
+        let mb = n as f64 * 4.0 / 1e6;
+        let mut row = |what: &str, mut once: Box<dyn FnMut()>| -> anyhow::Result<()> {
+            let (median, min, _) = time_steps(main, warmup, steps.max(5), || {
+                once();
+                0.0
+            });
+            eprintln!(
+                "{what}: {mb:.1} MB in {median:.1} ms (fastest {min:.1}), {:.2} GB/s",
+                mb / median
+            );
+            let row = TrainRow {
+                framework: "flick".into(),
+                device: device_name.clone(),
+                what: what.into(),
+                batch: 0,
+                workers: list.len(),
+                median_ms: median,
+                min_ms: min,
+                clips_per_s: 0.0,
+                steps: steps.max(5),
+                loss: None,
+                devices: Some(list.len()),
+                transfer_ms: Some(median),
+            };
+            append(&jsonl, &row)?;
+            rows.push(row);
+            Ok(())
+        };
+        let grads = Tensor::<1>::random([n], burn::tensor::Distribution::Normal(0.0, 1.0), other);
+        other.sync().expect("device sync");
+        row(
+            "transfer: gradients to the main device",
+            Box::new(|| {
+                // Read on `other`, written on `main`; `time_steps` waits for `main`.
+                let _moved = grads.clone().to_device(main);
+            }),
+        )?;
+        let weights = model.valid();
+        row(
+            "transfer: weights to a replica",
+            Box::new(|| {
+                let copy = crate::optim::move_flat(&weights, other);
+                other.sync().expect("device sync");
+                drop(copy);
+            }),
+        )?;
     }
 
     // The update alone (the teacher's parameters, fixed gradients): fused, and as tensor ops.
@@ -266,6 +363,8 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             clips_per_s: 0.0,
             steps,
             loss: None,
+            devices: None,
+            transfer_ms: None,
         };
         eprintln!("{}: {median:.1} ms (fastest {min:.1})", row.framework);
         append(&jsonl, &row)?;
@@ -294,6 +393,8 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 clips_per_s: n as f64 / (median / 1e3),
                 steps,
                 loss: None,
+                devices: None,
+                transfer_ms: None,
             };
             eprintln!("one-step generation of {n} clip(s): {median:.1} ms (fastest {min:.1})");
             append(&jsonl, &row)?;

@@ -216,6 +216,11 @@ enum Command {
         /// `--train`: data-parallel workers to measure (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = ranged_usize(1, 256))]
         train_workers: Vec<usize>,
+        /// `--train`: measure the data-parallel step over these wgpu adapters (as `train-teacher
+        /// --devices`; an index given twice is a second replica on that adapter) instead of
+        /// `--train-workers`: the first device alone, then all of them, at the same batch
+        #[arg(long, value_name = "LIST")]
+        devices: Option<DeviceList>,
         /// `--train`: timed steps per configuration (after two untimed ones)
         #[arg(long, default_value_t = 5, value_parser = ranged_usize(1, 1_000))]
         train_steps: usize,
@@ -761,9 +766,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             train,
             train_batches,
             train_workers,
+            devices,
             train_steps,
         } => {
-            let device = open(backend)?;
+            let (device, replica_devices) = match &devices {
+                Some(list) => {
+                    let (_, replicas) = placement(backend, None, Some(list))?;
+                    let crate::optim::Replicas::Devices(d) = replicas else {
+                        unreachable!("a device list gives devices")
+                    };
+                    (d[0].clone(), Some(d))
+                }
+                None => (open(backend)?, None),
+            };
             let device_name = describe(&device);
             eprintln!("backend: {device_name}");
             if train {
@@ -775,6 +790,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     generator: bundled::find(bundled::GENERATOR, models_dir)?,
                     batches: train_batches,
                     workers: train_workers,
+                    devices: replica_devices,
                     warmup: 2,
                     steps: train_steps,
                     only,
