@@ -121,3 +121,54 @@ fn out_of_range_numbers_are_refused_naming_the_flag_and_range() {
         cases.len()
     );
 }
+
+/// `--devices` on every training command: a malformed list is refused by the parser; an index the
+/// machine does not have is an error naming the adapters it found (or saying it found none).
+#[test]
+fn every_training_command_takes_devices_and_names_the_adapters_on_a_bad_index() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = |name: &str| root.join("configs").join(name).display().to_string();
+    let (teacher, probe, distill) = (
+        cfg("teacher-tiny.toml"),
+        cfg("probe.toml"),
+        cfg("distill-tiny.toml"),
+    );
+    let out = std::env::temp_dir().join("flick-devices-refused");
+    let out = out.to_str().unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["train-teacher", "--config", &teacher, "--out", out],
+        vec!["train-probe", "--config", &probe, "--out", out],
+        vec![
+            "distill",
+            "consistency",
+            "--config",
+            &distill,
+            "--pairs",
+            out,
+            "--out",
+            out,
+        ],
+        vec![
+            "distill", "apt", "--config", &distill, "--init", out, "--out", out,
+        ],
+        vec![
+            "distill", "dmd", "--config", &distill, "--init", out, "--out", out,
+        ],
+    ];
+    for c in &commands {
+        let (code, err) = flick(&[&c[..], &["--devices", "0,x"]].concat());
+        assert_eq!(code, 2, "{c:?}: {err}");
+        assert!(err.contains("--devices"), "{c:?}: {err}");
+        let (code, err) = flick(&[&c[..], &["--devices", "99"]].concat());
+        assert_eq!(code, 1, "{c:?}: {err}");
+        assert!(
+            err.contains("no adapter 99")
+                && (err.contains("wgpu adapters: 0 = ") || err.contains("no wgpu adapter")),
+            "{c:?}: {err}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(out).exists(),
+        "a refused run wrote {out}"
+    );
+}
