@@ -59,3 +59,24 @@ pub fn train_tiny(
     })
     .map(|_| ())
 }
+
+/// `distill consistency` in-process on the CPU (2 workers, quiet), from `pairs` into `out`.
+pub fn consistency(
+    cfg: &flick_trainer::distill::DistillConfig,
+    teacher: &std::path::Path,
+    pairs: &std::path::Path,
+    out: &std::path::Path,
+) {
+    flick_trainer::distill::train_consistency(
+        cfg,
+        teacher,
+        pairs,
+        out,
+        false,
+        &burn::prelude::Device::flex(),
+        &flick_trainer::optim::Replicas::threads(2),
+        None,
+        true,
+    )
+    .unwrap();
+}

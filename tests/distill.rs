@@ -11,9 +11,7 @@ use flick_core::distill::losses::GanLoss;
 use flick_core::distill::pairs;
 use flick_core::generate::Generator;
 use flick_trainer::config::TeacherConfig;
-use flick_trainer::distill::{
-    AptArgs, DistillConfig, R1Kind, make_pairs, train_apt, train_consistency,
-};
+use flick_trainer::distill::{AptArgs, DistillConfig, R1Kind, make_pairs, train_apt};
 use flick_trainer::train::{TrainArgs, model_path, train_teacher};
 
 fn metric(run: &Path, field: &str) -> Vec<f64> {
@@ -118,18 +116,7 @@ fn pairs_consistency_and_apt_run_on_tiny() {
 
     // Consistency init.
     let cons = dir.path().join("consistency");
-    train_consistency(
-        &cfg,
-        &teacher,
-        &cache,
-        &cons,
-        false,
-        &device,
-        &flick_trainer::optim::Replicas::threads(2),
-        None,
-        true,
-    )
-    .unwrap();
+    common::consistency(&cfg, &teacher, &cache, &cons);
     let mse = metric(&cons, "loss");
     assert_eq!(mse.len(), 4);
     assert!(mse.iter().all(|v| v.is_finite()));
@@ -243,18 +230,7 @@ fn the_pipeline_distils_a_unet_teacher_and_refuses_a_nested_one() {
         6
     );
     let cons = dir.path().join("consistency");
-    train_consistency(
-        &cfg,
-        &teacher,
-        &cache,
-        &cons,
-        false,
-        &device,
-        &flick_trainer::optim::Replicas::threads(2),
-        None,
-        true,
-    )
-    .unwrap();
+    common::consistency(&cfg, &teacher, &cache, &cons);
     let init = cons.join("generator.safetensors");
     let run = dir.path().join("apt");
     apt(&cfg, &teacher, &init, &run, false, Some(2));

@@ -44,6 +44,30 @@ fn dmd(
     .unwrap();
 }
 
+/// The error of resuming the run in `out` with `cfg` (which must refuse it).
+fn resume_refused(
+    cfg: &DistillConfig,
+    teacher: &Path,
+    pairs: Option<&Path>,
+    out: &Path,
+) -> anyhow::Error {
+    let probe = common::root().join("models/probe.safetensors");
+    train_dmd(DmdArgs {
+        cfg,
+        teacher,
+        init: teacher,
+        pairs,
+        probe: pairs.map(|_| probe.as_path()),
+        out,
+        resume: true,
+        device: Device::flex(),
+        replicas: flick_trainer::optim::Replicas::threads(2),
+        stop_at: None,
+        quiet: true,
+    })
+    .unwrap_err()
+}
+
 #[test]
 fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,20 +232,7 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
     );
     assert!(clip(3).is_err());
     // Resuming it as a one-step generator is refused (the schedule would change mid-run).
-    let err = train_dmd(DmdArgs {
-        cfg: &cfg,
-        teacher: &teacher,
-        init: &teacher,
-        pairs: None,
-        probe: None,
-        out: &ms,
-        resume: true,
-        device: Device::flex(),
-        replicas: flick_trainer::optim::Replicas::threads(2),
-        stop_at: None,
-        quiet: true,
-    })
-    .unwrap_err();
+    let err = resume_refused(&cfg, &teacher, None, &ms);
     assert!(err.to_string().contains("generator_times"), "{err}");
     // Times that do not start at 1 and decrease are refused.
     cfg.dmd.as_mut().unwrap().generator_times = vec![0.5, 1.0];
@@ -240,19 +251,6 @@ fn dmd_and_dmd2_train_resume_and_generate_on_tiny() {
 
     // Resuming a DMD2 state as DMD is refused.
     cfg.dmd.as_mut().unwrap().variant = Variant::Dmd;
-    let err = train_dmd(DmdArgs {
-        cfg: &cfg,
-        teacher: &teacher,
-        init: &teacher,
-        pairs: Some(&cache),
-        probe: Some(&common::root().join("models/probe.safetensors")),
-        out: &d2,
-        resume: true,
-        device: Device::flex(),
-        replicas: flick_trainer::optim::Replicas::threads(2),
-        stop_at: None,
-        quiet: true,
-    })
-    .unwrap_err();
+    let err = resume_refused(&cfg, &teacher, Some(&cache), &d2);
     assert!(err.to_string().contains("dmd2"), "{err}");
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use burn::prelude::*;
 use flick_core::checkpoint::read_safetensors;
 use flick_trainer::config::TeacherConfig;
-use flick_trainer::distill::{AptArgs, DistillConfig, make_pairs, train_apt, train_consistency};
+use flick_trainer::distill::{AptArgs, DistillConfig, make_pairs, train_apt};
 use flick_trainer::dmd::{DmdArgs, train_dmd};
 use flick_trainer::run::{clear_nonfinite, inject_nonfinite};
 
@@ -120,18 +120,7 @@ fn every_distillation_loop_skips_a_nonfinite_step() {
     // Consistency: step 1 poisoned; the run finishes with finite weights and says so.
     let cons = dir.path().join("consistency");
     inject_nonfinite(&cons, 1..2);
-    train_consistency(
-        &cfg,
-        &teacher,
-        &pairs,
-        &cons,
-        false,
-        &device,
-        &flick_trainer::optim::Replicas::threads(2),
-        None,
-        true,
-    )
-    .unwrap();
+    common::consistency(&cfg, &teacher, &pairs, &cons);
     assert_eq!(last(&cons, "skipped_steps"), 1.0);
     let init = cons.join("generator.safetensors");
 

@@ -872,8 +872,7 @@ fn placement(
         eprintln!("data-parallel workers: {workers}");
         return Ok((device, crate::optim::Replicas::threads(workers)));
     };
-    // `--devices` names wgpu adapters whatever `--backend` says (its default is the CPU).
-    let _ = backend;
+    // `--devices` names wgpu adapters, whatever `--backend` says (its default is the CPU).
     anyhow::ensure!(
         workers.is_none_or(|w| w == 1),
         "--devices and --workers > 1: with devices each one computes one share of the batch; give one of the two"
