@@ -17,6 +17,10 @@ status=0
 echo "== format and lints: cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all --check 2>&1 || { echo "cargo fmt --check: run cargo fmt --all"; status=1; }
 cargo clippy -q --workspace --all-targets -- -D warnings 2>&1 || status=1
+# The browser's modules (natively flick-web is empty): the page and each engine alone.
+for module in page cpu webgpu; do
+  cargo clippy -q -p flick-web --target wasm32-unknown-unknown --features "$module" -- -D warnings 2>&1 || status=1
+done
 echo "== tests"
 cargo test --workspace --no-fail-fast 2>&1 || status=$?
 echo "== web: build the page, then the real-browser test with WebGPU and without"

@@ -34,7 +34,12 @@ impl std::str::FromStr for BackendKind {
 /// one fails here with a message rather than later inside a kernel.
 pub fn open(kind: BackendKind) -> Result<Device, crate::Error> {
     match kind {
+        #[cfg(feature = "flex")]
         BackendKind::Cpu => Ok(Device::flex()),
+        #[cfg(not(feature = "flex"))]
+        BackendKind::Cpu => Err(crate::Error::Device(
+            "this build has no CPU backend (built without the `flex` feature)".into(),
+        )),
         #[cfg(not(target_family = "wasm"))]
         BackendKind::Wgpu => {
             // burn registers the wgpu runtime once per process: a second `init` fails with
@@ -85,10 +90,12 @@ pub fn autotune_cache_dir() -> Option<std::path::PathBuf> {
 
 /// A one-line description: backend and, for GPUs, the adapter's name.
 pub fn describe(device: &Device) -> String {
-    match device.identity() {
-        Some(id) => format!("wgpu on {}", id.name),
-        None => "cpu (burn flex, pure Rust)".to_string(),
+    #[cfg(feature = "wgpu")]
+    if let Some(id) = device.identity() {
+        return format!("wgpu on {}", id.name);
     }
+    let _ = device;
+    "cpu (burn flex, pure Rust)".to_string()
 }
 
 /// Which wgpu adapters a training run uses (`--devices`): indices into

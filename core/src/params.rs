@@ -209,12 +209,14 @@ pub fn count<M: Module>(module: &M) -> usize {
     n
 }
 
+#[cfg(feature = "autodiff")]
 struct Grads<'a> {
     path: ParamPath,
     grads: &'a burn::tensor::Gradients,
     out: std::collections::HashMap<String, Tensor<1>>,
 }
 
+#[cfg(feature = "autodiff")]
 impl ModuleVisitor for Grads<'_> {
     fn enter_module(&mut self, name: &str, container: &str) {
         self.path.enter(name, container);
@@ -232,6 +234,7 @@ impl ModuleVisitor for Grads<'_> {
 
 /// The gradients of `module`'s parameters after `loss.backward()`, by path, flattened, without
 /// autodiff. Parameters that got no gradient are absent.
+#[cfg(feature = "autodiff")]
 pub fn grads_by_path<M: Module>(
     module: &M,
     grads: &burn::tensor::Gradients,

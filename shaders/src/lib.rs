@@ -18,7 +18,9 @@
 //! and with [`set_fused`]`(false)` (the CLI's `--no-fused`), the wrappers below use burn's own
 //! operations instead, exactly as the model did before the kernels existed.
 
+#[cfg(feature = "autodiff")]
 mod autodiff;
+#[cfg(feature = "wgpu")]
 mod cube;
 pub mod ops;
 mod template;
@@ -79,7 +81,19 @@ pub fn fused() -> bool {
 /// Whether the fused path applies on `device`: fused on, and a GPU device (burn's cubecl
 /// backend, possibly under autodiff). On the CPU burn's own operations are the implementation.
 pub fn fused_on(device: &Device) -> bool {
-    fused() && device.identity().is_some()
+    fused() && on_gpu(device)
+}
+
+/// Whether `device` is a GPU (burn's cubecl backend, possibly under autodiff); always false in a
+/// build without the `wgpu` feature (the browser's CPU engine).
+pub fn on_gpu(device: &Device) -> bool {
+    #[cfg(feature = "wgpu")]
+    return device.identity().is_some();
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        false
+    }
 }
 
 /// The layer-norm epsilon of the model's adaLN (`1/sqrt(var + eps)`).

@@ -5,10 +5,11 @@
 //! ([`crate::cube`]), and the autodiff backend wires the backward halves in as the gradients
 //! ([`crate::autodiff`]).
 
+#[cfg(feature = "fusion")]
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::ops::ConvOptions;
 use burn::backend::{
-    Backend, DType, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor,
+    Backend, Scalar, Shape, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 
 fn sc(x: f32) -> Scalar {
@@ -23,7 +24,14 @@ fn sc(x: f32) -> Scalar {
 /// - pixels: `x [B, 3, T, H, W]` → `[B, T, H, W]`;
 /// - convolution: `x [B, Ci, T, H, W]`, `w [Co, Ci, KT, KH, KW]` (odd sizes), `bias [Co]` →
 ///   `[B, Co, T, H, W]` (stride 1, zero padding that keeps the size).
-#[backend_extension(Cube, Flex, Autodiff, Fusion)]
+// Each backend only where its feature is on: the browser's engines are built with one backend
+// each (the CPU engine with `flex`, the WebGPU engine with `wgpu`), without autodiff or fusion.
+#[backend_extension(
+    Cube: cfg(feature = "wgpu"),
+    Flex: cfg(feature = "flex"),
+    Autodiff: cfg(feature = "autodiff"),
+    Fusion: cfg(feature = "fusion")
+)]
 pub trait FusedOps: Backend {
     /// `softmax(q·kᵀ·scale + bias)·v`.
     #[fusion(dtype = q, shape = q)]
@@ -181,6 +189,7 @@ pub trait FusedOps: Backend {
     }
 }
 
+#[cfg(feature = "fusion")]
 fn attention_fwd_meta(
     q: &TensorSpec,
     _k: &TensorSpec,
@@ -196,6 +205,7 @@ fn attention_fwd_meta(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[cfg(feature = "fusion")]
 fn attention_bwd_meta(
     q: &TensorSpec,
     k: &TensorSpec,
@@ -209,6 +219,7 @@ fn attention_bwd_meta(
     (q.clone(), k.clone(), v.clone())
 }
 
+#[cfg(feature = "fusion")]
 fn adaln_fwd_meta(
     x: &TensorSpec,
     _shift: &TensorSpec,
@@ -222,6 +233,7 @@ fn adaln_fwd_meta(
     )
 }
 
+#[cfg(feature = "fusion")]
 fn adaln_bwd_meta(
     x: &TensorSpec,
     scale: &TensorSpec,
@@ -231,15 +243,18 @@ fn adaln_bwd_meta(
     (x.clone(), scale.clone(), scale.clone())
 }
 
+#[cfg(feature = "fusion")]
 fn conv_fwd_meta(x: &TensorSpec, w: &TensorSpec, _bias: &TensorSpec) -> TensorSpec {
     let (s, co) = (&x.shape, w.shape[0]);
     TensorSpec::new(Shape::new([s[0], co, s[2], s[3], s[4]]), x.dtype)
 }
 
+#[cfg(feature = "fusion")]
 fn conv_bwd_x_meta(x: &TensorSpec, _w: &TensorSpec, _dy: &TensorSpec) -> TensorSpec {
     x.clone()
 }
 
+#[cfg(feature = "fusion")]
 fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (TensorSpec, TensorSpec) {
     (
         w.clone(),
@@ -248,6 +263,7 @@ fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (Tensor
 }
 
 #[allow(clippy::too_many_arguments)]
+#[cfg(feature = "fusion")]
 fn adamw_meta(
     w: &TensorSpec,
     _g: &TensorSpec,
@@ -307,6 +323,7 @@ pub fn adamw_reference<B: Backend>(
     B::float_cat(vec![row(w), row(m), row(v), row(a)], 0)
 }
 
+#[cfg(feature = "fusion")]
 fn pixels_meta(x: &TensorSpec) -> TensorSpec {
     let s = &x.shape;
     TensorSpec::new(Shape::new([s[0], s[2], s[3], s[4]]), x.dtype)
@@ -536,9 +553,11 @@ pub(crate) fn conv_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
 }
 
 /// Whether the kernels handle this dtype (they are written for f32).
-pub(crate) fn is_f32(dtype: DType) -> bool {
-    matches!(dtype, DType::F32)
+#[cfg(feature = "wgpu")]
+pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
+    matches!(dtype, burn::backend::DType::F32)
 }
 
 /// burn's CPU backend: the composed reference (the default bodies).
+#[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {}

@@ -856,6 +856,8 @@ impl eframe::App for ViewerApp {
         self.show(ui);
     }
 
+    // In the browser the page keeps the settings itself (flick-web).
+    #[cfg(not(target_arch = "wasm32"))]
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.state.settings);
     }

@@ -103,12 +103,14 @@ try {
   // The wasm trap that ends a panicking worker surfaces as an uncaught `unreachable`.
   page.on('pageerror', (e) => ((mode === 'webgpu' && webgpuCrash.length > 0 && /unreachable/.test(e.message)) ? webgpuCrash : errors).push(`uncaught: ${e.message}`));
   page.on('crash', () => errors.push('the page crashed'));
-  // What the wasm download cost on the wire (web/serve.py sends the precompressed copy).
-  let wasmServed = null;
+  // What the wasm downloads cost on the wire (web/serve.py sends the precompressed copies):
+  // the page's module and one engine's (the worker's requests are the page's too).
+  const wasmServed = {};
   page.on('response', async (r) => {
-    if (!r.url().endsWith('/pkg/flick_web_bg.wasm')) return;
+    const m = /\/pkg\/flick_(\w+)_bg\.wasm$/.exec(r.url());
+    if (!m) return;
     const h = await r.allHeaders();
-    wasmServed = { encoding: h['content-encoding'] || 'identity', bytes: Number(h['content-length']) || null };
+    wasmServed[m[1]] = { encoding: h['content-encoding'] || 'identity', bytes: Number(h['content-length']) || null };
   });
 
   const status = () => page.evaluate(() => (window.flickStatus ? window.flickStatus() : {}));
@@ -343,10 +345,50 @@ try {
   await sleep(500);
   if (errors.length) fail(`console errors: ${errors.join(' | ')}`);
 
+  // 8. The download: the page's module and this mode's engine only, within the size budget (raw
+  // and as served compressed).
   const size = (f) => fs.statSync(path.join(dist, f)).size;
+  const engine = mode === 'webgpu' ? 'webgpu' : 'cpu';
+  const fetched = Object.keys(wasmServed).sort();
+  if (fetched.join(',') !== ['page', engine].sort().join(',')) fail(`the page should download its own module and the ${engine} engine, it downloaded: ${fetched.join(', ')}`);
+  const wasmRaw = size('pkg/flick_page_bg.wasm') + size(`pkg/flick_${engine}_bg.wasm`);
+  const servedBytes = fetched.map((m) => wasmServed[m].bytes);
+  const wasmOnWire = servedBytes.every((b) => b) ? servedBytes.reduce((a, b) => a + b, 0) : null;
+  // The budget: 8 MB raw, 3 MB served. The WebGPU engine (burn's wgpu backend: cubecl's kernel
+  // compiler and kernel library) does not fit 8 MB raw; its page is held to its measured ceiling
+  // instead (docs/browser.md).
+  const budget = { raw: mode === 'cpu' ? 8e6 : 16e6, served: 3e6 };
+  if (wasmRaw > budget.raw) fail(`the page and the ${engine} engine are ${wasmRaw} bytes of wasm, over the budget of ${budget.raw}`);
+  if (wasmOnWire === null || wasmOnWire > budget.served) fail(`the page and the ${engine} engine went out as ${wasmOnWire} bytes (${JSON.stringify(wasmServed)}), over the budget of ${budget.served} served compressed`);
+  // 9. (cpu mode) The WebGPU engine asked for where the browser has no adapter: the worker says
+  // so, and the page moves to the CPU engine (which the new worker fetches itself) and generates.
+  let fallback = null;
+  if (mode === 'cpu') {
+    const t1 = Date.now();
+    const second = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    const served = new Set();
+    const secondErrors = [];
+    second.on('response', (r) => { const m = /\/pkg\/flick_(\w+)_bg\.wasm$/.exec(r.url()); if (m) served.add(m[1]); });
+    second.on('console', (m) => { consoleLines.push(`${stamp()} fallback page ${m.type()}: ${m.text()}`); if (m.type() === 'error') secondErrors.push(m.text()); });
+    second.on('pageerror', (e) => secondErrors.push(`uncaught: ${e.message}`));
+    await second.goto(`http://127.0.0.1:${port}/index.html?backend=webgpu`);
+    let st = {};
+    while (!(st.backend && st.models && st.models.length >= 1 && st.rows && st.rows.length > 0 && st.rows[0].clips > 0)) {
+      if (secondErrors.length) fail(`?backend=webgpu without an adapter: console errors: ${secondErrors.join(' | ')}`);
+      if (Date.now() - t1 > timeoutMs) fail(`?backend=webgpu without an adapter: no clips after ${timeoutMs / 1000} s; status ${JSON.stringify(st)}`);
+      await sleep(100);
+      st = await second.evaluate(() => (window.flickStatus ? window.flickStatus() : {}));
+    }
+    if (!(/CPU/.test(st.backend) && /No WebGPU/.test(st.notice || ''))) fail(`?backend=webgpu without an adapter should move to the CPU engine with a notice, got ${st.backend} / ${st.notice}`);
+    if (!served.has('webgpu') || !served.has('cpu')) fail(`?backend=webgpu without an adapter: expected the webgpu engine and then the cpu engine to be fetched, got ${[...served].join(', ')}`);
+    fallback = { backend: st.backend, notice: st.notice, fetched: [...served].sort(), first_clips_s: (Date.now() - t1) / 1000 };
+    await second.close();
+  }
+
   const summary = {
+    fallback,
     mode, backend: done.backend, notice: done.notice, webgpu_generates: webgpuGenerates, webgpu_crash_reports: webgpuCrash.length,
-    wasm_bytes: size('pkg/flick_web_bg.wasm'), wasm_served: wasmServed,
+    wasm_bytes: { page: size('pkg/flick_page_bg.wasm'), engine: size(`pkg/flick_${engine}_bg.wasm`), total: wasmRaw }, wasm_served: { ...wasmServed, total: wasmOnWire }, wasm_budget: budget,
     model_bytes: { generator: size('models/generator-small.safetensors'), teacher: size('models/teacher-small.safetensors') },
     page_to_generator_ready_s: readySecs, page_to_first_clips_s: firstClipSecs, page_to_models_ready_s: loadSecs,
     model: row.model, clips: row.clips, secs_per_clip: row.secs_per_clip, click_to_clips_s: row.latency, enter_to_done_seen_s: generateSecs,
