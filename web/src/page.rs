@@ -154,6 +154,12 @@ impl WebEngine {
         Ok(())
     }
 
+    /// Send a generation job and keep it until it is done (re-sent to a replacement worker).
+    fn send_job(&mut self, id: u64, message: ToWorker) {
+        self.post(&message, None);
+        self.pending.insert(id, (Instant::now(), message));
+    }
+
     fn post(&self, message: &ToWorker, bytes: Option<&[u8]>) {
         let json = serde_json::to_string(message).expect("messages serialise");
         let parts = js_sys::Array::of1(&JsValue::from_str(&json));
@@ -258,29 +264,27 @@ impl Engine for WebEngine {
                 self.post(&message, bytes.as_deref().map(|b| b.as_slice()));
                 self.loads.push((message, bytes));
             }
-            Request::Generate(job) => {
-                let message = ToWorker::Generate {
+            Request::Generate(job) => self.send_job(
+                job.id,
+                ToWorker::Generate {
                     id: job.id,
                     model: job.model,
                     prompts: job.prompts,
                     seeds: job.seeds,
                     steps: job.steps,
                     guidance: job.guidance,
-                };
-                self.post(&message, None);
-                self.pending.insert(job.id, (Instant::now(), message));
-            }
-            Request::Explore(job) => {
-                let message = ToWorker::Explore {
+                },
+            ),
+            Request::Explore(job) => self.send_job(
+                job.id,
+                ToWorker::Explore {
                     id: job.id,
                     model: job.model,
                     point: job.point,
                     steps: job.steps,
                     guidance: job.guidance,
-                };
-                self.post(&message, None);
-                self.pending.insert(job.id, (Instant::now(), message));
-            }
+                },
+            ),
         }
     }
 
