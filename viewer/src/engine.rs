@@ -130,6 +130,22 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// [`Event::Loaded`] for the model `g` loaded as `label` from `origin`.
+    pub fn loaded(label: String, origin: String, g: &Generator) -> Self {
+        let d = g.defaults();
+        let c = &g.info.config;
+        Event::Loaded {
+            label,
+            kind: g.info.kind.clone(),
+            default_steps: d.steps,
+            default_guidance: d.guidance,
+            shape: [c.frames, c.height, c.width],
+            origin,
+        }
+    }
+}
+
 pub trait Engine {
     fn send(&mut self, request: Request);
     /// Everything reported since the last poll.
@@ -164,16 +180,7 @@ impl Worker {
                 };
                 match loaded {
                     Ok(g) => {
-                        let d = g.defaults();
-                        let c = &g.info.config;
-                        emit(Event::Loaded {
-                            label: label.clone(),
-                            kind: g.info.kind.clone(),
-                            default_steps: d.steps,
-                            default_guidance: d.guidance,
-                            shape: [c.frames, c.height, c.width],
-                            origin,
-                        });
+                        emit(Event::loaded(label.clone(), origin, &g));
                         self.models.insert(label, g);
                     }
                     Err(e) => emit(Event::LoadFailed {

@@ -419,15 +419,7 @@ async fn load(
         "flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up (batch {batch}, one step) {warm:.2} s",
         bytes.len() as f64 / 1e6
     ));
-    let c = &g.info.config;
-    emit(Event::Loaded {
-        label: label.clone(),
-        kind: g.info.kind.clone(),
-        default_steps: d.steps,
-        default_guidance: d.guidance,
-        shape: [c.frames, c.height, c.width],
-        origin: origin.clone(),
-    });
+    emit(Event::loaded(label.clone(), origin.clone(), &g));
     s.models.insert(label, g);
 }
 
