@@ -173,7 +173,8 @@ fn a_bad_checkpoint_shows_an_error_and_the_previous_model_keeps_working() {
         );
         assert!(
             s.settings.opened.is_empty(),
-            "a file that failed is not offered again"
+            "a file that failed is not offered again: {:?}",
+            s.settings.opened
         );
     }
     h.get_by_label("Generate").click();
