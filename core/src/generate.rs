@@ -54,14 +54,68 @@ pub fn check_sampling(steps: usize, guidance: f32) -> Result<(), Error> {
     Ok(())
 }
 
+impl CheckpointInfo {
+    /// The timestep shift the model was trained with (metadata `shift`, default 1).
+    pub fn shift(&self) -> f32 {
+        self.extra
+            .get("shift")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.0)
+    }
+
+    /// The times of a multi-step generator's denoise/re-noise steps (metadata `times`, e.g.
+    /// `1,0.75,0.5,0.25`, as DMD2 trains them with backward simulation); `None` for a teacher or
+    /// a one-step generator.
+    pub fn generator_times(&self) -> Option<Vec<f32>> {
+        if self.kind != "generator" {
+            return None;
+        }
+        let times: Vec<f32> = self
+            .extra
+            .get("times")?
+            .split(',')
+            .map(|s| s.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        (times.len() > 1).then_some(times)
+    }
+
+    /// Steps and guidance the checkpoint recommends: one step (a multi-step generator: its
+    /// steps), no guidance for a generator; the tuned values for a teacher.
+    pub fn sampling_defaults(&self) -> SamplingDefaults {
+        let get = |k: &str| self.extra.get(k).and_then(|s| s.parse::<f32>().ok());
+        if self.kind == "generator" {
+            SamplingDefaults {
+                steps: self.generator_times().map_or(1, |t| t.len()),
+                guidance: get("guidance").unwrap_or(1.0),
+            }
+        } else {
+            SamplingDefaults {
+                steps: get("steps").map(|s| s as usize).unwrap_or(25),
+                guidance: get("guidance").unwrap_or(3.0),
+            }
+        }
+    }
+
+    /// A message if the prompt will be cut to the text encoder's length (`None` if it fits).
+    pub fn prompt_warning(&self, prompt: &str) -> Option<String> {
+        let max = self.config.text.max_len;
+        tokenize(prompt, max).truncated.then(|| format!("prompt longer than the text encoder's {} tokens ({} bytes after BOS/EOS); it was truncated", max, max - 2))
+    }
+
+    /// The initial noise of a seed: a pure function of the seed, identical on every backend (and
+    /// every engine). The full-size clip's values first, then (nested U-Net) each smaller
+    /// resolution's.
+    pub fn noise(&self, seed: u64) -> Vec<f32> {
+        let c = &self.config;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        normal_vec(&mut rng, c.noise_len(c.frames))
+    }
+}
+
 impl Generator {
     /// Wrap an in-memory model.
     pub fn new(model: Backbone, info: CheckpointInfo, device: Device) -> Self {
-        let shift = info
-            .extra
-            .get("shift")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1.0);
+        let shift = info.shift();
         Self {
             model,
             info,
@@ -82,44 +136,19 @@ impl Generator {
         Ok(Self::new(model, info, device.clone()))
     }
 
-    /// The times of a multi-step generator's denoise/re-noise steps (metadata `times`, e.g.
-    /// `1,0.75,0.5,0.25`, as DMD2 trains them with backward simulation); `None` for a teacher or
-    /// a one-step generator.
+    /// The times of a multi-step generator's steps ([`CheckpointInfo::generator_times`]).
     pub fn generator_times(&self) -> Option<Vec<f32>> {
-        if self.info.kind != "generator" {
-            return None;
-        }
-        let times: Vec<f32> = self
-            .info
-            .extra
-            .get("times")?
-            .split(',')
-            .map(|s| s.trim().parse().ok())
-            .collect::<Option<_>>()?;
-        (times.len() > 1).then_some(times)
+        self.info.generator_times()
     }
 
-    /// Steps and guidance the checkpoint recommends: one step (a multi-step generator: its
-    /// steps), no guidance for a generator; the tuned values for a teacher.
+    /// Steps and guidance the checkpoint recommends ([`CheckpointInfo::sampling_defaults`]).
     pub fn defaults(&self) -> SamplingDefaults {
-        let get = |k: &str| self.info.extra.get(k).and_then(|s| s.parse::<f32>().ok());
-        if self.info.kind == "generator" {
-            SamplingDefaults {
-                steps: self.generator_times().map_or(1, |t| t.len()),
-                guidance: get("guidance").unwrap_or(1.0),
-            }
-        } else {
-            SamplingDefaults {
-                steps: get("steps").map(|s| s as usize).unwrap_or(25),
-                guidance: get("guidance").unwrap_or(3.0),
-            }
-        }
+        self.info.sampling_defaults()
     }
 
     /// A message if the prompt will be cut to the text encoder's length (`None` if it fits).
     pub fn prompt_warning(&self, prompt: &str) -> Option<String> {
-        let max = self.info.config.text.max_len;
-        tokenize(prompt, max).truncated.then(|| format!("prompt longer than the text encoder's {} tokens ({} bytes after BOS/EOS); it was truncated", max, max - 2))
+        self.info.prompt_warning(prompt)
     }
 
     /// Generate one clip. `steps ≥ 1`; `guidance = 1` disables classifier-free guidance.
@@ -135,12 +164,9 @@ impl Generator {
             .remove(0))
     }
 
-    /// The initial noise of a seed: a pure function of the seed, identical on every backend.
-    /// The full-size clip's values first, then (nested U-Net) each smaller resolution's.
+    /// The initial noise of a seed ([`CheckpointInfo::noise`]).
     pub fn noise(&self, seed: u64) -> Vec<f32> {
-        let c = &self.info.config;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        normal_vec(&mut rng, c.noise_len(c.frames))
+        self.info.noise(seed)
     }
 
     /// Generate a batch (one clip per prompt/seed pair); `on_step(i, steps)` after each step.
@@ -675,7 +701,19 @@ fn blend_text(
     let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [n]), device);
     let tokens = (all.tokens.clone().narrow(0, first, n) * w.clone().reshape([n, 1, 1])).sum_dim(0); // [1, L, dim]
     let pooled = (all.pooled.clone().narrow(0, first, n) * w.reshape([n, 1])).sum_dim(0);
-    let bias: Vec<f32> = (0..l)
+    let bias = blend_bias(weights, lens, l);
+    crate::text::TextContext {
+        tokens: tokens.reshape([1, l, dim]),
+        bias: Tensor::from_data(TensorData::new(bias, [1, l]), device),
+        pooled: pooled.reshape([1, dim]),
+    }
+}
+
+/// The attention bias `[L]` of prompts blended with `weights` (their token counts `lens`): a
+/// token position attends with weight Σ w_i over the prompts that have a token there (bias
+/// `ln Σ w_i`), −1e4 where none has.
+pub fn blend_bias(weights: &[f32], lens: &[usize], l: usize) -> Vec<f32> {
+    (0..l)
         .map(|j| {
             let m: f32 = weights
                 .iter()
@@ -685,16 +723,11 @@ fn blend_text(
                 .sum();
             if m > 0.0 { m.ln() } else { -1e4 }
         })
-        .collect();
-    crate::text::TextContext {
-        tokens: tokens.reshape([1, l, dim]),
-        bias: Tensor::from_data(TensorData::new(bias, [1, l]), device),
-        pooled: pooled.reshape([1, dim]),
-    }
+        .collect()
 }
 
 /// RGBA8 frames of `[B, 3, T, H, W]` clips → videos.
-fn to_videos([_, _, t, h, w]: [usize; 5], frames: Vec<Vec<u8>>) -> Vec<Video> {
+pub fn to_videos([_, _, t, h, w]: [usize; 5], frames: Vec<Vec<u8>>) -> Vec<Video> {
     frames
         .into_iter()
         .map(|rgba| Video {

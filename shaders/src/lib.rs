@@ -271,7 +271,8 @@ fn rgba_on_cpu(values: Vec<f32>, [b, c, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn unpack(packed: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
+/// `clip_pixels`' packed pixels of `[B, 3, T, H, W]` clips → RGBA8 frames, one buffer per clip.
+pub fn unpack(packed: Vec<f32>, [b, _, t, h, w]: [usize; 5]) -> Vec<Vec<u8>> {
     let n = t * h * w;
     (0..b)
         .map(|i| {

@@ -19,6 +19,22 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
     ("adamw", include_str!("../kernels/adamw.wgsl")),
+    // The inference engine's (flick-direct): the rest of a DiT's forward pass.
+    ("linear", include_str!("../kernels/linear.wgsl")),
+    ("norm_mod", include_str!("../kernels/norm_mod.wgsl")),
+    (
+        "group_norm_mod",
+        include_str!("../kernels/group_norm_mod.wgsl"),
+    ),
+    ("axpby", include_str!("../kernels/axpby.wgsl")),
+    ("silu", include_str!("../kernels/silu.wgsl")),
+    ("gate_add", include_str!("../kernels/gate_add.wgsl")),
+    ("heads", include_str!("../kernels/heads.wgsl")),
+    ("patchify", include_str!("../kernels/patchify.wgsl")),
+    ("unpatchify", include_str!("../kernels/unpatchify.wgsl")),
+    ("copy", include_str!("../kernels/copy.wgsl")),
+    ("im2col1d", include_str!("../kernels/im2col1d.wgsl")),
+    ("masked_mean", include_str!("../kernels/masked_mean.wgsl")),
 ];
 
 /// The template values of one instantiation of a kernel (those it does not use are ignored).

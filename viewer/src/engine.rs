@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::prelude::Device;
+use flick_core::checkpoint::CheckpointInfo;
 use flick_core::generate::{Generator, LatentPoint};
 use flick_core::video::Video;
 use web_time::Instant;
@@ -131,13 +132,13 @@ pub enum Event {
 }
 
 impl Event {
-    /// [`Event::Loaded`] for the model `g` loaded as `label` from `origin`.
-    pub fn loaded(label: String, origin: String, g: &Generator) -> Self {
-        let d = g.defaults();
-        let c = &g.info.config;
+    /// [`Event::Loaded`] for a model (its checkpoint's `info`) loaded as `label` from `origin`.
+    pub fn loaded(label: String, origin: String, info: &CheckpointInfo) -> Self {
+        let d = info.sampling_defaults();
+        let c = &info.config;
         Event::Loaded {
             label,
-            kind: g.info.kind.clone(),
+            kind: info.kind.clone(),
             default_steps: d.steps,
             default_guidance: d.guidance,
             shape: [c.frames, c.height, c.width],
@@ -180,7 +181,7 @@ impl Worker {
                 };
                 match loaded {
                     Ok(g) => {
-                        emit(Event::loaded(label.clone(), origin, &g));
+                        emit(Event::loaded(label.clone(), origin, &g.info));
                         self.models.insert(label, g);
                     }
                     Err(e) => emit(Event::LoadFailed {

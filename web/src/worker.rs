@@ -419,7 +419,7 @@ async fn load(
         "flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up (batch {batch}, one step) {warm:.2} s",
         bytes.len() as f64 / 1e6
     ));
-    emit(Event::loaded(label.clone(), origin.clone(), &g));
+    emit(Event::loaded(label.clone(), origin.clone(), &g.info));
     s.models.insert(label, g);
 }
 
