@@ -168,6 +168,7 @@ impl Gpu {
     }
 
     /// Heads `[b, h, n, dh]` from rows `[b·n]` of width `stride` starting at column `off`.
+    #[allow(clippy::too_many_arguments)]
     pub fn split_heads(
         &self,
         x: &Buf,
@@ -250,6 +251,7 @@ impl Gpu {
 
     /// 3-D convolution `kt×3×3`, stride 1, size-keeping zero padding: x `[b, ci, t, hh, ww]`, w
     /// `[co, ci, kt, 3, 3]`, bias `[co]` → `[b, co, t, hh, ww]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &self,
         x: &Buf,
