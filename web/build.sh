@@ -24,9 +24,11 @@ if [ "$have" != "$want" ]; then
 fi
 
 rm -rf "$dist.tmp" && mkdir -p "$dist.tmp/pkg" "$dist.tmp/models"
-# Three modules, one build of flick-web each (web/Cargo.toml): the page's app, and the two
-# generation engines (the page loads one). `page` and `cpu` share one build of burn.
-for module in page cpu webgpu; do
+# Four modules, one build of flick-web each (web/Cargo.toml): the page's app, and the generation
+# engines (the page loads one): WebGPU through flick-direct, the CPU, and WebGPU through burn
+# (?engine=burn). `page`, `cpu` and `webgpu` share one build of burn (flex; only flick-core's
+# checkpoint and sampling code runs in `webgpu`).
+for module in page cpu webgpu webgpu-burn; do
   echo "web/build.sh: compiling the $module module for wasm32 (profile web: size-optimised, fat LTO; see Cargo.toml)"
   cargo build -p flick-web --target wasm32-unknown-unknown --profile web --features "$module"
   # No name section (function names for stack traces: a third of the size; panics keep their
@@ -60,10 +62,10 @@ pkg = sys.argv[1]
 def size(name):
     path = os.path.join(pkg, name)
     return os.path.getsize(path) if os.path.exists(path) else None
-modules = {m: {"raw": size(f"flick_{m}_bg.wasm"), "gzip": size(f"flick_{m}_bg.wasm.gz"), "brotli": size(f"flick_{m}_bg.wasm.br")} for m in ("page", "cpu", "webgpu")}
+modules = {m: {"raw": size(f"flick_{m}_bg.wasm"), "gzip": size(f"flick_{m}_bg.wasm.gz"), "brotli": size(f"flick_{m}_bg.wasm.br")} for m in ("page", "cpu", "webgpu", "webgpu-burn")}
 for m, s in modules.items():
     print(f"web/build.sh: {m} module: {s['raw']:,} bytes; gzip {s['gzip']:,}" + (f", brotli {s['brotli']:,}" if s["brotli"] else ""))
-for engine in ("cpu", "webgpu"):
+for engine in ("cpu", "webgpu", "webgpu-burn"):
     total = {k: (modules["page"][k] or 0) + (modules[engine][k] or 0) for k in ("raw", "gzip", "brotli")}
     print(f"web/build.sh: a page on the {engine} engine downloads {total['raw']:,} bytes of wasm ({total['raw'] / 1e6:.2f} MB); served compressed: gzip {total['gzip']:,}" + (f", brotli {total['brotli']:,}" if modules["page"]["brotli"] else ""))
 json.dump(modules, open(os.path.join(pkg, "sizes.json"), "w"), indent=1)

@@ -36,6 +36,7 @@ pub struct Gpu {
     slot: Cell<u32>,
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     launches: Cell<usize>,
+    aliased: Cell<usize>,
     zeros: RefCell<HashMap<usize, Buf>>,
 }
 
@@ -100,8 +101,14 @@ impl Gpu {
             slot: Cell::new(0),
             encoder: RefCell::new(None),
             launches: Cell::new(0),
+            aliased: Cell::new(0),
             zeros: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Buffers copied so far because a launch bound them twice.
+    pub fn aliased_copies(&self) -> usize {
+        self.aliased.get()
     }
 
     /// Kernels launched so far.
@@ -215,6 +222,40 @@ impl Gpu {
         words[..params.len()].copy_from_slice(params);
         self.queue
             .write_buffer(&self.params, offset, bytemuck::cast_slice(&words));
+        let mut encoder = self.encoder.borrow_mut();
+        let encoder = encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        // WebGPU refuses a buffer bound twice to one kernel (Flick's kernels declare every binding
+        // writable; native wgpu does not check): every binding of a buffer but its last (the
+        // written one: outputs come after inputs) reads a copy made just before the launch.
+        let copies: Vec<Option<Buf>> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                bufs[i + 1..]
+                    .iter()
+                    .any(|o| Rc::ptr_eq(&o.buffer, &b.buffer))
+                    .then(|| {
+                        let copy = self.alloc(b.len);
+                        encoder.copy_buffer_to_buffer(
+                            &b.buffer,
+                            0,
+                            &copy.buffer,
+                            0,
+                            4 * b.len.max(1) as u64,
+                        );
+                        self.aliased.set(self.aliased.get() + 1);
+                        copy
+                    })
+            })
+            .collect();
+        let bufs: Vec<&Buf> = bufs
+            .iter()
+            .zip(&copies)
+            .map(|(b, c)| c.as_ref().unwrap_or(b))
+            .collect();
         let mut entries: Vec<wgpu::BindGroupEntry> = bufs
             .iter()
             .enumerate()
@@ -242,11 +283,6 @@ impl Gpu {
         } else {
             (MAX_GROUPS_X, groups.div_ceil(MAX_GROUPS_X))
         };
-        let mut encoder = self.encoder.borrow_mut();
-        let encoder = encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(name),
             timestamp_writes: None,
@@ -263,6 +299,12 @@ impl Gpu {
         if let Some(encoder) = self.encoder.borrow_mut().take() {
             self.queue.submit([encoder.finish()]);
         }
+        self.slot.set(0);
+    }
+
+    /// Drop what has been recorded and not submitted (its kernels' pipelines stay compiled).
+    pub fn discard(&self) {
+        self.encoder.borrow_mut().take();
         self.slot.set(0);
     }
 

@@ -21,6 +21,8 @@ mod ops;
 pub use gpu::{Buf, Gpu};
 pub use model::{Dit, Text, check_supported};
 pub use ops::Act;
+/// The wgpu this crate runs on (for `Gpu::open`'s backends and `Gpu::from_adapter`).
+pub use wgpu;
 
 use flick_core::checkpoint::{CheckpointInfo, info_from_metadata, read_safetensors_bytes};
 use flick_core::flow::FlowConfig;
@@ -82,6 +84,26 @@ impl Generator {
         let text = self.encode(prompts, guidance);
         let x = self.sample(&z, prompts.len(), &text, steps, guidance, on_step)?;
         self.videos(&x, prompts.len()).await
+    }
+
+    /// Compile every kernel a generation of `steps` steps with `guidance` runs, without running
+    /// one: the launches of one clip are recorded, then dropped. Pipelines do not depend on the
+    /// batch, so one clip compiles what any batch needs. Returns once the device has compiled them
+    /// (a kernel the adapter refuses is an error here, not a failure later).
+    pub async fn warm_up(&self, steps: usize, guidance: f32) -> Result<(), String> {
+        check_sampling(steps, guidance).map_err(|e| e.to_string())?;
+        let gpu = &*self.gpu;
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let prompts = ["warm-up".to_string()];
+        let text = self.encode(&prompts, guidance);
+        let sampled = self
+            .sample(&self.info.noise(0), 1, &text, steps, guidance, |_, _| {})
+            .map(|x| gpu.clip_pixels(&x, self.shape(1)));
+        gpu.discard();
+        if let Some(e) = scope.pop().await {
+            return Err(format!("the adapter refused a kernel: {e}"));
+        }
+        sampled.map(drop)
     }
 
     /// The clip at a point between latent corners (`Generator::explore` of flick-core).

@@ -17,6 +17,37 @@ fn groups(n: usize) -> usize {
 }
 
 impl Gpu {
+    /// Check that this adapter computes what the model needs before a model is downloaded for it:
+    /// dense-layer products (a 2×2 one and ones times ones at a row-vector shape like the timestep
+    /// MLP's) read back right.
+    pub async fn check(&self) -> Result<(), String> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let a = self.upload(&[1.0, 2.0, 3.0, 4.0]);
+        let product = self
+            .read(&self.linear(&a, 2, &a, None, None, Act::None))
+            .await;
+        if let Some(e) = scope.pop().await {
+            return Err(format!("the dense-layer kernel was refused: {e}"));
+        }
+        let product = product?;
+        if product != [7.0, 10.0, 15.0, 22.0] {
+            return Err(format!("a 2×2 product came back as {product:?}"));
+        }
+        for rows in [1usize, 8] {
+            let x = self.upload(&vec![1.0; rows * 64]);
+            let w = self.upload(&vec![1.0; 64 * 256]);
+            let y = self
+                .read(&self.linear(&x, rows, &w, None, None, Act::None))
+                .await?;
+            if let Some(bad) = y.iter().find(|&&v| v != 64.0) {
+                return Err(format!(
+                    "a {rows}×64 by 64×256 product of ones has an element {bad}, not 64"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `act(x·w + bias + r)`: x `[m, k]`, w `[k, n]`, bias `[n]`, r read cyclically.
     pub fn linear(
         &self,
@@ -34,11 +65,13 @@ impl Gpu {
         let y = self.alloc(m * n);
         let flags = bias.is_some() as u32 | (r.is_some() as u32) << 1;
         let rlen = r.map_or(1, |r| r.len);
-        let none = self.zeros(1);
+        // Two distinct zero buffers: WebGPU refuses one buffer bound twice to a kernel whose
+        // bindings are writable.
+        let (no_bias, no_r) = (self.zeros(1), self.zeros(2));
         self.launch(
             "linear",
             Variant::PLAIN,
-            &[x, w, bias.unwrap_or(&none), r.unwrap_or(&none), &y],
+            &[x, w, bias.unwrap_or(&no_bias), r.unwrap_or(&no_r), &y],
             &[m as u32, k as u32, n as u32, flags, act as u32, rlen as u32],
             m.div_ceil(32) * n.div_ceil(32),
         );
@@ -368,6 +401,14 @@ impl Gpu {
     /// Clips `[b, 3, t, h, w]` in [-1, 1] → RGBA8 frames, one buffer per clip (`clip_pixels`:
     /// packed on the device, a third of the read-back).
     pub async fn clip_rgba(&self, x: &Buf, dims: [usize; 5]) -> Result<Vec<Vec<u8>>, String> {
+        let packed = self.clip_pixels(x, dims);
+        let values = self.read(&packed).await?;
+        Ok(flick_shaders::unpack(values, dims))
+    }
+
+    /// The clips `x` (`dims` = `[b, 3, t, h, w]`) as packed RGBA pixels, one u32 per pixel
+    /// stored in an f32 slot (`flick_shaders::unpack` reads them).
+    pub fn clip_pixels(&self, x: &Buf, dims: [usize; 5]) -> Buf {
         let [b, _, t, h, w] = dims;
         let packed = self.alloc(b * t * h * w);
         self.launch(
@@ -377,7 +418,6 @@ impl Gpu {
             &[b as u32, (t * h * w) as u32],
             groups(packed.len),
         );
-        let values = self.read(&packed).await?;
-        Ok(flick_shaders::unpack(values, dims))
+        packed
     }
 }

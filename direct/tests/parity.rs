@@ -216,3 +216,43 @@ fn other_backbones_are_refused_with_a_reason() {
             .contains("full")
     );
 }
+
+#[test]
+fn the_adapter_check_passes_on_a_working_adapter() {
+    let Some(gpu) = gpu_or_not_run("the_adapter_check_passes_on_a_working_adapter") else {
+        return;
+    };
+    pollster::block_on(gpu.check()).unwrap();
+}
+
+#[test]
+fn warm_up_compiles_what_generation_runs_without_running_it() {
+    let Some(gpu) = gpu_or_not_run("warm_up_compiles_what_generation_runs_without_running_it")
+    else {
+        return;
+    };
+    for (name, steps, guidance) in [("generator-small", 1, 1.0), ("teacher-small", 3, 3.0)] {
+        let g = Generator::from_bytes(&bytes(name), &gpu).unwrap();
+        pollster::block_on(g.warm_up(1, guidance)).unwrap();
+        let compiled = gpu.compiled();
+        assert!(
+            compiled > 5,
+            "{name}: {compiled} kernels compiled by the warm-up"
+        );
+        let prompts = vec!["a red circle".to_string(), "a blue square".to_string()];
+        let clips = pollster::block_on(g.generate_videos_async(
+            &prompts,
+            &[1, 2],
+            steps,
+            guidance,
+            |_, _| {},
+        ))
+        .unwrap();
+        assert_eq!(clips.len(), 2);
+        assert_eq!(
+            gpu.compiled(),
+            compiled,
+            "{name}: generating {steps} steps at batch 2 compiled kernels the warm-up did not"
+        );
+    }
+}

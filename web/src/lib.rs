@@ -1,14 +1,15 @@
 //! `flick-web`: the viewer in the browser.
 //!
-//! Three wasm modules built from this crate (one cargo feature each, see `web/build.sh`), so that a
-//! page downloads only what it runs:
+//! Wasm modules built from this crate (one cargo feature each, see `web/build.sh`), so that a page
+//! downloads only what it runs:
 //! - `page` ([`start`]) runs on the page: the egui app ([`flick_viewer::ViewerApp`], drawn with
 //!   WebGL2) over a `WebEngine` that sends requests to
-//! - an engine ([`worker_main`]) in a dedicated Web Worker, either `webgpu` (burn's wgpu backend
-//!   with Flick's kernels, initialised asynchronously) or `cpu` (burn's flex backend). It opens the
-//!   device, downloads the models with progress, warms each up, and generates. Every tensor read
-//!   there is asynchronous, and the page never waits on the model: it stays responsive while a
-//!   clip is made, even on the CPU.
+//! - an engine ([`worker_main`]) in a dedicated Web Worker: `webgpu` (flick-direct: Flick's WGSL
+//!   kernels launched through wgpu, no burn), `cpu` (burn's flex backend), or `webgpu-burn`
+//!   (burn's wgpu backend with Flick's kernels; `?engine=burn`). It opens the device, downloads
+//!   the models with progress, warms each up, and generates. Every read from the GPU there is
+//!   asynchronous, and the page never waits on the model: it stays responsive while a clip is
+//!   made, even on the CPU.
 //!
 //! `web/index.html` picks the engine (WebGPU where the browser offers an adapter) and downloads it
 //! beside the page's module. Where the WebGPU engine finds the adapter unfit, or dies on it, the
@@ -21,12 +22,12 @@
 
 #[cfg(feature = "page")]
 mod page;
-#[cfg(any(feature = "cpu", feature = "webgpu"))]
+#[cfg(any(feature = "cpu", feature = "webgpu", feature = "webgpu-burn"))]
 mod worker;
 
 #[cfg(feature = "page")]
 pub use page::{flick_status, start};
-#[cfg(any(feature = "cpu", feature = "webgpu"))]
+#[cfg(any(feature = "cpu", feature = "webgpu", feature = "webgpu-burn"))]
 pub use worker::worker_main;
 
 use flick_viewer::engine::Event;

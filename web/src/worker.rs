@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use burn::prelude::Device;
-use flick_core::generate::Generator;
 use flick_viewer::engine::Event;
 use futures_util::StreamExt;
 use wasm_bindgen::JsCast;
@@ -11,6 +9,68 @@ use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 use crate::{FromWorker, ToWorker, console_error, js_error};
+
+#[cfg(any(
+    all(feature = "webgpu", feature = "webgpu-burn"),
+    all(feature = "cpu", feature = "webgpu"),
+))]
+compile_error!(
+    "one engine per wasm module: build flick-web with one of the features cpu, webgpu, webgpu-burn"
+);
+
+/// The WebGPU engine of flick-direct: Flick's kernels launched through wgpu, no burn.
+#[cfg(feature = "webgpu")]
+mod engine {
+    pub type Device = std::rc::Rc<flick_direct::Gpu>;
+    pub type Generator = flick_direct::Generator;
+
+    pub fn model(bytes: &[u8], device: &Device) -> Result<Generator, String> {
+        Generator::from_bytes(bytes, device)
+    }
+
+    pub fn on_gpu(_: &Device) -> bool {
+        true
+    }
+
+    /// Compile the kernels a one-step generation runs, running none (they do not depend on the
+    /// batch).
+    pub async fn warm_up(g: &Generator, _batch: usize, guidance: f32) -> Result<String, String> {
+        g.warm_up(1, guidance).await?;
+        Ok("kernels compiled, nothing run".into())
+    }
+}
+
+/// burn's engines: flex on the CPU, or its wgpu backend.
+#[cfg(not(feature = "webgpu"))]
+mod engine {
+    pub use burn::prelude::Device;
+    pub use flick_core::generate::Generator;
+
+    pub fn model(bytes: &[u8], device: &Device) -> Result<Generator, String> {
+        Generator::from_bytes(bytes, device).map_err(|e| e.to_string())
+    }
+
+    pub fn on_gpu(device: &Device) -> bool {
+        flick_core::shaders::on_gpu(device)
+    }
+
+    /// On WebGPU a first generation at the page's batch compiles burn's kernels (cubecl writes
+    /// them per shape); the CPU has nothing to compile, so there a warm-up would only delay the
+    /// first clip.
+    pub async fn warm_up(g: &Generator, batch: usize, guidance: f32) -> Result<String, String> {
+        if !on_gpu(&g.device) {
+            return Ok("none on the CPU".into());
+        }
+        let prompts = vec!["warm-up".to_string(); batch];
+        let seeds: Vec<u64> = (0..batch as u64).collect();
+        g.generate_videos_async(&prompts, &seeds, 1, guidance, |_, _| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!("batch {batch}, one step"))
+    }
+}
+
+use engine::{Device, Generator};
 
 fn post_from_worker(message: &FromWorker) {
     let scope: web_sys::DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
@@ -115,6 +175,7 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                 },
                 None,
             ) => {
+                #[cfg(not(feature = "webgpu"))]
                 flick_core::shaders::set_fused(fused);
                 let (device, mut described, mut notice) = match open_device(&backend).await {
                     Ok(opened) => opened,
@@ -126,7 +187,7 @@ async fn serve(mut rx: futures_channel::mpsc::UnboundedReceiver<(ToWorker, Optio
                         continue;
                     }
                 };
-                if !fused && flick_core::shaders::on_gpu(&device) {
+                if !fused && cfg!(feature = "webgpu-burn") && engine::on_gpu(&device) {
                     described.push_str(" (burn's operations: ?fused=0)");
                 }
                 if reason.is_some() {
@@ -247,15 +308,48 @@ const CPU_NAME: &str = "the CPU (burn flex in WebAssembly, one thread)";
 
 /// The CPU engine's device. The notice says why the CPU runs (the page's reason, given with Init,
 /// replaces it where the page chose the CPU engine for lack of WebGPU).
-#[cfg(all(feature = "cpu", not(feature = "webgpu")))]
+#[cfg(all(feature = "cpu", not(feature = "webgpu-burn")))]
 async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), String> {
     let notice = (choice == "cpu").then(|| "The CPU backend was asked for (?backend=cpu): generation runs in WebAssembly on one core.".to_string());
     Ok((Device::flex(), CPU_NAME.into(), notice))
 }
 
 /// The WebGPU engine's device, when the browser has a usable adapter (checked with small products
-/// read back asynchronously); otherwise why not (with the CPU engine built in too, that instead).
+/// read back asynchronously); otherwise why not (the page then moves to the CPU engine).
 #[cfg(feature = "webgpu")]
+async fn open_device(_choice: &str) -> Result<(Device, String, Option<String>), String> {
+    use flick_direct::wgpu;
+    let gpu = flick_direct::Gpu::open(wgpu::Backends::BROWSER_WEBGPU)
+        .await
+        .map_err(|e| format!("this browser offers no usable WebGPU adapter ({e})"))?;
+    let info = gpu.info.clone();
+    // Browsers may hide the adapter's name.
+    let adapter = if info.name.is_empty() {
+        format!("an unnamed {:?} adapter", info.device_type)
+    } else {
+        format!("{} ({:?})", info.name, info.device_type)
+    };
+    log(format!(
+        "flick: WebGPU adapter initialised: {adapter}; checking it"
+    ));
+    gpu.check()
+        .await
+        .map_err(|why| format!("the WebGPU adapter ({adapter}) cannot run the model ({why})"))?;
+    let software = matches!(info.device_type, wgpu::DeviceType::Cpu)
+        || info.name.to_ascii_lowercase().contains("swiftshader");
+    let notice = software
+        .then(|| format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow."));
+    Ok((
+        std::rc::Rc::new(gpu),
+        format!("WebGPU on {adapter}"),
+        notice,
+    ))
+}
+
+/// burn's WebGPU engine's device, when the browser has a usable adapter (checked with small
+/// products read back asynchronously); otherwise why not (with the CPU engine built in too, that
+/// instead).
+#[cfg(feature = "webgpu-burn")]
 async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), String> {
     #[cfg(feature = "cpu")]
     if choice == "cpu" {
@@ -271,7 +365,7 @@ async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), S
             } else {
                 format!("{} ({:?})", info.name, info.device_type)
             };
-            let name = format!("WebGPU on {adapter}");
+            let name = format!("WebGPU on {adapter} through burn");
             log(format!(
                 "flick: WebGPU adapter initialised: {adapter}; checking it"
             ));
@@ -305,7 +399,7 @@ async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), S
 /// What the model needs of an adapter, checked before trusting it: enough storage buffers per
 /// shader stage and workgroup size for burn's kernels, and a matrix product that comes back
 /// right.
-#[cfg(feature = "webgpu")]
+#[cfg(feature = "webgpu-burn")]
 async fn check_adapter(
     device: &Device,
     adapter: &burn::tensor::wgpu::wgpu::Adapter,
@@ -356,8 +450,8 @@ async fn check_adapter(
     Ok(())
 }
 
-/// Download (with progress) or take the bytes, build the model, warm it up at the batch the
-/// page will ask for (so the first click does not pay for shader compilation), report.
+/// Download (with progress) or take the bytes, build the model, warm it up (so the first click
+/// does not pay for shader compilation; `engine::warm_up`), report.
 async fn load(
     s: &mut WorkerState,
     label: String,
@@ -389,7 +483,7 @@ async fn load(
         fraction: None,
     });
     let t1 = Instant::now();
-    let g = match Generator::from_bytes(&bytes, &s.device) {
+    let g = match engine::model(&bytes, &s.device) {
         Ok(g) => g,
         Err(e) => return fail(format!("not a usable Flick checkpoint ({e})")),
     };
@@ -401,22 +495,13 @@ async fn load(
         fraction: None,
     });
     let t2 = Instant::now();
-    let batch = s.warm_batch.max(1);
-    // On WebGPU the first generation compiles the kernels; the CPU has nothing to compile, so
-    // there the warm-up would only delay the first clip.
-    if flick_core::shaders::on_gpu(&s.device) {
-        let prompts = vec!["warm-up".to_string(); batch];
-        let seeds: Vec<u64> = (0..batch as u64).collect();
-        if let Err(e) = g
-            .generate_videos_async(&prompts, &seeds, 1, d.guidance, |_, _| {})
-            .await
-        {
-            return fail(format!("the warm-up generation failed: {e}"));
-        }
-    }
+    let warmed = match engine::warm_up(&g, s.warm_batch.max(1), d.guidance).await {
+        Ok(what) => what,
+        Err(e) => return fail(format!("the warm-up failed: {e}")),
+    };
     let warm = t2.elapsed().as_secs_f64();
     log(format!(
-        "flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up (batch {batch}, one step) {warm:.2} s",
+        "flick: loaded {label} ({:.1} MB): download {downloaded:.2} s, init {init:.2} s, warm-up ({warmed}) {warm:.2} s",
         bytes.len() as f64 / 1e6
     ));
     emit(Event::loaded(label.clone(), origin.clone(), &g.info));
