@@ -1,9 +1,9 @@
 //! `flick-direct`: Flick's DiT generator and teacher run by Flick's own WGSL kernels
 //! (`shaders/kernels/*.wgsl`), launched through wgpu directly — no burn, no cubecl.
 //!
-//! It exists for the browser: the page's WebGPU engine built on burn's wgpu backend is 11 MB of
-//! WebAssembly (cubecl's compiler, autotuner and every kernel family burn may pick at run time);
-//! this one is the model's own forward pass and nothing else. The same checkpoints, the same
+//! It is the browser page's WebGPU engine: a WebGPU engine built on burn's wgpu backend is 11 MB
+//! of WebAssembly (cubecl's compiler, autotuner and every kernel family burn may pick at run
+//! time); this one, 0.55 MB, is the model's own forward pass and nothing else. The same checkpoints, the same
 //! noise for a seed, the same sampler (Euler with classifier-free guidance, the one-step
 //! generator's single step, DMD2's denoise/re-noise steps, the explorer's blends) as
 //! `flick_core::generate::Generator`, which is its reference (`tests/parity.rs`: the clip
