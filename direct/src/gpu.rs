@@ -37,6 +37,9 @@ pub struct Gpu {
     encoder: RefCell<Option<wgpu::CommandEncoder>>,
     launches: Cell<usize>,
     aliased: Cell<usize>,
+    /// Per kernel: launches and seconds, when profiling (natively: each launch submitted and
+    /// waited for alone).
+    profile: RefCell<Option<HashMap<&'static str, (usize, f64)>>>,
     zeros: RefCell<HashMap<usize, Buf>>,
 }
 
@@ -102,8 +105,28 @@ impl Gpu {
             encoder: RefCell::new(None),
             launches: Cell::new(0),
             aliased: Cell::new(0),
+            profile: RefCell::new(None),
             zeros: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Profile from now on (`true`, natively): every launch is submitted and waited for alone and
+    /// its time added to its kernel's; slow, for finding where the time goes. `false` stops.
+    pub fn set_profiling(&self, on: bool) {
+        *self.profile.borrow_mut() = on.then(HashMap::new);
+    }
+
+    /// What profiling measured: per kernel, launches and seconds, the slowest first.
+    pub fn profile(&self) -> Vec<(&'static str, usize, f64)> {
+        let mut rows: Vec<_> = self
+            .profile
+            .borrow()
+            .iter()
+            .flatten()
+            .map(|(k, (n, t))| (*k, *n, *t))
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows
     }
 
     /// Buffers copied so far because a launch bound them twice.
@@ -222,8 +245,8 @@ impl Gpu {
         words[..params.len()].copy_from_slice(params);
         self.queue
             .write_buffer(&self.params, offset, bytemuck::cast_slice(&words));
-        let mut encoder = self.encoder.borrow_mut();
-        let encoder = encoder.get_or_insert_with(|| {
+        let mut recording = self.encoder.borrow_mut();
+        let encoder = recording.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         });
@@ -291,7 +314,24 @@ impl Gpu {
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(x, y, 1);
         drop(pass);
+        drop(recording);
         self.launches.set(self.launches.get() + 1);
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.profile.borrow().is_some() {
+            // Everything recorded before this launch first, then this launch alone.
+            let t0 = std::time::Instant::now();
+            self.submit();
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            });
+            let secs = t0.elapsed().as_secs_f64();
+            if let Some(p) = self.profile.borrow_mut().as_mut() {
+                let e = p.entry(name).or_default();
+                e.0 += 1;
+                e.1 += secs;
+            }
+        }
     }
 
     /// Submit what has been recorded.

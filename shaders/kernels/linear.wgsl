@@ -1,7 +1,7 @@
 // Dense layer: y = act(x·w + bias + r). x: [M, K]; w: [K, N] (burn's Linear layout: input rows,
 // output columns); bias: [N]; r: an addend read cyclically, r[(m·N + n) mod rlen] (a residual
 // [M, N], or position codes [tokens, N] repeated over the batch). A workgroup of 64 computes a
-// 32×32 tile of y, 4×4 outputs per invocation, walking K in slices of 16 staged in workgroup
+// 32×32 tile of y, 4×4 outputs per invocation, walking K in slices of 32 staged in workgroup
 // memory. The activation comes last: silu(temb + pool(text)) is one launch.
 //
 // p: M, K, N, flags (1: bias, 2: r), act (0: none, 1: GELU (erf), 2: SiLU), rlen.
@@ -15,10 +15,10 @@
 
 const TM: u32 = 32u;
 const TN: u32 = 32u;
-const TK: u32 = 16u;
+const TK: u32 = 32u;
 
-var<workgroup> xs: array<f32, 512>; // TM·TK
-var<workgroup> ws: array<f32, 512>; // TK·TN
+var<workgroup> xs: array<f32, 1024>; // TM·TK
+var<workgroup> ws: array<f32, 1024>; // TK·TN
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7).
 fn erf_approx(v: f32) -> f32 {

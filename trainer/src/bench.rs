@@ -448,9 +448,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
     )?);
 
     // The model: one-step generation (bundled generator, 4 seeds) and a training step.
-    if ["one-step generation", "training step", "one clip"]
-        .iter()
-        .any(|n| wanted(n))
+    if [
+        "one-step generation",
+        "engines",
+        "training step",
+        "one clip",
+    ]
+    .iter()
+    .any(|n| wanted(n))
     {
         LONG.with(|l| l.set(true));
         let g = Generator::load(&generator, &device).context("loading the one-step generator")?;
@@ -480,6 +485,49 @@ pub fn run(args: BenchArgs) -> anyhow::Result<Vec<Row>> {
             || one_step(true),
             || one_step(false),
         )?);
+
+        // The browser's WebGPU engine (flick-direct: Flick's kernels through wgpu, no burn) on
+        // its own device of the same adapter, against burn's engine with Flick's kernels.
+        if shaders::on_gpu(&device) {
+            let gpu = std::rc::Rc::new(
+                pollster::block_on(flick_direct::Gpu::open(
+                    flick_direct::wgpu::Backends::PRIMARY,
+                ))
+                .map_err(anyhow::Error::msg)
+                .context("opening a device for flick-direct")?,
+            );
+            let bytes = std::fs::read(&generator)
+                .with_context(|| format!("reading {}", generator.display()))?;
+            let direct = flick_direct::Generator::from_bytes(&bytes, &gpu)
+                .map_err(anyhow::Error::msg)
+                .context("loading the one-step generator into flick-direct")?;
+            let run_direct = || {
+                pollster::block_on(direct.generate_videos_async(
+                    &prompts,
+                    &seeds,
+                    1,
+                    1.0,
+                    |_, _| {},
+                ))
+            };
+            run_direct()
+                .map_err(anyhow::Error::msg)
+                .context("one-step generation with flick-direct")?;
+            rows.extend(pair(
+                &mut c,
+                &crit_dir,
+                &device,
+                "one-step generation (4 clips, incl. read-back), engines",
+                "4×[3,8,32,32]".into(),
+                ("flick-direct", "burn + kernels"),
+                None,
+                None,
+                || {
+                    run_direct().expect("generation");
+                },
+                || one_step(true),
+            )?);
+        }
 
         let t = Generator::load(&teacher, &device).context("loading the teacher")?;
         let cfg = t.info.config.clone();
