@@ -25,8 +25,7 @@ fn main() -> Result<(), String> {
     let g = Generator::from_bytes(&bytes, &gpu)?;
     let prompts = vec!["a large red circle moving left on black".to_string(); batch];
     let seeds: Vec<u64> = (1..=batch as u64).collect();
-    let run =
-        || pollster::block_on(g.generate_videos_async(&prompts, &seeds, 1, 1.0, |_, _| {}));
+    let run = || pollster::block_on(g.generate_videos_async(&prompts, &seeds, 1, 1.0, |_, _| {}));
     run()?; // compiles the kernels
     let t0 = std::time::Instant::now();
     run()?;
