@@ -318,7 +318,8 @@ impl Gpu {
         self.launches.set(self.launches.get() + 1);
         #[cfg(not(target_arch = "wasm32"))]
         if self.profile.borrow().is_some() {
-            // Everything recorded before this launch first, then this launch alone.
+            // While profiling every launch is submitted as it is recorded: this one (with its
+            // alias copies) alone.
             let t0 = std::time::Instant::now();
             self.submit();
             let _ = self.device.poll(wgpu::PollType::Wait {
