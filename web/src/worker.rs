@@ -314,6 +314,21 @@ async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), S
     Ok((Device::flex(), CPU_NAME.into(), notice))
 }
 
+/// How the page names a WebGPU adapter (browsers may hide its name), and the notice for one that
+/// is a CPU rasteriser (`cpu`: the adapter says it is a CPU; SwiftShader is one whatever it says).
+#[cfg(any(feature = "webgpu", feature = "webgpu-burn"))]
+fn describe_adapter(name: &str, kind: impl std::fmt::Debug, cpu: bool) -> (String, Option<String>) {
+    let adapter = if name.is_empty() {
+        format!("an unnamed {kind:?} adapter")
+    } else {
+        format!("{name} ({kind:?})")
+    };
+    let software = cpu || name.to_ascii_lowercase().contains("swiftshader");
+    let notice = software
+        .then(|| format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow."));
+    (adapter, notice)
+}
+
 /// The WebGPU engine's device, when the browser has a usable adapter (checked with small products
 /// read back asynchronously); otherwise why not (the page then moves to the CPU engine).
 #[cfg(feature = "webgpu")]
@@ -323,22 +338,17 @@ async fn open_device(_choice: &str) -> Result<(Device, String, Option<String>), 
         .await
         .map_err(|e| format!("this browser offers no usable WebGPU adapter ({e})"))?;
     let info = gpu.info.clone();
-    // Browsers may hide the adapter's name.
-    let adapter = if info.name.is_empty() {
-        format!("an unnamed {:?} adapter", info.device_type)
-    } else {
-        format!("{} ({:?})", info.name, info.device_type)
-    };
+    let (adapter, notice) = describe_adapter(
+        &info.name,
+        info.device_type,
+        matches!(info.device_type, wgpu::DeviceType::Cpu),
+    );
     log(format!(
         "flick: WebGPU adapter initialised: {adapter}; checking it"
     ));
     gpu.check()
         .await
         .map_err(|why| format!("the WebGPU adapter ({adapter}) cannot run the model ({why})"))?;
-    let software = matches!(info.device_type, wgpu::DeviceType::Cpu)
-        || info.name.to_ascii_lowercase().contains("swiftshader");
-    let notice = software
-        .then(|| format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow."));
     Ok((
         std::rc::Rc::new(gpu),
         format!("WebGPU on {adapter}"),
@@ -359,26 +369,17 @@ async fn open_device(choice: &str) -> Result<(Device, String, Option<String>), S
     let why = match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
-            // Browsers may hide the adapter's name.
-            let adapter = if info.name.is_empty() {
-                format!("an unnamed {:?} adapter", info.device_type)
-            } else {
-                format!("{} ({:?})", info.name, info.device_type)
-            };
+            let (adapter, notice) = describe_adapter(
+                &info.name,
+                info.device_type,
+                matches!(info.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu),
+            );
             let name = format!("WebGPU on {adapter} through burn");
             log(format!(
                 "flick: WebGPU adapter initialised: {adapter}; checking it"
             ));
             match check_adapter(&device, &setup.adapter).await {
-                Ok(()) => {
-                    let software =
-                        matches!(info.device_type, burn::tensor::wgpu::wgpu::DeviceType::Cpu)
-                            || info.name.to_ascii_lowercase().contains("swiftshader");
-                    let notice = software.then(|| {
-                        format!("WebGPU runs on {adapter}, a CPU rasteriser: expect it to be slow.")
-                    });
-                    return Ok((device, name, notice));
-                }
+                Ok(()) => return Ok((device, name, notice)),
                 Err(why) => format!("the WebGPU adapter ({adapter}) cannot run the model ({why})"),
             }
         }
