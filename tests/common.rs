@@ -42,16 +42,35 @@ pub fn train_tiny(
     resume: bool,
     stop_at: Option<u64>,
 ) -> anyhow::Result<()> {
+    train_tiny_on(
+        config,
+        out,
+        resume,
+        stop_at,
+        burn::prelude::Device::flex(),
+        flick_trainer::optim::Replicas::threads(2),
+    )
+}
+
+/// [`train_tiny`] on `device` with `replicas`.
+pub fn train_tiny_on(
+    config: &flick_trainer::config::TeacherConfig,
+    out: &std::path::Path,
+    resume: bool,
+    stop_at: Option<u64>,
+    device: burn::prelude::Device,
+    replicas: flick_trainer::optim::Replicas,
+) -> anyhow::Result<()> {
     use flick_trainer::train::{TrainArgs, train_teacher};
     train_teacher(TrainArgs {
         config: config.clone(),
         config_path: root().join("configs/teacher-tiny.toml"),
         out: out.to_path_buf(),
         resume,
-        device: burn::prelude::Device::flex(),
+        device,
         stop_at,
         quiet: true,
-        replicas: flick_trainer::optim::Replicas::threads(2),
+        replicas,
         init_from: None,
         init_reset: vec![],
         time_budget: None,

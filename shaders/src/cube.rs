@@ -388,23 +388,23 @@ impl FusedOps for CubeBackend {
         m: FloatTensor<Self>,
         v: FloatTensor<Self>,
         a: FloatTensor<Self>,
-        scale: f32,
+        s: FloatTensor<Self>,
         beta1: f32,
         beta2: f32,
-        c1: f32,
-        c2: f32,
         eps: f32,
         weight_decay: f32,
         lr: f32,
         decay: f32,
     ) -> FloatTensor<Self> {
-        let h = [scale, beta1, beta2, c1, c2, eps, weight_decay, lr, decay];
-        let all_f32 = [&w, &g, &m, &v, &a].iter().all(|t| ops::is_f32(t.dtype));
+        let h = [beta1, beta2, eps, weight_decay, lr, decay];
+        let all_f32 = [&w, &g, &m, &v, &a, &s]
+            .iter()
+            .all(|t| ops::is_f32(t.dtype));
         if !(wgsl_device(&w) && all_f32) {
-            return ops::adamw_reference::<Self>(w, g, m, v, a, h);
+            return ops::adamw_reference::<Self>(w, g, m, v, a, s, h);
         }
         let n = w.shape()[0];
-        let [w, g, m, v, a] = [w, g, m, v, a].map(into_contiguous);
+        let [w, g, m, v, a, s] = [w, g, m, v, a, s].map(into_contiguous);
         let out = empty(&w, Shape::new([4, n]));
         let mut params = vec![n as u32];
         params.extend(h.iter().map(|x| x.to_bits()));
@@ -412,7 +412,7 @@ impl FusedOps for CubeBackend {
             "adamw",
             Variant::PLAIN,
             n.div_ceil(64),
-            &[&w, &g, &m, &v, &a, &out],
+            &[&w, &g, &m, &v, &a, &s, &out],
             &params,
         );
         out

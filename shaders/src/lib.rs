@@ -178,46 +178,27 @@ pub fn keep_autotune_cache(dir: &std::path::Path) -> bool {
     CubeClRuntimeConfig::try_set(config)
 }
 
-/// One AdamW step and the EMA over one flat parameter (`w, g, m, v, a`: weights, gradient,
-/// moments, average, `[n]` each) in one kernel: returns the new `(w, m, v, a)`. `h` = clip
-/// scale, β₁, β₂, c₁ = 1 − β₁ᵗ, c₂ = 1 − β₂ᵗ, ε, weight decay, lr, EMA decay. On a GPU one launch
-/// per parameter; elsewhere (and with [`set_fused`]`(false)`) burn's operations.
+/// One AdamW step and the EMA over one flat parameter, `p = [w, g, m, v, a, s]` (weights,
+/// gradient, moments, average, `[n]` each, and `s`): returns the new `(w, m, v, a)`. `s` `[4]`,
+/// on the same device: clip scale, taken (1; 0 returns the inputs unchanged), c₁ = 1 − β₁ᵗ,
+/// c₂ = 1 − β₂ᵗ — values a training step computes on the device, so that the host need not read
+/// anything back to update. `h` = β₁, β₂, ε, weight decay, lr, EMA decay. On a GPU one kernel
+/// launch per parameter; elsewhere, with [`set_fused`]`(false)` or with `composed`, burn's
+/// operations (the reference the kernel is held to).
 pub fn adamw(
-    w: Tensor<1>,
-    g: Tensor<1>,
-    m: Tensor<1>,
-    v: Tensor<1>,
-    a: Tensor<1>,
-    h: [f32; 9],
+    p: [Tensor<1>; 6],
+    h: [f32; 6],
+    composed: bool,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
-    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h;
-    let out: Tensor<2> = if fused_on(&w.device()) {
-        Tensor::from_dispatch(Dispatch::fused_adamw(
-            w.into_dispatch(),
-            g.into_dispatch(),
-            m.into_dispatch(),
-            v.into_dispatch(),
-            a.into_dispatch(),
-            scale,
-            b1,
-            b2,
-            c1,
-            c2,
-            eps,
-            wd,
-            lr,
-            d,
-        ))
+    let kernel = !composed && fused_on(&p[0].device());
+    let [w, g, m, v, a, s] = p.map(Tensor::into_dispatch);
+    let [b1, b2, eps, wd, lr, d] = h;
+    let out = if kernel {
+        Dispatch::fused_adamw(w, g, m, v, a, s, b1, b2, eps, wd, lr, d)
     } else {
-        Tensor::from_dispatch(ops::adamw_reference::<Dispatch>(
-            w.into_dispatch(),
-            g.into_dispatch(),
-            m.into_dispatch(),
-            v.into_dispatch(),
-            a.into_dispatch(),
-            h,
-        ))
+        ops::adamw_reference::<Dispatch>(w, g, m, v, a, s, h)
     };
+    let out: Tensor<2> = Tensor::from_dispatch(out);
     let n = out.dims()[1];
     let row = |i: usize| out.clone().narrow(0, i, 1).reshape([n]);
     (row(0), row(1), row(2), row(3))

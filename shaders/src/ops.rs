@@ -151,8 +151,10 @@ pub trait FusedOps: Backend {
 
     /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
     /// `[n]` (weights, gradient, moments, average) → `[4, n]`: the new weights, first and second
-    /// moments and average. `scale` is the gradient's clip factor, `c1, c2` the bias corrections
-    /// `1 − βᵗ`, `decay` the EMA's. Not differentiable (an optimizer step).
+    /// moments and average. `s` `[4]` holds the values a step computes on the device from its
+    /// gradient norm: the clip factor, whether the step is taken (1, or 0 to return `w, m, v, a`
+    /// unchanged) and the bias corrections `c₁, c₂ = 1 − βᵗ`; `decay` is the EMA's. Not
+    /// differentiable (an optimizer step).
     #[fusion(meta = adamw_meta)]
     #[allow(clippy::too_many_arguments)]
     fn fused_adamw(
@@ -161,11 +163,9 @@ pub trait FusedOps: Backend {
         m: FloatTensor<Self>,
         v: FloatTensor<Self>,
         a: FloatTensor<Self>,
-        scale: f32,
+        s: FloatTensor<Self>,
         beta1: f32,
         beta2: f32,
-        c1: f32,
-        c2: f32,
         eps: f32,
         weight_decay: f32,
         lr: f32,
@@ -177,7 +177,8 @@ pub trait FusedOps: Backend {
             m,
             v,
             a,
-            [scale, beta1, beta2, c1, c2, eps, weight_decay, lr, decay],
+            s,
+            [beta1, beta2, eps, weight_decay, lr, decay],
         )
     }
 
@@ -270,11 +271,9 @@ fn adamw_meta(
     _m: &TensorSpec,
     _v: &TensorSpec,
     _a: &TensorSpec,
-    _scale: &f32,
+    _s: &TensorSpec,
     _beta1: &f32,
     _beta2: &f32,
-    _c1: &f32,
-    _c2: &f32,
     _eps: &f32,
     _weight_decay: &f32,
     _lr: &f32,
@@ -283,18 +282,30 @@ fn adamw_meta(
     TensorSpec::new(Shape::new([4, w.shape[0]]), w.dtype)
 }
 
-/// [`FusedOps::fused_adamw`] composed of burn's operations (`h` = scale, β₁, β₂, c₁, c₂, ε, wd,
-/// lr, EMA decay), in the kernel's order of operations.
+/// [`FusedOps::fused_adamw`] composed of burn's operations (`s` = clip factor, taken, c₁, c₂ on
+/// the device; `h` = β₁, β₂, ε, wd, lr, EMA decay), in the kernel's order of operations. A step
+/// not taken selects the old values (a select, not arithmetic: its candidates may be NaN).
 pub fn adamw_reference<B: Backend>(
     w: FloatTensor<B>,
     g: FloatTensor<B>,
     m: FloatTensor<B>,
     v: FloatTensor<B>,
     a: FloatTensor<B>,
-    h: [f32; 9],
+    s: FloatTensor<B>,
+    h: [f32; 6],
 ) -> FloatTensor<B> {
-    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h;
-    let g = B::float_mul_scalar(g, sc(scale));
+    let [b1, b2, eps, wd, lr, d] = h;
+    let n = w.shape()[0];
+    // s[i] broadcast over the parameter's n elements.
+    let at = |i: usize| {
+        B::float_expand(
+            B::float_slice(s.clone(), &[burn::backend::Slice::from(i..i + 1)]),
+            Shape::new([n]),
+        )
+    };
+    let (scale, taken, c1, c2) = (at(0), at(1), at(2), at(3));
+    let (w0, m0, v0, a0) = (w.clone(), m.clone(), v.clone(), a.clone());
+    let g = B::float_mul(g, scale);
     let m = B::float_add(
         B::float_mul_scalar(m, sc(b1)),
         B::float_mul_scalar(g.clone(), sc(1.0 - b1)),
@@ -304,11 +315,8 @@ pub fn adamw_reference<B: Backend>(
         B::float_mul_scalar(B::float_mul(g.clone(), g), sc(1.0 - b2)),
     );
     let update = B::float_div(
-        B::float_div_scalar(m.clone(), sc(c1)),
-        B::float_add_scalar(
-            B::float_sqrt(B::float_div_scalar(v.clone(), sc(c2))),
-            sc(eps),
-        ),
+        B::float_div(m.clone(), c1),
+        B::float_add_scalar(B::float_sqrt(B::float_div(v.clone(), c2)), sc(eps)),
     );
     let w = B::float_sub(
         w.clone(),
@@ -318,9 +326,20 @@ pub fn adamw_reference<B: Backend>(
         B::float_mul_scalar(a, sc(d)),
         B::float_mul_scalar(w.clone(), sc(1.0 - d)),
     );
-    let n = w.shape()[0];
+    let bool_dtype = burn::backend::DeviceOps::defaults(&w0.device()).bool_dtype;
+    let skip = B::float_equal_elem(taken, sc(0.0), bool_dtype);
+    let keep =
+        |old: FloatTensor<B>, new: FloatTensor<B>| B::float_mask_where(new, skip.clone(), old);
     let row = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, n]));
-    B::float_cat(vec![row(w), row(m), row(v), row(a)], 0)
+    B::float_cat(
+        vec![
+            row(keep(w0, w)),
+            row(keep(m0, m)),
+            row(keep(v0, v)),
+            row(keep(a0, a)),
+        ],
+        0,
+    )
 }
 
 #[cfg(feature = "fusion")]

@@ -543,16 +543,22 @@ fn conv_composed_reference_matches_the_textbook_on_the_cpu() {
     conv_gradients_match(&cpu(), "composed reference");
 }
 
-/// AdamW + EMA written out per element in f64 (the kernel's formulas).
+/// AdamW + EMA written out per element in f64 (the kernel's formulas; `s` = clip scale, taken,
+/// c₁, c₂; `h` = β₁, β₂, ε, wd, lr, EMA decay).
 fn textbook_adamw(
     w: &[f32],
     g: &[f32],
     m: &[f32],
     v: &[f32],
     a: &[f32],
-    h: [f32; 9],
+    s: [f32; 4],
+    h: [f32; 6],
 ) -> Vec<Vec<f32>> {
-    let [scale, b1, b2, c1, c2, eps, wd, lr, d] = h.map(|x| x as f64);
+    let [scale, taken, c1, c2] = s.map(|x| x as f64);
+    let [b1, b2, eps, wd, lr, d] = h.map(|x| x as f64);
+    if taken == 0.0 {
+        return [w, m, v, a].map(|x| x.to_vec()).to_vec();
+    }
     let mut out = vec![Vec::new(); 4];
     for i in 0..w.len() {
         let gi = g[i] as f64 * scale;
@@ -568,8 +574,14 @@ fn textbook_adamw(
 }
 
 fn adamw_matches(device: &Device, what: &str) {
-    // Lengths below, at and past a workgroup, and a parameter the size of an MLP layer.
-    for (k, n) in [1usize, 63, 64, 1000, 65_537].into_iter().enumerate() {
+    // Lengths below, at and past a workgroup, and a parameter the size of an MLP layer; a taken
+    // step, and one not taken whose gradient is not finite (everything must come back as it was,
+    // bit for bit: no NaN leaks through).
+    let cases = [1usize, 63, 64, 1000, 65_537]
+        .into_iter()
+        .map(|n| (n, true))
+        .chain([(1000, false), (65_537, false)]);
+    for (k, (n, taken)) in cases.enumerate() {
         let seed = 500 + 10 * k as u64;
         let r = |s: u64, f: f32| {
             values(random([n], seed + s))
@@ -577,34 +589,39 @@ fn adamw_matches(device: &Device, what: &str) {
                 .map(|x| x * f)
                 .collect::<Vec<f32>>()
         };
-        let (w, g, m) = (r(0, 0.1), r(1, 3.0), r(2, 0.1));
+        let (w, mut g, m) = (r(0, 0.1), r(1, 3.0), r(2, 0.1));
         let v: Vec<f32> = r(3, 0.1).iter().map(|x| x * x).collect();
         let a = r(4, 0.1);
-        let h = [
-            0.37,
-            0.9,
-            0.99,
-            1.0 - 0.9f32.powi(7),
-            1.0 - 0.99f32.powi(7),
-            1e-8,
-            0.01,
-            5e-3,
-            0.999,
-        ];
-        let t = |x: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), device);
-        let (w2, m2, v2, a2) = flick_shaders::adamw(t(&w), t(&g), t(&m), t(&v), t(&a), h);
-        let expect = textbook_adamw(&w, &g, &m, &v, &a, h);
+        let s = if taken {
+            [0.37, 1.0, 1.0 - 0.9f32.powi(7), 1.0 - 0.99f32.powi(7)]
+        } else {
+            g[n / 2] = f32::NAN;
+            [f32::NAN, 0.0, 0.0, 0.0]
+        };
+        let h = [0.9, 0.99, 1e-8, 0.01, 5e-3, 0.999];
+        let t = |x: &[f32]| Tensor::<1>::from_data(TensorData::new(x.to_vec(), [x.len()]), device);
+        let (w2, m2, v2, a2) =
+            flick_shaders::adamw([t(&w), t(&g), t(&m), t(&v), t(&a), t(&s)], h, false);
+        let expect = textbook_adamw(&w, &g, &m, &v, &a, s, h);
         for (name, got, want) in [
             ("weights", w2, &expect[0]),
             ("first moment", m2, &expect[1]),
             ("second moment", v2, &expect[2]),
             ("average", a2, &expect[3]),
         ] {
-            let diff = rel_diff(&values(got), want);
-            assert!(
-                diff < 1e-6,
-                "{what}: AdamW {name}, n = {n}: differs by {diff}"
-            );
+            let got = values(got);
+            if taken {
+                let diff = rel_diff(&got, want);
+                assert!(
+                    diff < 1e-6,
+                    "{what}: AdamW {name}, n = {n}: differs by {diff}"
+                );
+            } else {
+                assert!(
+                    &got == want,
+                    "{what}: AdamW {name}, n = {n}: a step not taken changed it"
+                );
+            }
         }
     }
 }
@@ -615,7 +632,7 @@ fn adamw_kernel_matches_the_textbook() {
         let before = flick_shaders::kernel_launches();
         adamw_matches(&gpu, "wgpu kernel");
         assert!(
-            flick_shaders::kernel_launches() >= before + 5,
+            flick_shaders::kernel_launches() >= before + 7,
             "the AdamW kernel did not run"
         );
     }

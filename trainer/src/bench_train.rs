@@ -36,7 +36,8 @@ pub struct TrainBenchArgs {
     pub devices: Option<Vec<Device>>,
     pub warmup: usize,
     pub steps: usize,
-    /// Run only the parts whose name contains one of these (`training step`, `op:`,
+    /// Run only the parts whose name contains one of these (`training step`, `training loop`
+    /// (measured with the training step; by default on a GPU only), `op:`,
     /// `optimizer`, `one-step generation`); all when empty.
     pub only: Vec<String>,
 }
@@ -129,7 +130,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     let mut rows = Vec::new();
     let ad = device.clone().autodiff();
 
-    for &b in batches.iter().filter(|_| wanted("training step")) {
+    for &b in batches
+        .iter()
+        .filter(|_| wanted("training step") || wanted("training loop"))
+    {
         anyhow::ensure!(b >= 1, "batch sizes must be ≥ 1");
         let placements: Vec<(usize, Replicas)> = match &devices {
             Some(list) => vec![
@@ -178,8 +182,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             let per = |r: usize| 3 * cfg.frames * sizes[r][0] * sizes[r][1];
             let shares = replicas.shares(&ad);
             let mut transfers = Vec::new();
-            let (median, min, loss) = time_steps(&device, warmup, steps, || {
-                let (loss, grads) = crate::optim::data_parallel_grads(
+            // One step as `flick train-teacher` issues it: nothing read back (the loss and the
+            // update's outcome queued in `unread`); `read_mid` reads the loss before the update
+            // is issued, as the training loop did until 2026-12-03.
+            let mut one_step = |unread: &mut crate::optim::Unread<()>, read_mid: bool| {
+                let (loss, grads) = crate::optim::data_parallel_grads_unread(
                     model.as_ref().expect("model"),
                     b,
                     &shares,
@@ -216,16 +223,56 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                     crate::optim::TRANSFER_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64
                         / 1e6,
                 );
-                let (m, e, _) = optim.step_with_ema(
+                if read_mid {
+                    let _: f32 = loss.clone().into_scalar();
+                }
+                let (m, e, update) = optim.update(
                     model.take().expect("model"),
                     Some((ema.take().expect("ema"), 0.999)),
                     &grads,
                     5e-4,
                     1.0,
+                    Some(loss.clone()),
                 );
                 (model, ema) = (Some(m), e);
-                loss
+                unread.push((), loss, update);
+            };
+            let mut unread = crate::optim::Unread::default();
+            // The benchmark's step: issued, then its loss and outcome read (one read-back).
+            let (median, min, loss) = time_steps(&device, warmup, steps, || {
+                one_step(&mut unread, false);
+                unread.read()[0].1
             });
+            // A run of steps: read after each step's backward and after its update (two
+            // read-backs a step, the loop until 2026-12-03), against read once at the end, as
+            // `flick train-teacher` reads between its log lines.
+            // (By default on a GPU only: flex computes each operation as it is issued, so there
+            // is no queue to keep full.)
+            let loops_here = if only.is_empty() {
+                device.identity().is_some()
+            } else {
+                wanted("training loop")
+            };
+            let loops: Vec<(&str, f64)> = if loops_here {
+                [("read twice a step", true), ("read once per run", false)]
+                    .into_iter()
+                    .map(|(name, each)| {
+                        device.sync().expect("device sync");
+                        let t0 = Instant::now();
+                        for _ in 0..steps {
+                            one_step(&mut unread, each);
+                            if each {
+                                unread.read();
+                            }
+                        }
+                        unread.read();
+                        device.sync().expect("device sync");
+                        (name, t0.elapsed().as_secs_f64() * 1e3 / steps as f64)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let row = TrainRow {
                 framework: "flick".into(),
                 device: device_name.clone(),
@@ -257,6 +304,28 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             );
             append(&jsonl, &row)?;
             rows.push(row);
+            for (name, ms) in loops {
+                eprintln!(
+                    "training loop, batch {b}, {w} {unit}, {name}: {ms:.0} ms a step over {steps} steps, {:.1} clips/s",
+                    b as f64 / (ms / 1e3)
+                );
+                let row = TrainRow {
+                    framework: "flick".into(),
+                    device: device_name.clone(),
+                    what: format!("training loop, {name}"),
+                    batch: b,
+                    workers: w,
+                    median_ms: ms,
+                    min_ms: ms,
+                    clips_per_s: b as f64 / (ms / 1e3),
+                    steps,
+                    loss: None,
+                    devices: devices.as_ref().map(|_| w),
+                    transfer_ms: None,
+                };
+                append(&jsonl, &row)?;
+                rows.push(row);
+            }
         }
     }
 
@@ -337,12 +406,13 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         let mut optim = crate::optim::AdamW::new(0.9, 0.99, 1e-8, 0.0);
         optim.unfused = unfused;
         let (median, min, _) = time_steps(&device, warmup, steps, || {
-            let (m, e, _) = optim.step_with_ema(
+            let (m, e, _) = optim.update(
                 model.take().expect("model"),
                 Some((ema.take().expect("ema"), 0.999)),
                 &grads,
                 5e-4,
                 1.0,
+                None,
             );
             (model, ema) = (Some(m), e);
             0.0

@@ -39,7 +39,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::{Replicas, RmsProp, data_parallel_grads, place};
+use crate::optim::{Replicas, RmsProp, data_parallel_grads, gate_of, place};
 use crate::run;
 use crate::train::step_rng;
 
@@ -606,8 +606,15 @@ pub fn train_consistency(
             });
         run::poison(out, step, &mut grads, &mut loss);
         let decay = run::ema_decay(cc.ema_decay, step);
-        let (m, e, stats) =
-            optim.step_with_ema(model, Some((ema, decay)), &grads, lr, cc.grad_clip);
+        let (m, e, update) = optim.update(
+            model,
+            Some((ema, decay)),
+            &grads,
+            lr,
+            cc.grad_clip,
+            gate_of(loss, device),
+        );
+        let stats = update.read();
         (model, ema) = (m, e.expect("the EMA comes back"));
         guard.check(
             step,
@@ -650,7 +657,7 @@ pub fn train_consistency(
                     "flick-consistency-state/1".to_string(),
                 ),
                 ("step".to_string(), step.to_string()),
-                ("adam_t".to_string(), optim.t.to_string()),
+                ("adam_t".to_string(), optim.t().to_string()),
             ]);
             write_safetensors(&state, &tensors, meta)?;
             run::keep_history(out, step, cc.keep_checkpoints)?;

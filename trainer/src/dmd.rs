@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::distill::{
     DistillConfig, entries, load_init, load_teacher, rows, save_generator, write_samples,
 };
-use crate::optim::{AdamW, Placed, Replicas, data_parallel_grads, place};
+use crate::optim::{AdamW, Placed, Replicas, data_parallel_grads, gate_of, place};
 use crate::run;
 use crate::train::step_rng;
 
@@ -399,8 +399,8 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
             ("step".to_string(), step.to_string()),
             ("variant".to_string(), tag.clone()),
             ("times".to_string(), times_tag.clone()),
-            ("opt_g_t".to_string(), opt_g.t.to_string()),
-            ("opt_f_t".to_string(), opt_f.t.to_string()),
+            ("opt_g_t".to_string(), opt_g.t().to_string()),
+            ("opt_f_t".to_string(), opt_f.t().to_string()),
         ]);
         write_safetensors(&state, &tensors, meta)?;
         run::keep_history(out, step, dc.keep_checkpoints)?;
@@ -510,8 +510,15 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 loss
             });
         run::poison(out, step, &mut f_grads, &mut fake_loss);
-        let (f_new, _, f_stats) =
-            opt_f.step_with_ema(fake, None, &f_grads, dc.lr_fake, dc.grad_clip);
+        let (f_new, _, f_update) = opt_f.update(
+            fake,
+            None,
+            &f_grads,
+            dc.lr_fake,
+            dc.grad_clip,
+            gate_of(fake_loss, &device),
+        );
+        let f_stats = f_update.read();
         fake = f_new;
         f_guard.check(
             step,
@@ -607,8 +614,15 @@ pub fn train_dmd(args: DmdArgs<'_>) -> anyhow::Result<Backbone> {
                 });
             run::poison(out, step, &mut g_grads, &mut g_loss);
             let decay = run::ema_decay(dc.ema_decay, step / dc.fake_updates.max(1));
-            let (g_new, e, g_stats) =
-                opt_g.step_with_ema(g, Some((g_ema, decay)), &g_grads, dc.lr_g, dc.grad_clip);
+            let (g_new, e, g_update) = opt_g.update(
+                g,
+                Some((g_ema, decay)),
+                &g_grads,
+                dc.lr_g,
+                dc.grad_clip,
+                gate_of(g_loss, &device),
+            );
+            let g_stats = g_update.read();
             (g, g_ema) = (g_new, e.expect("the EMA comes back"));
             g_guard.check(
                 step,

@@ -11,7 +11,8 @@ use flick_core::checkpoint::NamedTensors;
 use flick_core::params::{grads_by_path, map_params};
 
 /// Global gradient norm and the factor that clips it to `clip` (if > 0); `None` if there are no
-/// gradients or the norm is not finite (the update is skipped).
+/// gradients or the norm is not finite (the update is skipped). Read back to the host (RMSprop's
+/// update, which decides on the host).
 fn clipped_norm(grads: &HashMap<String, Tensor<1>>, clip: f32) -> Option<(f32, f32)> {
     let sq: Vec<Tensor<1>> = grads
         .values()
@@ -89,17 +90,23 @@ fn split_ema<M: Module>(ema: Option<(M, f32)>) -> (Option<M>, f32, HashMap<Strin
 ///
 /// The update is fused with the EMA. On a GPU each parameter's update is one kernel launch
 /// (`flick_shaders::adamw`: clip factor, both moments, the step, weight decay and the EMA in one
-/// pass). On the CPU gradients, weights, moments and the EMA's copy are read into host memory and
-/// updated in one vectorised loop per parameter, parameters in parallel. With `unfused` (or
-/// `--no-fused`) the same formulas run as a dozen tensor operations per parameter — the
-/// reference the fused paths are tested against.
+/// pass), and nothing is read back: the gradient norm, the clip factor, whether the update is
+/// taken and the step count stay on the device ([`AdamW::update`]), so the host issues the next
+/// step's work while the device is still on this one. On the CPU gradients, weights, moments and
+/// the EMA's copy are read into host memory and updated in one vectorised loop per parameter,
+/// parameters in parallel. With `unfused` (or `--no-fused`) the same formulas run as a dozen
+/// tensor operations per parameter — the reference the fused paths are tested against.
 pub struct AdamW {
     pub beta1: f32,
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// Number of updates taken (for bias correction).
-    pub t: u64,
+    /// Number of updates taken (for bias correction), as of the last host update or load; see
+    /// [`Self::t`].
+    t: u64,
+    /// The count on the device, once a device update has run (incremented there by each update
+    /// taken, so that a skipped one is not counted without the host reading anything).
+    t_device: Option<Tensor<1>>,
     m: HashMap<String, Buf>,
     v: HashMap<String, Buf>,
     /// Force the tensor path on the CPU too (for tests and benchmarks of the fused update).
@@ -112,6 +119,101 @@ pub struct StepStats {
     pub grad_norm: f32,
 }
 
+/// What one update saw, still where it was computed: the global gradient norm before clipping
+/// and whether the update was taken (1) or skipped (0), as `[1]` tensors on the gradients'
+/// device. Reading them waits for the device; a training loop reads many steps' at once
+/// ([`Unread`]).
+pub struct Pending {
+    pub grad_norm: Tensor<1>,
+    pub taken: Tensor<1>,
+}
+
+impl Pending {
+    fn known(grad_norm: f32, taken: bool, device: &Device) -> Self {
+        let one = |x: f32| Tensor::from_data(TensorData::new(vec![x], [1]), device);
+        Self {
+            grad_norm: one(grad_norm),
+            taken: one(if taken { 1.0 } else { 0.0 }),
+        }
+    }
+
+    /// Wait for the update and read what it saw: `None` if it was skipped.
+    pub fn read(self) -> Option<StepStats> {
+        let v = read_floats(vec![self.grad_norm, self.taken]);
+        (v[1] != 0.0).then_some(StepStats { grad_norm: v[0] })
+    }
+}
+
+/// A loss already read, as the `gate` of [`AdamW::update`] on `device` (the training's): the
+/// update is not taken unless it is finite.
+pub fn gate_of(loss: f32, device: &Device) -> Option<Tensor<1>> {
+    Some(Tensor::from_data(TensorData::new(vec![loss], [1]), device))
+}
+
+/// `[1]` tensors on one device, read with one read-back.
+fn read_floats(values: Vec<Tensor<1>>) -> Vec<f32> {
+    let values: Vec<Tensor<1>> = values.into_iter().map(Tensor::inner).collect();
+    Tensor::cat(values, 0)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 values")
+}
+
+/// The steps of a training loop whose loss and update outcome have not been read yet: the host
+/// queues steps without waiting for the device, and reads them all, in one read-back, when it
+/// must (to log, to checkpoint, to time) — then replays them in order through the loop's
+/// non-finite [`crate::run::Guard`].
+pub struct Unread<T> {
+    steps: Vec<(T, Tensor<1>, Pending)>,
+}
+
+impl<T> Default for Unread<T> {
+    fn default() -> Self {
+        Self { steps: Vec::new() }
+    }
+}
+
+impl<T> Unread<T> {
+    /// Queue a step: its tag (e.g. the step number), its loss (`[1]`) and its update.
+    pub fn push(&mut self, tag: T, loss: Tensor<1>, update: Pending) {
+        self.steps.push((tag, loss, update));
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Read every queued step (waiting for the device once): `(tag, loss, stats)` in order,
+    /// `stats` `None` for a skipped update.
+    pub fn read(&mut self) -> Vec<(T, f32, Option<StepStats>)> {
+        if self.steps.is_empty() {
+            return Vec::new();
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let mut values = Vec::with_capacity(3 * steps.len());
+        let mut tags = Vec::with_capacity(steps.len());
+        for (tag, loss, p) in steps {
+            tags.push(tag);
+            values.extend([loss, p.grad_norm, p.taken]);
+        }
+        let v = read_floats(values);
+        tags.into_iter()
+            .zip(v.chunks(3))
+            .map(|(tag, x)| {
+                (
+                    tag,
+                    x[0],
+                    (x[2] != 0.0).then_some(StepStats { grad_norm: x[1] }),
+                )
+            })
+            .collect()
+    }
+}
+
 impl AdamW {
     pub fn new(beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Self {
         Self {
@@ -120,6 +222,7 @@ impl AdamW {
             eps,
             weight_decay,
             t: 0,
+            t_device: None,
             m: HashMap::new(),
             v: HashMap::new(),
             unfused: false,
@@ -148,117 +251,143 @@ impl AdamW {
         lr: f32,
         clip: f32,
     ) -> (M, Option<StepStats>) {
-        let (model, _, stats) = self.step_with_ema(model, None, grads, lr, clip);
-        (model, stats)
+        let (model, _, update) = self.update(model, None, grads, lr, clip, None);
+        (model, update.read())
+    }
+
+    /// Number of updates taken so far (read from the device after device updates).
+    pub fn t(&self) -> u64 {
+        match &self.t_device {
+            Some(t) => t.clone().into_scalar::<f32>().round() as u64,
+            None => self.t,
+        }
     }
 
     /// One update and, if it was taken, the EMA `ema ← decay·ema + (1 − decay)·p` of the updated
-    /// weights (`ema`: the average model and its decay). A skipped update (non-finite gradient
-    /// norm) leaves both unchanged.
-    pub fn step_with_ema<M: Module>(
+    /// weights (`ema`: the average model and its decay), without waiting for the device: the
+    /// update is skipped — weights, moments, EMA and step count left as they were — where the
+    /// gradient norm, or `gate` (e.g. the loss) if given, is not finite, decided where the update
+    /// runs. Returns what it saw, still unread ([`Pending::read`] waits for it; not taken without
+    /// any gradient: nothing to update).
+    pub fn update<M: Module>(
         &mut self,
         model: M,
         ema: Option<(M, f32)>,
         grads: &HashMap<String, Tensor<1>>,
         lr: f32,
         clip: f32,
-    ) -> (M, Option<M>, Option<StepStats>) {
-        let on_cpu = grads
-            .values()
-            .next()
-            .is_some_and(|g| g.device().identity().is_none());
-        if on_cpu && !self.unfused {
-            return self.step_host(model, ema, grads, lr, clip);
-        }
-        let Some((norm, scale)) = clipped_norm(grads, clip) else {
-            return (model, ema.map(|(e, _)| e), None);
+        gate: Option<Tensor<1>>,
+    ) -> (M, Option<M>, Pending) {
+        let Some(device) = grads.values().next().map(|g| g.device()) else {
+            // Nothing to update.
+            let device = model
+                .devices()
+                .first()
+                .cloned()
+                .unwrap_or_else(Device::flex);
+            return (
+                model,
+                ema.map(|(e, _)| e),
+                Pending::known(f32::NAN, false, &device),
+            );
         };
-        self.t += 1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
-        let kernel = grads
-            .values()
-            .next()
-            .is_some_and(|g| flick_core::shaders::fused_on(&g.device()));
-        if kernel && !self.unfused {
-            return self.step_kernel(model, ema, grads, lr, scale, norm);
+        if device.identity().is_none() && !self.unfused {
+            let gate = gate.map(|g| g.inner().into_scalar::<f32>());
+            let (model, ema, stats) = self.step_host(model, ema, grads, lr, clip, gate);
+            let pending = match stats {
+                Some(s) => Pending::known(s.grad_norm, true, &device),
+                None => Pending::known(f32::NAN, false, &device),
+            };
+            return (model, ema, pending);
         }
-        let model = map_params(model, |path, _, p, _| {
-            let g = grads.get(path)?.clone() * scale;
-            let device = g.device();
-            let m = match self.m.remove(path) {
-                Some(m) => m.into_tensor(&device) * b1 + g.clone() * (1.0 - b1),
-                None => g.clone() * (1.0 - b1),
-            };
-            let v = match self.v.remove(path) {
-                Some(v) => v.into_tensor(&device) * b2 + g.clone().powi_scalar(2) * (1.0 - b2),
-                None => g.powi_scalar(2) * (1.0 - b2),
-            };
-            let update = (m.clone() / c1) / ((v.clone() / c2).sqrt() + self.eps);
-            let p = p.clone() - (update + p * self.weight_decay) * lr;
-            self.m.insert(path.to_string(), Buf::Device(m));
-            self.v.insert(path.to_string(), Buf::Device(v));
-            Some(p)
-        });
-        let ema = ema.map(|(e, decay)| flick_core::params::ema_update(e, &model, decay));
-        (model, ema, Some(StepStats { grad_norm: norm }))
+        self.step_device(model, ema, grads, lr, clip, gate, &device)
     }
 
-    /// The GPU's fused update: one kernel launch per parameter (`flick_shaders::adamw`: AdamW and
-    /// the EMA in one pass) instead of a dozen tensor operations.
-    fn step_kernel<M: Module>(
+    /// The update on a device, nothing read back: the norm, the clip factor, whether the step is
+    /// taken and the bias corrections computed there into `s = [scale, taken, c₁, c₂]`, then one
+    /// `flick_shaders::adamw` per parameter (one kernel launch on a GPU; burn's operations with
+    /// `unfused` or off a GPU).
+    #[allow(clippy::too_many_arguments)]
+    fn step_device<M: Module>(
         &mut self,
         model: M,
         ema: Option<(M, f32)>,
         grads: &HashMap<String, Tensor<1>>,
         lr: f32,
-        scale: f32,
-        norm: f32,
-    ) -> (M, Option<M>, Option<StepStats>) {
+        clip: f32,
+        gate: Option<Tensor<1>>,
+        device: &Device,
+    ) -> (M, Option<M>, Pending) {
         let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
+        let floats = |v: Vec<f32>| {
+            let n = v.len();
+            Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+        };
+        let squares: Vec<Tensor<1>> = grads
+            .values()
+            .map(|g| g.clone().powi_scalar(2).sum())
+            .collect();
+        let norm = Tensor::cat(squares, 0).sum().sqrt();
+        // A non-finite gate makes the check non-finite too (x·0 is NaN for x = ±∞ or NaN).
+        let check = match gate {
+            Some(g) => norm.clone() + g.inner().to_device(device) * 0.0,
+            None => norm.clone(),
+        };
+        let taken = check.is_finite().float();
+        let scale = if clip > 0.0 {
+            floats(vec![clip]) / norm.clone().clamp_min(clip)
+        } else {
+            floats(vec![1.0])
+        };
+        let t = self
+            .t_device
+            .take()
+            .unwrap_or_else(|| floats(vec![self.t as f32]))
+            + taken.clone();
+        let c = floats(vec![b1, b2]).powf(t.clone().expand([2])).neg() + 1.0;
+        self.t_device = Some(t);
+        let s = Tensor::cat(vec![scale, taken.clone(), c], 0);
         let (ema, decay, mut averages) = split_ema(ema);
         let mut new_avg: HashMap<String, Tensor<1>> = HashMap::new();
-        let h = [
-            scale,
-            b1,
-            b2,
-            c1,
-            c2,
-            self.eps,
-            self.weight_decay,
-            lr,
-            decay,
-        ];
+        let h = [b1, b2, self.eps, self.weight_decay, lr, decay];
         let model = map_params(model, |path, _, p, _| {
             let Some(g) = grads.get(path) else {
-                // No gradient: the weights stay, the average still moves towards them.
+                // No gradient: the weights stay, the average still moves towards them (if the
+                // step is taken).
                 if let Some(a) = averages.remove(path) {
-                    new_avg.insert(path.to_string(), a * decay + p * (1.0 - decay));
+                    let moved = a.clone() * decay + p * (1.0 - decay);
+                    let n = moved.dims()[0];
+                    let skip = taken.clone().equal_elem(0.0).expand([n]);
+                    new_avg.insert(path.to_string(), moved.mask_where(skip, a));
                 }
                 return None;
             };
-            let device = p.device();
-            let zeros = || Tensor::<1>::zeros(p.dims(), &device);
+            let zeros = || Tensor::<1>::zeros(p.dims(), device);
             let m = self
                 .m
                 .remove(path)
-                .map_or_else(zeros, |b| b.into_tensor(&device));
+                .map_or_else(zeros, |b| b.into_tensor(device));
             let v = self
                 .v
                 .remove(path)
-                .map_or_else(zeros, |b| b.into_tensor(&device));
+                .map_or_else(zeros, |b| b.into_tensor(device));
             let a = averages.remove(path).unwrap_or_else(|| p.clone());
-            let (w, m, v, a) = flick_core::shaders::adamw(p, g.clone(), m, v, a, h);
+            let (w, m, v, a) =
+                flick_core::shaders::adamw([p, g.clone(), m, v, a, s.clone()], h, self.unfused);
             self.m.insert(path.to_string(), Buf::Device(m));
             self.v.insert(path.to_string(), Buf::Device(v));
             new_avg.insert(path.to_string(), a);
             Some(w)
         });
         let ema = ema.map(|e| map_params(e, |path, _, _, _| new_avg.remove(path)));
-        (model, ema, Some(StepStats { grad_norm: norm }))
+        (
+            model,
+            ema,
+            Pending {
+                grad_norm: norm,
+                taken,
+            },
+        )
     }
 
     /// The fused CPU update (see the type's docs): parameters in parallel over the cores, each
@@ -270,8 +399,13 @@ impl AdamW {
         grads: &HashMap<String, Tensor<1>>,
         lr: f32,
         clip: f32,
+        gate: Option<f32>,
     ) -> (M, Option<M>, Option<StepStats>) {
         use rayon::prelude::*;
+        if self.t_device.is_some() {
+            self.t = self.t();
+            self.t_device = None;
+        }
         let host: HashMap<&str, Vec<f32>> = grads
             .par_iter()
             .map(|(k, g)| (k.as_str(), host_vec(g.clone())))
@@ -281,7 +415,7 @@ impl AdamW {
             .map(|(_, g)| flick_core::shaders::update::sum_squares(g))
             .sum::<f64>()
             .sqrt() as f32;
-        if host.is_empty() || !norm.is_finite() {
+        if host.is_empty() || !norm.is_finite() || gate.is_some_and(|g| !g.is_finite()) {
             return (model, ema.map(|(e, _)| e), None);
         }
         let scale = if clip > 0.0 && norm > clip {
@@ -408,6 +542,7 @@ impl AdamW {
     /// Restore moments saved by [`Self::state_tensors`].
     pub fn load_state(&mut self, tensors: &NamedTensors, t: u64, device: &Device) {
         self.t = t;
+        self.t_device = None;
         for (name, (_, data)) in tensors {
             let (map, path) = if let Some(p) = name.strip_prefix("adam_m.") {
                 (&mut self.m, p)
@@ -668,6 +803,14 @@ pub fn reduce_grads(parts: Vec<HashMap<String, Tensor<1>>>) -> HashMap<String, T
     total
 }
 
+/// Time from the start of the last [`data_parallel_grads`] call until its (last) worker's loss
+/// value was read, i.e. the forward pass including the device's work; for step profiles.
+pub static FORWARD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Read the loss before the backward pass and record [`FORWARD_NANOS`] (profiled steps only: it
+/// makes the host wait for the forward pass before issuing the backward).
+pub static MEASURE_FORWARD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Loss and gradients (by parameter path) of one batch of `batch` items split over the replicas'
 /// `shares` (see [`Replicas::shares`]), one thread each. `loss_of(local, lo, hi, device)` returns
 /// the mean loss of items `lo..hi` computed with `local` on `device` (every input it makes goes
@@ -678,22 +821,27 @@ pub fn reduce_grads(parts: Vec<HashMap<String, Tensor<1>>>) -> HashMap<String, T
 /// share it runs on the calling thread.
 ///
 /// The loss value is read back after the backward pass has been issued, so a GPU runs the forward
-/// and backward passes without the host waiting in between (one read-back per step, at the end).
-/// While [`MEASURE_FORWARD`] is set (a profiled step) it is read before, to time the forward pass.
-/// Time from the start of the last [`data_parallel_grads`] call until its (last) worker's loss
-/// value was read, i.e. the forward pass including the device's work; for step profiles.
-pub static FORWARD_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// Read the loss before the backward pass and record [`FORWARD_NANOS`] (profiled steps only: it
-/// makes the host wait for the forward pass before issuing the backward).
-pub static MEASURE_FORWARD: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
+/// and backward passes without the host waiting in between ([`data_parallel_grads_unread`] does
+/// not read it at all). While [`MEASURE_FORWARD`] is set (a profiled step) it is read before the
+/// backward pass, to time the forward pass.
 pub fn data_parallel_grads<M: Module + Sync>(
     model: &M,
     batch: usize,
     shares: &[Device],
     loss_of: impl Fn(&M, usize, usize, &Device) -> Tensor<1> + Sync,
 ) -> (f32, HashMap<String, Tensor<1>>) {
+    let (loss, grads) = data_parallel_grads_unread(model, batch, shares, loss_of);
+    (loss.into_scalar(), grads)
+}
+
+/// [`data_parallel_grads`] with the loss not read: a `[1]` tensor (without autodiff) on the
+/// model's device, so that a GPU step need not wait for its device before its update is issued.
+pub fn data_parallel_grads_unread<M: Module + Sync>(
+    model: &M,
+    batch: usize,
+    shares: &[Device],
+    loss_of: impl Fn(&M, usize, usize, &Device) -> Tensor<1> + Sync,
+) -> (Tensor<1>, HashMap<String, Tensor<1>>) {
     let n = shares.len().clamp(1, batch.max(1));
     let bounds: Vec<(usize, usize, &Device)> = (0..n)
         .map(|w| (w * batch / n, (w + 1) * batch / n, &shares[w]))
@@ -709,22 +857,18 @@ pub fn data_parallel_grads<M: Module + Sync>(
         };
         let local = flick_core::params::map_params(here, |_, _, p, _| Some(p));
         let loss = loss_of(&local, lo, hi, device) * ((hi - lo) as f32 / batch as f32);
-        let early = MEASURE_FORWARD
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| {
-                let v: f32 = loss.clone().into_scalar();
-                FORWARD_NANOS.store(
-                    started.elapsed().as_nanos() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                v
-            });
+        if MEASURE_FORWARD.load(std::sync::atomic::Ordering::Relaxed) {
+            let _: f32 = loss.clone().into_scalar();
+            FORWARD_NANOS.store(
+                started.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let grads = loss.backward();
         let grads = grads_by_path(&local, &grads);
-        let value = early.unwrap_or_else(|| loss.into_scalar());
-        (value, grads)
+        (loss.inner(), grads)
     };
-    let parts: Vec<(f32, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
+    let parts: Vec<(Tensor<1>, HashMap<String, Tensor<1>>)> = if bounds.len() == 1 {
         vec![one(bounds[0])]
     } else {
         std::thread::scope(|scope| {
@@ -738,8 +882,22 @@ pub fn data_parallel_grads<M: Module + Sync>(
                 .collect()
         })
     };
-    let loss = parts.iter().map(|p| p.0).sum();
-    (loss, reduce_grads(parts.into_iter().map(|p| p.1).collect()))
+    let (losses, grads): (Vec<Tensor<1>>, Vec<_>) = parts.into_iter().unzip();
+    let grads = reduce_grads(grads);
+    // The shares' losses summed in share order on the first share's device.
+    let main = losses[0].device();
+    let loss = losses
+        .into_iter()
+        .map(|l| {
+            if l.device() == main {
+                l
+            } else {
+                l.to_device(&main)
+            }
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one share");
+    (loss, grads)
 }
 
 #[cfg(test)]
@@ -780,7 +938,8 @@ mod tests {
     }
 
     /// Ten AdamW + EMA steps on `plain` (and its autodiff twin) with the fused update and with
-    /// tensor operations: weights, EMA and moments agree to 1e-6.
+    /// tensor operations, two of them skipped (a NaN gradient, an infinite loss): weights, EMA
+    /// and moments agree to 1e-6, and both counted eight updates.
     fn fused_update_equals_the_tensor_update(plain: Device) {
         let ad = plain.clone().autodiff();
         let cfg = flick_core::model::ModelConfig::from_value(serde_json::json!({
@@ -821,8 +980,22 @@ mod tests {
                         )
                     })
                     .collect();
-                let (m2, e2, stats) = opt.step_with_ema(m, Some((e, 0.9)), &grads, 1e-2, 1.0);
-                assert!(stats.is_some());
+                let mut grads = grads;
+                // Step 5's gradient is not finite, step 7's loss (the gate) is not: both are
+                // skipped, decided where the update runs, nothing changed by them.
+                if step == 5 {
+                    let g = grads.values_mut().next().unwrap();
+                    *g = g.clone() * f32::NAN;
+                }
+                let gate = |x: f32| Tensor::<1>::from_data(TensorData::new(vec![x], [1]), &plain);
+                let gate = match step {
+                    7 => Some(gate(f32::INFINITY)),
+                    3 => Some(gate(0.5)),
+                    _ => None,
+                };
+                let (m2, e2, update) = opt.update(m, Some((e, 0.9)), &grads, 1e-2, 1.0, gate);
+                let stats = update.read();
+                assert_eq!(stats.is_some(), step != 5 && step != 7, "step {step}");
                 (m, e) = (m2, e2.unwrap());
             }
             if !unfused {
@@ -830,18 +1003,29 @@ mod tests {
             }
             let mut state = NamedTensors::new();
             opt.state_tensors(&mut state);
-            runs.push((values(&m), values(&e), state, opt.t));
+            runs.push((values(&m), values(&e), state, opt.t()));
         }
         let (fused, reference) = (&runs[0], &runs[1]);
         if plain.identity().is_some() {
             assert!(launches > 0, "the AdamW kernel did not run");
         }
         assert_ne!(values(&model), fused.0, "the update did nothing");
+        for run in [fused, reference] {
+            assert!(
+                run.0
+                    .values()
+                    .chain(run.1.values())
+                    .flatten()
+                    .all(|x| x.is_finite()),
+                "a skipped update let a NaN through"
+            );
+        }
         let dw = max_diff(&fused.0, &reference.0);
         let de = max_diff(&fused.1, &reference.1);
         assert!(dw <= 1e-6, "weights differ by {dw}");
         assert!(de <= 1e-6, "EMA differs by {de}");
         assert_eq!(fused.3, reference.3);
+        assert_eq!(fused.3, 8, "two of the ten updates were skipped");
         assert_eq!(fused.2.len(), reference.2.len());
         for (k, (_, a)) in &fused.2 {
             let b = &reference.2[k].1;
@@ -870,8 +1054,9 @@ mod tests {
         });
         let mut opt = AdamW::new(0.9, 0.99, 1e-8, 0.0);
         let copy = lin.clone();
-        let (lin, ema, stats) = opt.step_with_ema(lin, Some((copy, 0.9)), &grads, 1e-2, 1.0);
-        assert!(stats.is_none() && opt.t == 0);
+        let (lin, ema, update) = opt.update(lin, Some((copy, 0.9)), &grads, 1e-2, 1.0, None);
+        let stats = update.read();
+        assert!(stats.is_none() && opt.t() == 0);
         assert_eq!(values(&lin), before);
         assert!(ema.is_some());
     }

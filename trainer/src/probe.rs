@@ -292,7 +292,7 @@ fn save(
     meta.insert("format".into(), "flick-probe-state/1".into());
     meta.insert("config".into(), serde_json::to_string(&cfg.probe)?);
     meta.insert("step".into(), step.to_string());
-    meta.insert("adam_t".into(), optim.t.to_string());
+    meta.insert("adam_t".into(), optim.t().to_string());
     write_safetensors(&state_path(out), &tensors, meta)?;
     run::keep_history(out, step, cfg.train.keep_checkpoints)?;
     let mut extra = BTreeMap::from([("step".to_string(), step.to_string())]);

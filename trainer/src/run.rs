@@ -417,15 +417,21 @@ fn injected(out: &Path, step: u64) -> bool {
 }
 
 /// Apply the testing hook (see [`inject_nonfinite`]) to the gradients and loss of the update at
-/// `step` of the run in `out`: one gradient becomes NaN, and so does the loss.
-pub fn poison(out: &Path, step: u64, grads: &mut HashMap<String, Tensor<1>>, loss: &mut f32) {
+/// `step` of the run in `out`: one gradient becomes NaN, and so does the loss (a value, or a
+/// tensor not read yet).
+pub fn poison<L: Clone + std::ops::Mul<f32, Output = L>>(
+    out: &Path,
+    step: u64,
+    grads: &mut HashMap<String, Tensor<1>>,
+    loss: &mut L,
+) {
     if !injected(out, step) {
         return;
     }
     if let Some(g) = grads.values_mut().next() {
         *g = g.clone() * f32::NAN;
     }
-    *loss = f32::NAN;
+    *loss = loss.clone() * f32::NAN;
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::config::TeacherConfig;
-use crate::optim::{AdamW, Replicas, data_parallel_grads};
+use crate::optim::{AdamW, Replicas, data_parallel_grads_unread};
 use crate::run;
 
 /// Options of one training invocation.
@@ -235,6 +235,8 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
     );
     let mut saved_step = step;
     let (mut last_full_loss, mut last_short_loss) = (f32::NAN, None::<f32>);
+    let (mut loss_value, mut grad_norm) = (f32::NAN, f32::NAN);
+    let mut unread = crate::optim::Unread::<(u64, bool)>::default();
     let mut budget_window: Option<Instant> = None;
 
     // Batches are made ahead, on other threads, while the current step computes (a GPU step is
@@ -278,9 +280,9 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
         let lr = learning_rate(&cfg.train, step);
         let short = shape[2] < mc.frames;
         crate::optim::MEASURE_FORWARD.store(prof.is_some(), std::sync::atomic::Ordering::Relaxed);
-        let (mut loss_value, mut grads) =
+        let (mut loss, mut grads) =
             parallel_grads(&model, &x0, shape, &eps, &times, &prompts, &shares);
-        run::poison(&out, step, &mut grads, &mut loss_value);
+        run::poison(&out, step, &mut grads, &mut loss);
         if let Some(p) = prof.as_mut() {
             p.split(
                 "forward (to the loss value)",
@@ -290,34 +292,58 @@ pub fn train_teacher(args: TrainArgs) -> anyhow::Result<Backbone> {
             );
             p.lap("backward", true);
         }
-        if short {
-            last_short_loss = Some(loss_value);
-        } else {
-            last_full_loss = loss_value;
+        // AdamW and the EMA in one update (fused into one pass). EMA warm-up (as in
+        // timm/diffusers): early on the average must not cling to the random initialisation.
+        // Nothing is read back here: on a GPU the update is skipped on the device if the loss or
+        // the gradient norm is not finite, and the step's loss and outcome are read with those of
+        // the steps around it (below), while the device works on.
+        let decay = run::ema_decay(cfg.train.ema_decay, step - ema_from);
+        let (m, e, update) = optim.update(
+            model,
+            Some((ema, decay)),
+            &grads,
+            lr,
+            cfg.train.grad_clip,
+            Some(loss.clone()),
+        );
+        drop(grads);
+        model = m;
+        ema = e.expect("the EMA comes back");
+        if let Some(p) = prof.as_mut() {
+            p.lap("optimizer + EMA", true);
         }
-        let mut grad_norm = f32::NAN;
-        let updated = if loss_value.is_finite() {
-            // AdamW and the EMA in one update (fused into one pass on the CPU). EMA warm-up (as
-            // in timm/diffusers): early on the average must not cling to the random
-            // initialisation.
-            let decay = run::ema_decay(cfg.train.ema_decay, step - ema_from);
-            let (m, e, stats) =
-                optim.step_with_ema(model, Some((ema, decay)), &grads, lr, cfg.train.grad_clip);
-            model = m;
-            ema = e.expect("the EMA comes back");
-            if let Some(p) = prof.as_mut() {
-                p.lap("optimizer + EMA", true);
-            }
-            stats.map(|s| grad_norm = s.grad_norm).is_some()
-        } else {
-            false
-        };
-        guard.check(step, updated, loss_value, &progress, &out, saved_step)?;
-        skipped = guard.skipped;
+        unread.push((step, short), loss, update);
+        let profiled = prof.is_some();
         if let Some(p) = prof.take() {
             progress.say(&p.report(step, shape[0]));
         }
         step += 1;
+        // Read the queued steps where something needs them (a log line, a checkpoint, the
+        // budget's timing, a profile), and at least every MAX_UNREAD_STEPS steps, so that the
+        // non-finite guard sees every step before anything is written.
+        let timing = time_budget.is_some()
+            && (step == first + BUDGET_SKIP_STEPS
+                || step == first + BUDGET_SKIP_STEPS + BUDGET_MEASURE_STEPS);
+        if step.is_multiple_of(cfg.train.log_every)
+            || step.is_multiple_of(cfg.train.checkpoint_every)
+            || (cfg.train.sample_every > 0 && step.is_multiple_of(cfg.train.sample_every))
+            || step == last
+            || timing
+            || profiled
+            || unread.len() >= MAX_UNREAD_STEPS
+        {
+            for ((at, short), value, stats) in unread.read() {
+                if short {
+                    last_short_loss = Some(value);
+                } else {
+                    last_full_loss = value;
+                }
+                loss_value = value;
+                grad_norm = stats.as_ref().map_or(f32::NAN, |s| s.grad_norm);
+                guard.check(at, stats.is_some(), value, &progress, &out, saved_step)?;
+            }
+            skipped = guard.skipped;
+        }
         progress.advance(step, shape[0]);
 
         if let Some(budget) = time_budget {
@@ -580,8 +606,9 @@ fn warm_start(
     }
 }
 
-/// Mean-squared flow-matching loss of one batch and its gradients by parameter path, the batch
-/// split over the replicas' `shares` (see [`data_parallel_grads`]).
+/// Mean-squared flow-matching loss of one batch (not read: a `[1]` tensor) and its gradients by
+/// parameter path, the batch split over the replicas' `shares` (see
+/// [`crate::optim::data_parallel_grads`]).
 #[allow(clippy::too_many_arguments)]
 fn parallel_grads(
     model: &Backbone,
@@ -591,10 +618,10 @@ fn parallel_grads(
     times: &[f32],
     prompts: &[String],
     shares: &[Device],
-) -> (f32, HashMap<String, Tensor<1>>) {
+) -> (Tensor<1>, HashMap<String, Tensor<1>>) {
     let per_clip = x0.len() / shape[0];
     let b = shape[0];
-    data_parallel_grads(model, b, shares, |local, lo, hi, ad| {
+    data_parallel_grads_unread(model, b, shares, |local, lo, hi, ad| {
         let n = hi - lo;
         let sh = [n, shape[1], shape[2], shape[3], shape[4]];
         let x0 = Tensor::<5>::from_data(
@@ -617,6 +644,9 @@ fn parallel_grads(
         local.flow_loss(x0, eps, t, &text)
     })
 }
+
+/// The most training steps queued on the device before their losses and outcomes are read.
+const MAX_UNREAD_STEPS: usize = 32;
 
 /// Steps a `--time-budget` run skips before it times its steps (compilation, autotuning), and the
 /// steps it times.
@@ -678,7 +708,7 @@ fn save_state(
     meta.insert("format".into(), "flick-train-state/1".into());
     meta.insert("config".into(), serde_json::to_string(&cfg.model)?);
     meta.insert("step".into(), step.to_string());
-    meta.insert("adam_t".into(), optim.t.to_string());
+    meta.insert("adam_t".into(), optim.t().to_string());
     meta.insert("skipped_steps".into(), skipped.to_string());
     meta.insert("ema_from_step".into(), ema_from.to_string());
     write_safetensors(&state_path(out), &tensors, meta)?;
