@@ -23,7 +23,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sed "s/^batch_size = .*/batch_size = $batch/" "$root/configs/teacher-small.stage10.gpu.toml" > "$work/b.toml"
-train=("$flick" train-teacher --config "$work/b.toml" --backend wgpu --workers 1 --init-from "$root/models/teacher-small-s9.safetensors")
+train=("$flick" train-teacher --config "$work/b.toml" --backend wgpu --workers 1 --init-from "$root/models/teacher-small.safetensors")
 echo "profile-gpu: warm-up run (autotune), batch $batch"
 "${train[@]}" --out "$work/warm" --steps "${WARM_STEPS:-2}" > "$out/warm.log" 2>&1
 mkdir -p "$work/p" "$work/g"
