@@ -6,7 +6,8 @@
 #
 # CPU (default): `flick bench --train --backend cpu` (burn's flex backend; 1 and 2 data-parallel
 # workers on the machine's cores) against PyTorch eager with as many threads as cores.
-# --gpu: Flick on wgpu (Vulkan) against PyTorch CUDA eager and torch.compile.
+# --gpu: Flick on wgpu (Vulkan), with and without burn's kernel fusion, against PyTorch CUDA
+# eager and torch.compile.
 # Needs the build (scripts/build.sh) and PyTorch (scripts/setup.sh test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,9 @@ batches="${FLICK_BENCH_BATCHES:-16,64}"
 steps="${FLICK_BENCH_STEPS:-5}"
 if [ $gpu = 1 ]; then
   "$flick" bench --train --backend wgpu --out "$out" --train-batches "$batches" --train-workers 1 --train-steps "$steps"
+  # burn's kernel fusion off (each queued operation its own kernel), for the with/without rows
+  BURN_FUSION_MAX_EXPLORATIONS=0 "$flick" bench --train --backend wgpu --out "$out" --train-batches "$batches" \
+    --train-workers 1 --train-steps "$steps" --only "training step,optimizer"
   "$py" scripts/torch_twin/bench.py --device cuda --teacher models/teacher-small.safetensors \
     --generator models/generator-small.safetensors --out "$out" --batches "$batches" --steps "$steps" --compile
 else

@@ -7,7 +7,9 @@
 //! - [`conv3d`]: the model's pixel-resolution convolutions (`KT×3×3`, stride 1, size-keeping
 //!   padding), forward, input and weight gradients — chosen by profiling a training step on an
 //!   H200 (after Flick's own attention, burn's direct convolutions were the next largest share
-//!   of device time that one kernel could take: 13 %; matmuls were 16 %, cubecl's own).
+//!   of device time that one kernel could take: 13 %; matmuls were 16 %, cubecl's own). On the
+//!   CPU the same operation runs as im2col and matrix products ([`conv_cpu`]): burn's CPU
+//!   gradients of it were the slowest operation of a training step against PyTorch.
 //! - [`clip_pixels`]: clips → packed 8-bit pixels for display (clamp, scale, round, channel
 //!   axis last), a third of the read-back.
 //!
@@ -16,10 +18,13 @@
 //! trait [`ops::FusedOps`] carries the plain composition of burn operations as the
 //! implementation for every other backend and as the kernels' reference. On the CPU (`flex`),
 //! and with [`set_fused`]`(false)` (the CLI's `--no-fused`), the wrappers below use burn's own
-//! operations instead, exactly as the model did before the kernels existed.
+//! operations instead, exactly as the model did before the kernels existed — except the
+//! convolution, which has a CPU implementation of its own ([`conv_cpu`]).
 
 #[cfg(feature = "autodiff")]
 mod autodiff;
+#[cfg(feature = "flex")]
+pub mod conv_cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
 pub mod ops;
@@ -143,11 +148,12 @@ pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
 /// 3-D convolution of `x [B, Ci, T, H, W]` with `weight [Co, Ci, KT, KH, KW]` (odd sizes) and
 /// `bias [Co]`, stride 1, zero padding `(KT/2, KH/2, KW/2)` so the output keeps the input's
 /// size: `[B, Co, T, H, W]`. On a GPU the `KT×3×3` kernels (`KT` in [`CONV_KT`]) run it, forward
-/// and backward; otherwise burn's `conv3d`.
+/// and backward; on the CPU im2col and matrix products ([`conv_cpu`]); with [`set_fused`]`(false)`
+/// burn's `conv3d`.
 pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     let [co, _, kt, kh, kw] = weight.dims();
     let device = x.device();
-    if !fused_on(&device) {
+    if !fused() {
         let options =
             burn::tensor::ops::ConvOptions::new([1, 1, 1], [kt / 2, kh / 2, kw / 2], [1, 1, 1], 1);
         return burn::tensor::module::conv3d(x, weight, bias, options);

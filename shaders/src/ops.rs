@@ -577,6 +577,108 @@ pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
     matches!(dtype, burn::backend::DType::F32)
 }
 
-/// burn's CPU backend: the composed reference (the default bodies).
+/// burn's CPU backend: the composed reference (the default bodies), except the convolution,
+/// which runs as im2col and matrix products over the tensors' memory ([`crate::conv_cpu`]) where
+/// it is f32 and the kernel odd.
 #[cfg(feature = "flex")]
-impl FusedOps for burn::backend::Flex {}
+impl FusedOps for burn::backend::Flex {
+    fn fused_conv3d_fwd(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let Some(s) = flex_conv::shape(&x, &w, Some(&bias)) else {
+            return conv3d_fwd_reference::<Self>(x, w, bias);
+        };
+        let (x, w, bias) = (
+            flex_conv::f32s(&x),
+            flex_conv::f32s(&w),
+            flex_conv::f32s(&bias),
+        );
+        let y = crate::conv_cpu::forward(&x, &w, &bias, &s);
+        flex_conv::tensor(y, [s.batch, s.c_out, s.t, s.h, s.w])
+    }
+
+    fn fused_conv3d_bwd_x(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let Some(s) = flex_conv::shape(&x, &w, None) else {
+            return conv3d_bwd_x_reference::<Self>(x, w, dy);
+        };
+        let dx = crate::conv_cpu::backward_x(&flex_conv::f32s(&w), &flex_conv::f32s(&dy), &s);
+        flex_conv::tensor(dx, [s.batch, s.c_in, s.t, s.h, s.w])
+    }
+
+    fn fused_conv3d_bwd_w(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(s) = flex_conv::shape(&x, &w, None) else {
+            return conv3d_bwd_w_reference::<Self>(x, w, dy);
+        };
+        let (dw, db) = crate::conv_cpu::backward_w(&flex_conv::f32s(&x), &flex_conv::f32s(&dy), &s);
+        (
+            flex_conv::tensor(dw, [s.c_out, s.c_in, s.kt, s.kh, s.kw]),
+            flex_conv::tensor(db, [s.c_out]),
+        )
+    }
+}
+
+/// Between burn's CPU tensors and [`crate::conv_cpu`]'s slices.
+#[cfg(feature = "flex")]
+mod flex_conv {
+    use std::borrow::Cow;
+
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::{DType, TensorData, TensorMetadata};
+
+    use crate::conv_cpu::ConvShape;
+
+    /// The convolution's sizes where `conv_cpu` handles it: f32 throughout, 5-D, odd kernel,
+    /// matching channels (and bias length); `None` sends it to burn's convolution.
+    pub fn shape(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> Option<ConvShape> {
+        let f32 = |t: &FlexTensor| t.dtype() == DType::F32;
+        if !f32(x) || !f32(w) || bias.is_some_and(|b| !f32(b)) {
+            return None;
+        }
+        let (xs, ws) = (x.shape(), w.shape());
+        if xs.num_dims() != 5 || ws.num_dims() != 5 || xs[1] != ws[1] {
+            return None;
+        }
+        if bias.is_some_and(|b| b.shape().num_elements() != ws[0]) {
+            return None;
+        }
+        let s = ConvShape {
+            batch: xs[0],
+            c_in: xs[1],
+            c_out: ws[0],
+            t: xs[2],
+            h: xs[3],
+            w: xs[4],
+            kt: ws[2],
+            kh: ws[3],
+            kw: ws[4],
+        };
+        (s.kt % 2 == 1 && s.kh % 2 == 1 && s.kw % 2 == 1).then_some(s)
+    }
+
+    /// The tensor's elements in row-major order (borrowed where already laid out so).
+    pub fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .expect("contiguous")
+                    .to_vec(),
+            ),
+        }
+    }
+
+    pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+}

@@ -1,7 +1,8 @@
 //! Each kernel against a textbook formula computed with burn's operations on the CPU, on fresh
 //! random inputs (never zeros), for several shapes including ragged ones (lengths that are not
 //! multiples of the tiles, fewer keys than a tile), on a real wgpu device (lavapipe in CI).
-//! The trait's composed reference (what other backends run) is checked the same way on the CPU.
+//! The trait's composed reference (what other backends run) and the CPU's own implementations
+//! are checked the same way on the CPU.
 //! Under CI=true a missing GPU adapter is a failure; elsewhere the GPU tests say NOT RUN.
 
 use std::sync::OnceLock;
@@ -537,10 +538,12 @@ fn conv_kernels_match_the_textbook_forward_and_backward() {
     }
 }
 
+/// On the CPU the fused convolution is Flick's im2col + matrix-product implementation
+/// (`conv_cpu`), held to the textbook forward and to burn's autodiff of burn's own `conv3d`.
 #[test]
-fn conv_composed_reference_matches_the_textbook_on_the_cpu() {
-    conv_forward_matches(&cpu(), "composed reference");
-    conv_gradients_match(&cpu(), "composed reference");
+fn conv_cpu_implementation_matches_the_textbook_and_burns_gradients() {
+    conv_forward_matches(&cpu(), "CPU convolution");
+    conv_gradients_match(&cpu(), "CPU convolution");
 }
 
 /// AdamW + EMA written out per element in f64 (the kernel's formulas; `s` = clip scale, taken,

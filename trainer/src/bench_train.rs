@@ -129,6 +129,16 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     let jsonl = out.join("train.jsonl");
     let mut rows = Vec::new();
     let ad = device.clone().autodiff();
+    // burn's kernel fusion (compiled into the wgpu backend) can be switched off for a process
+    // by capping its explorations at zero: every queued operation then runs as its own kernel.
+    // The rows say which was measured.
+    let fusion_off = device.identity().is_some()
+        && std::env::var("BURN_FUSION_MAX_EXPLORATIONS").is_ok_and(|v| v.trim() == "0");
+    let flick = if fusion_off {
+        "flick (burn fusion off)"
+    } else {
+        "flick"
+    };
 
     for &b in batches
         .iter()
@@ -274,7 +284,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 Vec::new()
             };
             let row = TrainRow {
-                framework: "flick".into(),
+                framework: flick.into(),
                 device: device_name.clone(),
                 what: "training step".into(),
                 batch: b,
@@ -310,7 +320,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                     b as f64 / (ms / 1e3)
                 );
                 let row = TrainRow {
-                    framework: "flick".into(),
+                    framework: flick.into(),
                     device: device_name.clone(),
                     what: format!("training loop, {name}"),
                     batch: b,
@@ -350,7 +360,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 mb / median
             );
             let row = TrainRow {
-                framework: "flick".into(),
+                framework: flick.into(),
                 device: device_name.clone(),
                 what: what.into(),
                 batch: 0,
@@ -387,6 +397,112 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         )?;
     }
 
+    // The step's operations one by one at batch 16's shapes, forward + backward of
+    // Σ y·sin(y) (y's sine not differentiated): the same list and loss as the twin's `ops`.
+    // The convolutions twice: Flick's (the model's path) and burn's own (`--no-fused`).
+    if wanted("op:") {
+        use flick_core::shaders;
+        let b = 16usize;
+        fn leaf<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+            Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), device)
+                .require_grad()
+        }
+        let lin = burn::nn::LinearConfig::new(128, 512).init(&ad);
+        let x = leaf([b * 256, 128], &ad);
+        let (q, k, v) = (
+            leaf([b, 4, 256, 32], &ad),
+            leaf([b, 4, 256, 32], &ad),
+            leaf([b, 4, 256, 32], &ad),
+        );
+        let (t, sh, sc) = (
+            leaf([b, 256, 128], &ad),
+            leaf([b, 128], &ad),
+            leaf([b, 128], &ad),
+        );
+        let stem = burn::nn::conv::Conv3dConfig::new([3, 16], [3, 3, 3])
+            .with_padding(burn::nn::PaddingConfig3d::Explicit(1, 1, 1))
+            .init(&ad);
+        let clip = leaf([b, 3, 8, 32, 32], &ad);
+        let conv = burn::nn::conv::Conv3dConfig::new([16, 16], [1, 3, 3])
+            .with_padding(burn::nn::PaddingConfig3d::Explicit(0, 1, 1))
+            .init(&ad);
+        let feat = leaf([b, 16, 8, 32, 32], &ad);
+        fn loss<const D: usize>(y: Tensor<D>) -> f32 {
+            let _ = (y.clone() * y.detach().sin()).sum().backward();
+            0.0
+        }
+        let ops: Vec<(&str, bool, Box<dyn Fn() -> f32>)> = vec![
+            (
+                "linear [4096,128]→512",
+                true,
+                Box::new(|| loss(lin.forward(x.clone()))),
+            ),
+            (
+                "attention [16,4,256,32]",
+                true,
+                Box::new(|| loss(shaders::attention(q.clone(), k.clone(), v.clone(), None))),
+            ),
+            (
+                "adaLN [16,256,128]",
+                true,
+                Box::new(|| loss(shaders::adaln(t.clone(), sh.clone(), sc.clone()))),
+            ),
+            (
+                "conv 3→16 3×3×3 [16,3,8,32,32]",
+                true,
+                Box::new(|| loss(flick_core::model::layers::conv3d(&stem, clip.clone()))),
+            ),
+            (
+                "conv 3→16 3×3×3 [16,3,8,32,32]",
+                false,
+                Box::new(|| loss(flick_core::model::layers::conv3d(&stem, clip.clone()))),
+            ),
+            (
+                "conv 16→16 1×3×3 [16,16,8,32,32]",
+                true,
+                Box::new(|| loss(flick_core::model::layers::conv3d(&conv, feat.clone()))),
+            ),
+            (
+                "conv 16→16 1×3×3 [16,16,8,32,32]",
+                false,
+                Box::new(|| loss(flick_core::model::layers::conv3d(&conv, feat.clone()))),
+            ),
+            (
+                "group norm [16,16,8,32,32]",
+                true,
+                Box::new(|| loss(flick_core::model::layers::group_norm(feat.clone(), 8))),
+            ),
+        ];
+        let was = shaders::fused();
+        for (name, fused, op) in ops {
+            shaders::set_fused(fused);
+            let (median, min, _) = time_steps(&device, warmup, steps, &op);
+            shaders::set_fused(was);
+            let framework = if fused {
+                flick.to_string()
+            } else {
+                format!("{flick} (burn's convolution)")
+            };
+            eprintln!("op: {name}, {framework}: {median:.1} ms (fastest {min:.1})");
+            let row = TrainRow {
+                framework,
+                device: device_name.clone(),
+                what: format!("op: {name}"),
+                batch: b,
+                workers: 1,
+                median_ms: median,
+                min_ms: min,
+                clips_per_s: 0.0,
+                steps,
+                loss: None,
+                devices: None,
+                transfer_ms: None,
+            };
+            append(&jsonl, &row)?;
+            rows.push(row);
+        }
+    }
+
     // The update alone (the teacher's parameters, fixed gradients): fused, and as tensor ops.
     for unfused in [false, true].into_iter().filter(|_| wanted("optimizer")) {
         let (model, _): (Backbone, _) = flick_core::checkpoint::load_model(&teacher, &ad)?;
@@ -418,12 +534,16 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             0.0
         });
         let framework = match (unfused, device.identity().is_none()) {
-            (true, _) => "flick (tensor ops)",
-            (false, true) => "flick (fused CPU update)",
-            (false, false) => "flick (fused kernel)",
+            (true, _) => "flick (tensor ops",
+            (false, true) => "flick (fused CPU update",
+            (false, false) => "flick (fused kernel",
         };
+        let framework = format!(
+            "{framework}{})",
+            if fusion_off { ", burn fusion off" } else { "" }
+        );
         let row = TrainRow {
-            framework: framework.into(),
+            framework,
             device: device_name.clone(),
             what: "optimizer + EMA update".into(),
             batch: 0,
@@ -453,7 +573,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 0.0
             });
             let row = TrainRow {
-                framework: "flick".into(),
+                framework: flick.into(),
                 device: device_name.clone(),
                 what: "one-step generation".into(),
                 batch: n,

@@ -183,9 +183,10 @@ pub fn factorised_positions(t: usize, h: usize, w: usize, dim: usize) -> Vec<f32
 /// where the kernel's one-invocation-per-output layout pays.
 pub const FUSED_CONV_MAX_IN: usize = 4;
 
-/// A 3-D convolution module's forward: through Flick's convolution kernel where it applies
-/// (stride 1, no dilation, one group, odd kernel with padding that keeps the size) and wins (at
-/// most [`FUSED_CONV_MAX_IN`] input channels), burn's `Conv3d::forward` otherwise.
+/// A 3-D convolution module's forward: through Flick's convolution where it applies (stride 1,
+/// no dilation, one group, odd kernel with padding that keeps the size) and wins (on a GPU at
+/// most [`FUSED_CONV_MAX_IN`] input channels; on the CPU any width), burn's `Conv3d::forward`
+/// otherwise.
 pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
     let [kt, kh, kw] = conv.kernel_size;
     let same = (conv.padding == burn::nn::PaddingConfig3d::Explicit(kt / 2, kh / 2, kw / 2)
@@ -193,7 +194,9 @@ pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
         && kt % 2 == 1
         && kh % 2 == 1
         && kw % 2 == 1;
-    let narrow = conv.weight.dims()[1] <= FUSED_CONV_MAX_IN;
+    // On the CPU every such convolution goes to Flick's (im2col + matrix products), whatever
+    // its width.
+    let narrow = conv.weight.dims()[1] <= FUSED_CONV_MAX_IN || !crate::shaders::on_gpu(&x.device());
     if conv.stride == [1, 1, 1] && conv.dilation == [1, 1, 1] && conv.groups == 1 && same && narrow
     {
         return crate::shaders::conv3d(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
