@@ -306,6 +306,7 @@ mod tests {
     use super::*;
 
     /// The convolution by its definition, in f64.
+    #[allow(clippy::needless_range_loop)]
     fn direct(x: &[f32], wt: &[f32], bias: &[f32], s: &ConvShape) -> Vec<f64> {
         let (t, h, w) = (s.t as isize, s.h as isize, s.w as isize);
         let mut y = vec![0f64; s.batch * s.c_out * s.n()];

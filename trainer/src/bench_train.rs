@@ -431,7 +431,9 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             let _ = (y.clone() * y.detach().sin()).sum().backward();
             0.0
         }
-        let ops: Vec<(&str, bool, Box<dyn Fn() -> f32>)> = vec![
+        // (name, Flick's convolution on, forward + backward)
+        type Op<'a> = (&'a str, bool, Box<dyn Fn() -> f32 + 'a>);
+        let ops: Vec<Op> = vec![
             (
                 "linear [4096,128]→512",
                 true,
