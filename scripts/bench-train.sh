@@ -5,7 +5,8 @@
 #   bash scripts/bench-train.sh [OUT] [--gpu]
 #
 # CPU (default): `flick bench --train --backend cpu` (burn's flex backend; 1 and 2 data-parallel
-# workers on the machine's cores) against PyTorch eager with as many threads as cores.
+# workers on the machine's cores) against PyTorch eager with as many threads as cores; the step
+# also with `--no-fused` (burn's own convolution and attention: the "before").
 # --gpu: Flick on wgpu (Vulkan), with and without burn's kernel fusion, against PyTorch CUDA
 # eager and torch.compile.
 # Needs the build (scripts/build.sh) and PyTorch (scripts/setup.sh test).
@@ -26,6 +27,9 @@ batches="${FLICK_BENCH_BATCHES:-16,64}"
 steps="${FLICK_BENCH_STEPS:-5}"
 if [ $gpu = 1 ]; then
   "$flick" bench --train --backend wgpu --out "$out" --train-batches "$batches" --train-workers 1 --train-steps "$steps"
+  # Before: burn's composed operations instead of Flick's kernels (`--no-fused`), batch 16.
+  "$flick" --no-fused bench --train --backend wgpu --out "$out" --train-batches 16 --train-workers 1 \
+    --train-steps "$steps" --only "training step"
   # burn's kernel fusion off (each queued operation its own kernel), for the with/without rows
   BURN_FUSION_MAX_EXPLORATIONS=0 "$flick" bench --train --backend wgpu --out "$out" --train-batches "$batches" \
     --train-workers 1 --train-steps "$steps" --only "training step,optimizer"
@@ -33,6 +37,9 @@ if [ $gpu = 1 ]; then
     --generator models/generator-small.safetensors --out "$out" --batches "$batches" --steps "$steps" --compile
 else
   "$flick" bench --train --backend cpu --out "$out" --train-batches "$batches" --train-workers "1,$threads" --train-steps "$steps"
+  # Before: burn's own convolution and attention (`--no-fused`), the step at batch 16.
+  "$flick" --no-fused bench --train --backend cpu --out "$out" --train-batches 16 --train-workers "$threads" \
+    --train-steps "$steps" --only "training step"
   "$py" scripts/torch_twin/bench.py --device cpu --threads "$threads" --teacher models/teacher-small.safetensors \
     --generator models/generator-small.safetensors --out "$out" --batches "$batches" --steps "$steps"
 fi

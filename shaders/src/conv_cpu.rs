@@ -139,7 +139,7 @@ pub fn col2im(cols: &[f32], s: &ConvShape, dx: &mut [f32]) {
 /// `dst [m, n] = (dst if accumulate) + lhs [m, k] · rhs [k, n]`, each operand given by its row
 /// and column strides (elements). Single-threaded: callers parallelise over clips.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub(crate) fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -200,7 +200,7 @@ fn matmul(
 /// `f` with this thread's scratch buffer of `len` elements (contents unspecified: callers
 /// overwrite it). Kept between calls: a fresh 4.7 MB buffer per clip costs page faults and
 /// zeroing comparable to the product itself.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }

@@ -16,11 +16,15 @@
 //! The kernels are `kernels/*.wgsl`, validated by naga when this crate builds (`build.rs`), and
 //! run on burn's wgpu backend wherever it compiles WGSL (Vulkan, Metal, DX12, WebGPU); the
 //! trait [`ops::FusedOps`] carries the plain composition of burn operations as the
-//! implementation for every other backend and as the kernels' reference. On the CPU (`flex`),
-//! and with [`set_fused`]`(false)` (the CLI's `--no-fused`), the wrappers below use burn's own
-//! operations instead, exactly as the model did before the kernels existed — except the
-//! convolution, which has a CPU implementation of its own ([`conv_cpu`]).
+//! implementation for every other backend and as the kernels' reference. On the CPU (`flex`)
+//! the wrappers below use burn's own operations, except the convolution and the attention, which
+//! have CPU implementations of their own ([`conv_cpu`], [`attention_cpu`]: burn's CPU gradients
+//! of them were the slowest operations of a training step against PyTorch); with
+//! [`set_fused`]`(false)` (the CLI's `--no-fused`) burn's own operations everywhere, exactly as
+//! the model did before the kernels existed.
 
+#[cfg(feature = "flex")]
+pub mod attention_cpu;
 #[cfg(feature = "autodiff")]
 mod autodiff;
 #[cfg(feature = "flex")]
@@ -107,12 +111,14 @@ pub const LN_EPS: f32 = 1e-6;
 /// Multi-head attention `softmax(q·kᵀ/√dh + bias)·v`.
 ///
 /// `q: [B, H, Nq, dh]`, `k, v: [B, H, Nk, dh]`, `bias: [B, Nk]` (additive per key, e.g. −1e4
-/// at padding; a constant: it gets no gradient) → `[B, H, Nq, dh]`.
+/// at padding; a constant: it gets no gradient) → `[B, H, Nq, dh]`. On a GPU the WGSL kernels,
+/// on the CPU per-head matrix products ([`attention_cpu`]), with [`set_fused`]`(false)` burn's
+/// `attention`.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<2>>) -> Tensor<4> {
     let [b, h, nq, dh] = q.dims();
     let nk = k.dims()[2];
     let device = q.device();
-    if !fused_on(&device) {
+    if !fused() {
         let bias = bias.map(|bias| bias.reshape([b, 1, 1, nk]).expand([b, h, nq, nk]));
         return burn_attention(q, k, v, None, bias, AttentionModuleOptions::default());
     }

@@ -579,9 +579,67 @@ pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
 
 /// burn's CPU backend: the composed reference (the default bodies), except the convolution,
 /// which runs as im2col and matrix products over the tensors' memory ([`crate::conv_cpu`]) where
-/// it is f32 and the kernel odd.
+/// it is f32 and the kernel odd, and the attention, per head over the tensors' memory
+/// ([`crate::attention_cpu`]) where it is f32.
 #[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {
+    fn fused_attention_fwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(s) = flex_conv::attn_shape(&q, &k, &v, &bias) else {
+            return attention_fwd_reference::<Self>(q, k, v, bias, scale);
+        };
+        let f = flex_conv::f32s;
+        let (o, lse) = crate::attention_cpu::forward(&f(&q), &f(&k), &f(&v), &f(&bias), &s, scale);
+        (
+            flex_conv::tensor(o, [s.batch, s.heads, s.nq, s.dh]),
+            flex_conv::tensor(lse, [s.batch, s.heads, s.nq]),
+        )
+    }
+
+    fn fused_attention_bwd(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let same = |t: &FloatTensor<Self>, like: &FloatTensor<Self>| {
+            t.dtype() == burn::backend::DType::F32 && t.shape() == like.shape()
+        };
+        let lse_ok = lse.dtype() == burn::backend::DType::F32
+            && lse.shape().num_elements() == q.shape().num_elements() / q.shape()[3].max(1);
+        let shape = flex_conv::attn_shape(&q, &k, &v, &bias)
+            .filter(|_| same(&o, &q) && same(&dout, &q) && lse_ok);
+        let Some(s) = shape else {
+            return attention_bwd_reference::<Self>(q, k, v, bias, o, lse, dout, scale);
+        };
+        let f = flex_conv::f32s;
+        let (dq, dk, dv) = crate::attention_cpu::backward(
+            &f(&q),
+            &f(&k),
+            &f(&v),
+            &f(&bias),
+            &f(&o),
+            &f(&lse),
+            &f(&dout),
+            &s,
+            scale,
+        );
+        (
+            flex_conv::tensor(dq, [s.batch, s.heads, s.nq, s.dh]),
+            flex_conv::tensor(dk, [s.batch, s.heads, s.nk, s.dh]),
+            flex_conv::tensor(dv, [s.batch, s.heads, s.nk, s.dh]),
+        )
+    }
+
     fn fused_conv3d_fwd(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -627,7 +685,7 @@ impl FusedOps for burn::backend::Flex {
     }
 }
 
-/// Between burn's CPU tensors and [`crate::conv_cpu`]'s slices.
+/// Between burn's CPU tensors and the slices of [`crate::conv_cpu`] and [`crate::attention_cpu`].
 #[cfg(feature = "flex")]
 mod flex_conv {
     use std::borrow::Cow;
@@ -635,7 +693,34 @@ mod flex_conv {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{DType, TensorData, TensorMetadata};
 
+    use crate::attention_cpu::AttnShape;
     use crate::conv_cpu::ConvShape;
+
+    /// The attention's sizes where `attention_cpu` handles it: f32 throughout, `q [B, H, Nq, dh]`,
+    /// `k, v [B, H, Nk, dh]`, `bias [B, Nk]`; `None` sends it to the composed reference.
+    pub fn attn_shape(
+        q: &FlexTensor,
+        k: &FlexTensor,
+        v: &FlexTensor,
+        bias: &FlexTensor,
+    ) -> Option<AttnShape> {
+        if [q, k, v, bias].iter().any(|t| t.dtype() != DType::F32) {
+            return None;
+        }
+        let (qs, ks, bs) = (q.shape(), k.shape(), bias.shape());
+        if qs.num_dims() != 4 || ks.num_dims() != 4 || bs.num_dims() != 2 || v.shape() != ks {
+            return None;
+        }
+        let s = AttnShape {
+            batch: qs[0],
+            heads: qs[1],
+            nq: qs[2],
+            nk: ks[2],
+            dh: qs[3],
+        };
+        let fits = ks[0] == s.batch && ks[1] == s.heads && ks[3] == s.dh;
+        (fits && bs[0] == s.batch && bs[1] == s.nk).then_some(s)
+    }
 
     /// The convolution's sizes where `conv_cpu` handles it: f32 throughout, 5-D, odd kernel,
     /// matching channels (and bias length); `None` sends it to burn's convolution.

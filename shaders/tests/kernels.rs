@@ -12,10 +12,23 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use flick_shaders::FusedOps;
 
+/// The wgpu device, if a Vulkan/Metal/DX12 adapter exists. An OpenGL adapter (what wgpu falls
+/// back to without a Vulkan driver) is refused, as the CLI refuses it: the kernels would then be
+/// tested on a backend Flick does not run on.
 fn gpu() -> Option<Device> {
     static GPU: OnceLock<Option<Device>> = OnceLock::new();
-    GPU.get_or_init(|| Device::wgpu_options().init().ok())
-        .clone()
+    GPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options().init_with_setup().ok()?;
+        if setup.backend == burn::tensor::wgpu::wgpu::Backend::Gl {
+            eprintln!(
+                "wgpu found only an OpenGL adapter ({}): not a device Flick runs on",
+                setup.adapter.get_info().name
+            );
+            return None;
+        }
+        Some(device)
+    })
+    .clone()
 }
 
 /// The wgpu device, or `None` after saying so (a failure under CI=true).
@@ -24,7 +37,7 @@ fn gpu_or_not_run(test: &str) -> Option<Device> {
     if device.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
             panic!(
-                "{test}: no wgpu adapter, and CI=true requires one (run scripts/setup.sh: mesa-vulkan-drivers)"
+                "{test}: no Vulkan wgpu adapter, and CI=true requires one (run scripts/setup.sh test: mesa-vulkan-drivers)"
             );
         }
         eprintln!(
@@ -359,13 +372,84 @@ fn clip_pixel_kernel_gives_the_cpu_bytes() {
 }
 
 /// The composed reference (the trait's default bodies, what every other backend runs and what
-/// a non-WGSL GPU compiler falls back to), on the CPU.
+/// a non-WGSL GPU compiler falls back to), on the CPU; the CPU's own attention
+/// (`attention_cpu`, the `FusedOps` attention on flex) the same way.
 #[test]
-fn composed_reference_matches_the_textbook_on_the_cpu() {
-    attention_forward_matches(&cpu(), "composed reference");
-    attention_gradients_match(&cpu(), "composed reference");
+fn composed_reference_and_cpu_attention_match_the_textbook_on_the_cpu() {
+    attention_forward_matches(&cpu(), "CPU attention");
+    attention_gradients_match(&cpu(), "CPU attention");
     adaln_matches(&cpu(), "composed reference");
     pixels_match(&cpu(), "composed reference");
+    for (i, &[b, h, nq, nk, dh]) in ATTENTION_SHAPES.iter().enumerate() {
+        let seed = 200 + 10 * i as u64;
+        let (q, k, v) = (
+            random([b, h, nq, dh], seed),
+            random([b, h, nk, dh], seed + 1),
+            random([b, h, nk, dh], seed + 2),
+        );
+        let bias = key_bias(b, nk, nk / 3, seed + 3);
+        let g = random([b, h, nq, dh], seed + 4);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let d = |t: &Tensor<4>| t.clone().into_dispatch();
+        let (o, lse) = flick_shaders::ops::attention_fwd_reference::<Dispatch>(
+            d(&q),
+            d(&k),
+            d(&v),
+            bias.clone().into_dispatch(),
+            scale,
+        );
+        let (o, lse) = (
+            Tensor::<4>::from_dispatch(o),
+            Tensor::<3>::from_dispatch(lse),
+        );
+        let (o_ref, lse_ref) = textbook_attention(q.clone(), k.clone(), v.clone(), bias.clone());
+        let (d_o, d_lse) = (
+            rel_diff(&values(o.clone()), &values(o_ref)),
+            rel_diff(&values(lse.clone()), &values(lse_ref)),
+        );
+        assert!(
+            d_o < 1e-4 && d_lse < 1e-4,
+            "composed reference: attention {:?}: output differs by {d_o:e}, lse by {d_lse:e}",
+            [b, h, nq, nk, dh]
+        );
+        let grads = flick_shaders::ops::attention_bwd_reference::<Dispatch>(
+            d(&q),
+            d(&k),
+            d(&v),
+            bias.clone().into_dispatch(),
+            o.into_dispatch(),
+            lse.into_dispatch(),
+            d(&g),
+            scale,
+        );
+        let ad = cpu().autodiff();
+        let (qa, ka, va) = (
+            to(&q, &ad).require_grad(),
+            to(&k, &ad).require_grad(),
+            to(&v, &ad).require_grad(),
+        );
+        let (o, _) = textbook_attention(
+            qa.clone(),
+            ka.clone(),
+            va.clone(),
+            Tensor::from_data(bias.to_data(), &ad),
+        );
+        let tape = (o * to(&g, &ad)).sum().backward();
+        let expect = [
+            qa.grad(&tape).unwrap(),
+            ka.grad(&tape).unwrap(),
+            va.grad(&tape).unwrap(),
+        ];
+        let got = [grads.0, grads.1, grads.2].map(Tensor::<4>::from_dispatch);
+        for (name, (got, expect)) in ["dq", "dk", "dv"].iter().zip(got.into_iter().zip(expect)) {
+            let diff = rel_diff(&values(got), &values(expect));
+            assert!(
+                diff < 1e-3,
+                "composed reference: attention {:?}: {name} differs by {diff:e}",
+                [b, h, nq, nk, dh]
+            );
+        }
+    }
 }
 
 /// The public wrappers with the kernels on (on the GPU) agree with burn's own operations.

@@ -134,11 +134,15 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     // The rows say which was measured.
     let fusion_off = device.identity().is_some()
         && std::env::var("BURN_FUSION_MAX_EXPLORATIONS").is_ok_and(|v| v.trim() == "0");
-    let flick = if fusion_off {
-        "flick (burn fusion off)"
-    } else {
-        "flick"
+    // `--no-fused`: burn's own operations where Flick has its own (kernels on a GPU; the
+    // convolution and attention on the CPU), for before/after rows in one table.
+    let label = |fused: bool| match (fused, fusion_off) {
+        (true, false) => "flick",
+        (true, true) => "flick (burn fusion off)",
+        (false, false) => "flick (burn's operations)",
+        (false, true) => "flick (burn's operations, burn fusion off)",
     };
+    let flick = label(flick_core::shaders::fused());
 
     for &b in batches
         .iter()
@@ -399,7 +403,8 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
 
     // The step's operations one by one at batch 16's shapes, forward + backward of
     // Σ y·sin(y) (y's sine not differentiated): the same list and loss as the twin's `ops`.
-    // The convolutions twice: Flick's (the model's path) and burn's own (`--no-fused`).
+    // Where Flick has its own CPU operation (convolution, attention), twice: Flick's (the
+    // model's path) and burn's own (`--no-fused`).
     if wanted("op:") {
         use flick_core::shaders;
         let b = 16usize;
@@ -431,12 +436,13 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             let _ = (y.clone() * y.detach().sin()).sum().backward();
             0.0
         }
-        // (name, Flick's convolution on, forward + backward)
+        // (name, whether Flick has an implementation of its own here — then burn's operation
+        // is timed too, as `--no-fused` runs it —, forward + backward)
         type Op<'a> = (&'a str, bool, Box<dyn Fn() -> f32 + 'a>);
         let ops: Vec<Op> = vec![
             (
                 "linear [4096,128]→512",
-                true,
+                false,
                 Box::new(|| loss(lin.forward(x.clone()))),
             ),
             (
@@ -446,7 +452,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             ),
             (
                 "adaLN [16,256,128]",
-                true,
+                false,
                 Box::new(|| loss(shaders::adaln(t.clone(), sh.clone(), sc.clone()))),
             ),
             (
@@ -455,36 +461,30 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 Box::new(|| loss(flick_core::model::layers::conv3d(&stem, clip.clone()))),
             ),
             (
-                "conv 3→16 3×3×3 [16,3,8,32,32]",
-                false,
-                Box::new(|| loss(flick_core::model::layers::conv3d(&stem, clip.clone()))),
-            ),
-            (
                 "conv 16→16 1×3×3 [16,16,8,32,32]",
                 true,
-                Box::new(|| loss(flick_core::model::layers::conv3d(&conv, feat.clone()))),
-            ),
-            (
-                "conv 16→16 1×3×3 [16,16,8,32,32]",
-                false,
                 Box::new(|| loss(flick_core::model::layers::conv3d(&conv, feat.clone()))),
             ),
             (
                 "group norm [16,16,8,32,32]",
-                true,
+                false,
                 Box::new(|| loss(flick_core::model::layers::group_norm(feat.clone(), 8))),
             ),
         ];
         let was = shaders::fused();
-        for (name, fused, op) in ops {
-            shaders::set_fused(fused);
-            let (median, min, _) = time_steps(&device, warmup, steps, &op);
-            shaders::set_fused(was);
-            let framework = if fused {
-                flick.to_string()
-            } else {
-                format!("{flick} (burn's convolution)")
+        let runs = ops.iter().flat_map(|(name, own, op)| {
+            let both: &[bool] = match (was, *own) {
+                (true, true) => &[true, false],
+                (true, false) => &[true],
+                (false, _) => &[false],
             };
+            both.iter().map(move |&fused| (*name, fused, op))
+        });
+        for (name, fused, op) in runs {
+            shaders::set_fused(fused);
+            let (median, min, _) = time_steps(&device, warmup, steps, op);
+            shaders::set_fused(was);
+            let framework = label(fused).to_string();
             eprintln!("op: {name}, {framework}: {median:.1} ms (fastest {min:.1})");
             let row = TrainRow {
                 framework,

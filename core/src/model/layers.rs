@@ -65,7 +65,8 @@ impl Attention {
         let q = split(self.q.forward(x), n);
         let k = split(self.k.forward(context.clone()), m);
         let v = split(self.v.forward(context), m);
-        // Flick's fused kernel on GPUs (burn's attention on the CPU or with --no-fused).
+        // Flick's fused kernel on GPUs, its per-head CPU attention on the CPU (burn's attention
+        // with --no-fused).
         let y = flick_shaders::attention(q, k, v, bias); // [B, H, N, dh]
         self.out.forward(y.swap_dims(1, 2).reshape([b, n, d]))
     }
