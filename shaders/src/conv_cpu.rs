@@ -302,7 +302,7 @@ pub fn backward_w(x: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f32>, Vec<f32>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The convolution by its definition, in f64.
@@ -353,7 +353,8 @@ mod tests {
         y
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` pseudo-random values in [−1, 1] (xorshift from `seed`).
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {

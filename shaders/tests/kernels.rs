@@ -152,6 +152,34 @@ fn attention_forward_matches(device: &Device, what: &str) {
     }
 }
 
+/// Textbook gradients `[dq, dk, dv]` of `Σ o·g`, by burn's autodiff on the CPU.
+fn textbook_attention_grads(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    bias: &Tensor<2>,
+    g: &Tensor<4>,
+) -> [Tensor<4>; 3] {
+    let ad = cpu().autodiff();
+    let (qa, ka, va) = (
+        to(q, &ad).require_grad(),
+        to(k, &ad).require_grad(),
+        to(v, &ad).require_grad(),
+    );
+    let (o, _) = textbook_attention(
+        qa.clone(),
+        ka.clone(),
+        va.clone(),
+        Tensor::from_data(bias.to_data(), &ad),
+    );
+    let grads = (o * to(g, &ad)).sum().backward();
+    [
+        qa.grad(&grads).unwrap(),
+        ka.grad(&grads).unwrap(),
+        va.grad(&grads).unwrap(),
+    ]
+}
+
 fn attention_gradients_match(device: &Device, what: &str) {
     for (i, &[b, h, nq, nk, dh]) in ATTENTION_SHAPES.iter().enumerate() {
         let seed = 100 + 10 * i as u64;
@@ -162,25 +190,7 @@ fn attention_gradients_match(device: &Device, what: &str) {
         );
         let bias = key_bias(b, nk, nk / 3, seed + 3);
         let g = random([b, h, nq, dh], seed + 4);
-        // Textbook gradients of Σ o·g, by burn's autodiff on the CPU.
-        let ad = cpu().autodiff();
-        let (qa, ka, va) = (
-            to(&q, &ad).require_grad(),
-            to(&k, &ad).require_grad(),
-            to(&v, &ad).require_grad(),
-        );
-        let (o, _) = textbook_attention(
-            qa.clone(),
-            ka.clone(),
-            va.clone(),
-            Tensor::from_data(bias.to_data(), &ad),
-        );
-        let grads = (o * to(&g, &ad)).sum().backward();
-        let expect = [
-            qa.grad(&grads).unwrap(),
-            ka.grad(&grads).unwrap(),
-            va.grad(&grads).unwrap(),
-        ];
+        let expect = textbook_attention_grads(&q, &k, &v, &bias, &g);
         // The fused operation under autodiff (its backward is the fused backward).
         let ad = device.clone().autodiff();
         let (qa, ka, va) = (
@@ -422,24 +432,7 @@ fn composed_reference_and_cpu_attention_match_the_textbook_on_the_cpu() {
             d(&g),
             scale,
         );
-        let ad = cpu().autodiff();
-        let (qa, ka, va) = (
-            to(&q, &ad).require_grad(),
-            to(&k, &ad).require_grad(),
-            to(&v, &ad).require_grad(),
-        );
-        let (o, _) = textbook_attention(
-            qa.clone(),
-            ka.clone(),
-            va.clone(),
-            Tensor::from_data(bias.to_data(), &ad),
-        );
-        let tape = (o * to(&g, &ad)).sum().backward();
-        let expect = [
-            qa.grad(&tape).unwrap(),
-            ka.grad(&tape).unwrap(),
-            va.grad(&tape).unwrap(),
-        ];
+        let expect = textbook_attention_grads(&q, &k, &v, &bias, &g);
         let got = [grads.0, grads.1, grads.2].map(Tensor::<4>::from_dispatch);
         for (name, (got, expect)) in ["dq", "dk", "dv"].iter().zip(got.into_iter().zip(expect)) {
             let diff = rel_diff(&values(got), &values(expect));
