@@ -88,6 +88,7 @@ def ops(device):
     clip = leaf(b, 3, 8, 32, 32)
     conv = torch.nn.Conv3d(16, 16, (1, 3, 3), padding=(0, 1, 1)).to(device)
     feat = leaf(b, 16, 8, 32, 32)
+    hidden = leaf(b, 256, 512)
     F = torch.nn.functional
     return [
         ("linear [4096,128]→512", lambda: lin(x), [x, *lin.parameters()]),
@@ -96,6 +97,7 @@ def ops(device):
         ("conv 3→16 3×3×3 [16,3,8,32,32]", lambda: stem(clip), [clip, *stem.parameters()]),
         ("conv 16→16 1×3×3 [16,16,8,32,32]", lambda: conv(feat), [feat, *conv.parameters()]),
         ("group norm [16,16,8,32,32]", lambda: tw.group_norm(feat, 8), [feat]),
+        ("GELU [16,256,512]", lambda: F.gelu(hidden), [hidden]),
     ]
 
 

@@ -45,7 +45,7 @@ impl AttnShape {
 /// normal float, which the normalisation and the matrix products would turn into subnormals —
 /// each costing the CPU a microcode assist (a step with padded prompts ran 4× slower so).
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

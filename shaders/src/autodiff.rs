@@ -101,6 +101,27 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
     }
 }
 
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 1> for GeluBackward {
+    /// x
+    type State = FloatTensor<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::fused_gelu_bwd(ops.state, dy));
+        }
+    }
+}
+
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_attention(
         q: FloatTensor<Self>,
@@ -164,6 +185,16 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let y = B::fused_conv3d_fwd(x.clone(), w.clone(), bias);
         match ConvBackward.prepare::<C>(guards).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((x, w), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node()];
+        let x = x.into_primitive();
+        let y = B::fused_gelu(x.clone());
+        match GeluBackward.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

@@ -149,6 +149,19 @@ pub trait FusedOps: Backend {
         conv3d_bwd_w_reference::<Self>(x, w, dy)
     }
 
+    /// GELU `x·Φ(x)`, `Φ` the standard normal CDF (the exact form, not the tanh approximation).
+    #[fusion(dtype = x, shape = x)]
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_reference::<Self>(x)
+    }
+
+    /// The gradient of [`Self::fused_gelu`] at `x` given the output's gradient `dy`:
+    /// `dy·(Φ(x) + x·φ(x))`.
+    #[fusion(dtype = x, shape = x)]
+    fn fused_gelu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        gelu_bwd_reference::<Self>(x, dy)
+    }
+
     /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
     /// `[n]` (weights, gradient, moments, average) → `[4, n]`: the new weights, first and second
     /// moments and average. `s` `[4]` holds the values a step computes on the device from its
@@ -532,6 +545,27 @@ pub(crate) fn conv_options(w: &Shape) -> ConvOptions<3> {
     ConvOptions::new([1, 1, 1], [w[2] / 2, w[3] / 2, w[4] / 2], [1, 1, 1], 1)
 }
 
+/// The composed GELU (the reference): `x·(1 + erf(x/√2))/2` from burn's primitives.
+pub fn gelu_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let erf = B::float_erf(B::float_div_scalar(x.clone(), sc(std::f32::consts::SQRT_2)));
+    let cdf = B::float_mul_scalar(B::float_add_scalar(erf, sc(1.0)), sc(0.5));
+    B::float_mul(x, cdf)
+}
+
+/// The composed GELU gradient: `dy·(Φ(x) + x·e^(−x²/2)/√(2π))`, exactly the forward's slope
+/// (burn's default `gelu_backward` is the slope of the tanh approximation).
+pub fn gelu_bwd_reference<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let erf = B::float_erf(B::float_div_scalar(x.clone(), sc(std::f32::consts::SQRT_2)));
+    let cdf = B::float_mul_scalar(B::float_add_scalar(erf, sc(1.0)), sc(0.5));
+    let sq = B::float_mul(x.clone(), x.clone());
+    let pdf = B::float_mul_scalar(
+        B::float_exp(B::float_mul_scalar(sq, sc(-0.5))),
+        sc(1.0 / (2.0 * std::f32::consts::PI).sqrt()),
+    );
+    let slope = B::float_add(cdf, B::float_mul(x, pdf));
+    B::float_mul(dy, slope)
+}
+
 /// The composed convolution (the reference): burn's own `conv3d`.
 pub fn conv3d_fwd_reference<B: Backend>(
     x: FloatTensor<B>,
@@ -579,8 +613,8 @@ pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
 
 /// burn's CPU backend: the composed reference (the default bodies), except the convolution,
 /// which runs as im2col and matrix products over the tensors' memory ([`crate::conv_cpu`]) where
-/// it is f32 and the kernel odd, and the attention, per head over the tensors' memory
-/// ([`crate::attention_cpu`]) where it is f32.
+/// it is f32 and the kernel odd, the attention, per head over the tensors' memory
+/// ([`crate::attention_cpu`]) where it is f32, and the GELU, vectorised ([`crate::gelu_cpu`]).
 #[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {
     fn fused_attention_fwd(
@@ -683,9 +717,28 @@ impl FusedOps for burn::backend::Flex {
             flex_conv::tensor(db, [s.c_out]),
         )
     }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(x.dtype()) {
+            return gelu_reference::<Self>(x);
+        }
+        let shape = x.shape();
+        let y = crate::gelu_cpu::forward(&flex_conv::f32s(&x));
+        flex_conv::tensor_shaped(y, shape)
+    }
+
+    fn fused_gelu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !(is_f32(x.dtype()) && is_f32(dy.dtype()) && x.shape() == dy.shape()) {
+            return gelu_bwd_reference::<Self>(x, dy);
+        }
+        let shape = x.shape();
+        let dx = crate::gelu_cpu::backward(&flex_conv::f32s(&x), &flex_conv::f32s(&dy));
+        flex_conv::tensor_shaped(dx, shape)
+    }
 }
 
-/// Between burn's CPU tensors and the slices of [`crate::conv_cpu`] and [`crate::attention_cpu`].
+/// Between burn's CPU tensors and the slices of [`crate::conv_cpu`], [`crate::attention_cpu`] and
+/// [`crate::gelu_cpu`].
 #[cfg(feature = "flex")]
 mod flex_conv {
     use std::borrow::Cow;
@@ -764,6 +817,10 @@ mod flex_conv {
     }
 
     pub fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    pub fn tensor_shaped(values: Vec<f32>, shape: burn::backend::Shape) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, shape))
     }
 }

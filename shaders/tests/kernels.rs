@@ -718,3 +718,61 @@ fn adamw_kernel_matches_the_textbook() {
     }
     adamw_matches(&cpu(), "composed reference (CPU)");
 }
+
+/// The textbook GELU and its slope written out in f64 from burn's f32 `erf` inputs:
+/// `(x·Φ(x), Φ(x) + x·φ(x))` per element, `Φ(x) = (1 + erf(x/√2))/2`.
+fn textbook_gelu(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let t = Tensor::<1>::from_data(TensorData::new(x.to_vec(), [x.len()]), &cpu());
+    let erf = values((t / std::f32::consts::SQRT_2).erf());
+    let (mut y, mut slope) = (Vec::new(), Vec::new());
+    for (&x, &e) in x.iter().zip(&erf) {
+        let (x, cdf) = (x as f64, 0.5 * (1.0 + e as f64));
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        y.push((x * cdf) as f32);
+        slope.push((cdf + x * pdf) as f32);
+    }
+    (y, slope)
+}
+
+/// The GELU the model calls on the CPU (Flick's vectorised one, through burn's autodiff) and the
+/// trait's composed reference, forward and gradient, against the textbook; shapes of the MLP's
+/// hidden layer and a ragged one, values spread over ±9.
+#[test]
+fn cpu_gelu_and_its_composed_reference_match_the_textbook() {
+    let ad = cpu().autodiff();
+    for (i, shape) in [[2, 256, 512], [3, 70, 33]].into_iter().enumerate() {
+        let seed = 900 + 10 * i as u64;
+        let x = random(shape, seed) * 3.0;
+        let g = random(shape, seed + 1);
+        let (xs, gs) = (values(x.clone()), values(g.clone()));
+        let (y_ref, slope) = textbook_gelu(&xs);
+        let dx_ref: Vec<f32> = slope.iter().zip(&gs).map(|(s, g)| s * g).collect();
+
+        let xa = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+        let y = flick_shaders::gelu(xa.clone());
+        let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let dx = xa.grad(&grads).expect("x's gradient");
+        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+        assert!(dy < 1e-6, "CPU GELU {shape:?}: forward differs by {dy:e}");
+        assert!(dd < 1e-6, "CPU GELU {shape:?}: gradient differs by {dd:e}");
+
+        let y = Tensor::<3>::from_dispatch(flick_shaders::ops::gelu_reference::<Dispatch>(
+            x.clone().into_dispatch(),
+        ));
+        let dx = Tensor::<3>::from_dispatch(flick_shaders::ops::gelu_bwd_reference::<Dispatch>(
+            x.into_dispatch(),
+            g.into_dispatch(),
+        ));
+        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+        assert!(
+            dy < 1e-6,
+            "composed GELU {shape:?}: forward differs by {dy:e}"
+        );
+        assert!(
+            dd < 1e-6,
+            "composed GELU {shape:?}: gradient differs by {dd:e}"
+        );
+    }
+}

@@ -403,7 +403,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
 
     // The step's operations one by one at batch 16's shapes, forward + backward of
     // Σ y·sin(y) (y's sine not differentiated): the same list and loss as the twin's `ops`.
-    // Where Flick has its own CPU operation (convolution, attention), twice: Flick's (the
+    // Where Flick has its own CPU operation (convolution, attention, GELU), twice: Flick's (the
     // model's path) and burn's own (`--no-fused`).
     if wanted("op:") {
         use flick_core::shaders;
@@ -432,6 +432,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
             .with_padding(burn::nn::PaddingConfig3d::Explicit(0, 1, 1))
             .init(&ad);
         let feat = leaf([b, 16, 8, 32, 32], &ad);
+        let hidden = leaf([b, 256, 512], &ad);
         fn loss<const D: usize>(y: Tensor<D>) -> f32 {
             let _ = (y.clone() * y.detach().sin()).sum().backward();
             0.0
@@ -469,6 +470,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 "group norm [16,16,8,32,32]",
                 false,
                 Box::new(|| loss(flick_core::model::layers::group_norm(feat.clone(), 8))),
+            ),
+            (
+                "GELU [16,256,512]",
+                true,
+                Box::new(|| loss(shaders::gelu(hidden.clone()))),
             ),
         ];
         let was = shaders::fused();

@@ -3,7 +3,6 @@
 
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 /// Multi-head attention from `x` (queries) to `context` (keys and values); self-attention when
 /// they are the same tensor.
@@ -89,7 +88,7 @@ impl Mlp {
 
     /// `[B, N, dim] → [B, N, dim]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        self.fc2.forward(crate::shaders::gelu(self.fc1.forward(x)))
     }
 }
 
