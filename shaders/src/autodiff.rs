@@ -101,10 +101,13 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
     }
 }
 
+/// GELU (`silu: false`) or SiLU (`silu: true`).
 #[derive(Debug)]
-struct GeluBackward;
+struct ActivationBackward {
+    silu: bool,
+}
 
-impl<B: Backend + FusedOps> Backward<B, 1> for GeluBackward {
+impl<B: Backend + FusedOps> Backward<B, 1> for ActivationBackward {
     /// x
     type State = FloatTensor<B>;
 
@@ -117,7 +120,12 @@ impl<B: Backend + FusedOps> Backward<B, 1> for GeluBackward {
         let [node_x] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::fused_gelu_bwd(ops.state, dy));
+            let dx = if self.silu {
+                B::fused_silu_bwd(ops.state, dy)
+            } else {
+                B::fused_gelu_bwd(ops.state, dy)
+            };
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -193,7 +201,19 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let guards = [x.node()];
         let x = x.into_primitive();
         let y = B::fused_gelu(x.clone());
-        match GeluBackward.prepare::<C>(guards).compute_bound().stateful() {
+        let op = ActivationBackward { silu: false };
+        match op.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let guards = [x.node()];
+        let x = x.into_primitive();
+        let y = B::fused_silu(x.clone());
+        let op = ActivationBackward { silu: true };
+        match op.prepare::<C>(guards).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(x, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }

@@ -21,9 +21,11 @@
 //! have CPU implementations of their own ([`conv_cpu`], [`attention_cpu`]: burn's CPU gradients
 //! of them were the slowest operations of a training step against PyTorch); with
 //! [`set_fused`]`(false)` (the CLI's `--no-fused`) burn's own operations everywhere, exactly as
-//! the model did before the kernels existed. The GELU has a CPU implementation too ([`gelu`]:
-//! burn's evaluates `erf` one element at a time).
+//! the model did before the kernels existed. The GELU and SiLU have CPU implementations too
+//! ([`gelu`], [`silu`]: burn's evaluate `erf` and `exp` one element at a time).
 
+#[cfg(feature = "flex")]
+pub mod activation_cpu;
 #[cfg(feature = "flex")]
 pub mod attention_cpu;
 #[cfg(feature = "autodiff")]
@@ -32,8 +34,7 @@ mod autodiff;
 pub mod conv_cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
-#[cfg(feature = "flex")]
-pub mod gelu_cpu;
+
 pub mod ops;
 mod template;
 pub mod textbook;
@@ -176,13 +177,22 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
 }
 
 /// GELU `x·Φ(x)` (the exact form, `Φ` the standard normal CDF). On the CPU one vectorised pass
-/// forward and one backward ([`gelu_cpu`]); on a GPU, and with [`set_fused`]`(false)`, burn's
-/// `gelu` (on a GPU burn's fusion merges it with the element-wise operations around it).
+/// forward and one backward ([`activation_cpu`]); on a GPU, and with [`set_fused`]`(false)`,
+/// burn's `gelu` (on a GPU burn's fusion merges it with the element-wise operations around it).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !fused() || on_gpu(&x.device()) {
         return burn::tensor::activation::gelu(x);
     }
     Tensor::from_dispatch(Dispatch::fused_gelu(x.into_dispatch()))
+}
+
+/// SiLU `x·σ(x)`: on the CPU one vectorised pass forward and one backward ([`activation_cpu`]);
+/// on a GPU, and with [`set_fused`]`(false)`, burn's `silu`.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fused() || on_gpu(&x.device()) {
+        return burn::tensor::activation::silu(x);
+    }
+    Tensor::from_dispatch(Dispatch::fused_silu(x.into_dispatch()))
 }
 
 /// Keep cubecl's autotune results (and compiled-kernel records) in `dir`, shared by every run on

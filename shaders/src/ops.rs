@@ -162,6 +162,19 @@ pub trait FusedOps: Backend {
         gelu_bwd_reference::<Self>(x, dy)
     }
 
+    /// SiLU `x·σ(x)`, `σ` the logistic sigmoid.
+    #[fusion(dtype = x, shape = x)]
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_reference::<Self>(x)
+    }
+
+    /// The gradient of [`Self::fused_silu`] at `x` given the output's gradient `dy`:
+    /// `dy·σ(x)·(1 + x·(1 − σ(x)))`.
+    #[fusion(dtype = x, shape = x)]
+    fn fused_silu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_bwd_reference::<Self>(x, dy)
+    }
+
     /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
     /// `[n]` (weights, gradient, moments, average) → `[4, n]`: the new weights, first and second
     /// moments and average. `s` `[4]` holds the values a step computes on the device from its
@@ -566,6 +579,19 @@ pub fn gelu_bwd_reference<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> 
     B::float_mul(dy, slope)
 }
 
+/// The composed SiLU (the reference): `x·σ(x)` from burn's primitives.
+pub fn silu_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(x.clone(), B::sigmoid(x))
+}
+
+/// The composed SiLU gradient: `dy·σ(x)·(1 + x·(1 − σ(x)))`.
+pub fn silu_bwd_reference<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), sc(1.0));
+    let slope = B::float_mul(s, B::float_add_scalar(B::float_mul(x, one_minus), sc(1.0)));
+    B::float_mul(dy, slope)
+}
+
 /// The composed convolution (the reference): burn's own `conv3d`.
 pub fn conv3d_fwd_reference<B: Backend>(
     x: FloatTensor<B>,
@@ -614,7 +640,10 @@ pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
 /// burn's CPU backend: the composed reference (the default bodies), except the convolution,
 /// which runs as im2col and matrix products over the tensors' memory ([`crate::conv_cpu`]) where
 /// it is f32 and the kernel odd, the attention, per head over the tensors' memory
-/// ([`crate::attention_cpu`]) where it is f32, and the GELU, vectorised ([`crate::gelu_cpu`]).
+/// ([`crate::attention_cpu`]) where it is f32, and the GELU and SiLU, vectorised ([`crate::activation_cpu`]).
+#[cfg(feature = "flex")]
+use crate::activation_cpu::Activation;
+
 #[cfg(feature = "flex")]
 impl FusedOps for burn::backend::Flex {
     fn fused_attention_fwd(
@@ -722,23 +751,33 @@ impl FusedOps for burn::backend::Flex {
         if !is_f32(x.dtype()) {
             return gelu_reference::<Self>(x);
         }
-        let shape = x.shape();
-        let y = crate::gelu_cpu::forward(&flex_conv::f32s(&x));
-        flex_conv::tensor_shaped(y, shape)
+        flex_conv::activation(Activation::Gelu, x)
     }
 
     fn fused_gelu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         if !(is_f32(x.dtype()) && is_f32(dy.dtype()) && x.shape() == dy.shape()) {
             return gelu_bwd_reference::<Self>(x, dy);
         }
-        let shape = x.shape();
-        let dx = crate::gelu_cpu::backward(&flex_conv::f32s(&x), &flex_conv::f32s(&dy));
-        flex_conv::tensor_shaped(dx, shape)
+        flex_conv::activation_bwd(Activation::Gelu, x, dy)
+    }
+
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !is_f32(x.dtype()) {
+            return silu_reference::<Self>(x);
+        }
+        flex_conv::activation(Activation::Silu, x)
+    }
+
+    fn fused_silu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !(is_f32(x.dtype()) && is_f32(dy.dtype()) && x.shape() == dy.shape()) {
+            return silu_bwd_reference::<Self>(x, dy);
+        }
+        flex_conv::activation_bwd(Activation::Silu, x, dy)
     }
 }
 
 /// Between burn's CPU tensors and the slices of [`crate::conv_cpu`], [`crate::attention_cpu`] and
-/// [`crate::gelu_cpu`].
+/// [`crate::activation_cpu`].
 #[cfg(feature = "flex")]
 mod flex_conv {
     use std::borrow::Cow;
@@ -746,6 +785,7 @@ mod flex_conv {
     use burn::backend::flex::FlexTensor;
     use burn::backend::{DType, TensorData, TensorMetadata};
 
+    use crate::activation_cpu::Activation;
     use crate::attention_cpu::AttnShape;
     use crate::conv_cpu::ConvShape;
 
@@ -820,7 +860,17 @@ mod flex_conv {
         FlexTensor::from_data(TensorData::new(values, shape))
     }
 
-    pub fn tensor_shaped(values: Vec<f32>, shape: burn::backend::Shape) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
+    /// `act(x)` over an f32 tensor ([`crate::activation_cpu`]).
+    pub fn activation(act: Activation, x: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let y = crate::activation_cpu::forward(act, &f32s(&x));
+        FlexTensor::from_data(TensorData::new(y, shape))
+    }
+
+    /// The gradient of `act` at `x` given `dy` (f32 tensors of one shape).
+    pub fn activation_bwd(act: Activation, x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let dx = crate::activation_cpu::backward(act, &f32s(&x), &f32s(&dy));
+        FlexTensor::from_data(TensorData::new(dx, shape))
     }
 }

@@ -734,45 +734,82 @@ fn textbook_gelu(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (y, slope)
 }
 
-/// The GELU the model calls on the CPU (Flick's vectorised one, through burn's autodiff) and the
-/// trait's composed reference, forward and gradient, against the textbook; shapes of the MLP's
-/// hidden layer and a ragged one, values spread over ±9.
+/// The textbook SiLU and its slope in f64: `(x·σ(x), σ(x)·(1 + x·(1 − σ(x))))` per element.
+fn textbook_silu(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    x.iter()
+        .map(|&x| {
+            let x = x as f64;
+            let s = 1.0 / (1.0 + (-x).exp());
+            ((x * s) as f32, (s * (1.0 + x * (1.0 - s))) as f32)
+        })
+        .unzip()
+}
+
+/// The activations the model calls on the CPU (Flick's vectorised GELU and SiLU, through burn's
+/// autodiff) and the trait's composed references, forward and gradient, against the textbook;
+/// shapes of the MLP's hidden layer and a ragged one, values spread over ±9.
 #[test]
-fn cpu_gelu_and_its_composed_reference_match_the_textbook() {
+fn cpu_activations_and_their_composed_references_match_the_textbook() {
+    type Wrapper = fn(Tensor<3>) -> Tensor<3>;
+    type Reference = fn(
+        burn::backend::tensor::FloatTensor<Dispatch>,
+    ) -> burn::backend::tensor::FloatTensor<Dispatch>;
+    type ReferenceBwd = fn(
+        burn::backend::tensor::FloatTensor<Dispatch>,
+        burn::backend::tensor::FloatTensor<Dispatch>,
+    ) -> burn::backend::tensor::FloatTensor<Dispatch>;
+    type Textbook = fn(&[f32]) -> (Vec<f32>, Vec<f32>);
+    let cases: [(&str, Wrapper, Reference, ReferenceBwd, Textbook); 2] = [
+        (
+            "GELU",
+            flick_shaders::gelu::<3>,
+            flick_shaders::ops::gelu_reference::<Dispatch>,
+            flick_shaders::ops::gelu_bwd_reference::<Dispatch>,
+            textbook_gelu,
+        ),
+        (
+            "SiLU",
+            flick_shaders::silu::<3>,
+            flick_shaders::ops::silu_reference::<Dispatch>,
+            flick_shaders::ops::silu_bwd_reference::<Dispatch>,
+            textbook_silu,
+        ),
+    ];
     let ad = cpu().autodiff();
-    for (i, shape) in [[2, 256, 512], [3, 70, 33]].into_iter().enumerate() {
-        let seed = 900 + 10 * i as u64;
-        let x = random(shape, seed) * 3.0;
-        let g = random(shape, seed + 1);
-        let (xs, gs) = (values(x.clone()), values(g.clone()));
-        let (y_ref, slope) = textbook_gelu(&xs);
-        let dx_ref: Vec<f32> = slope.iter().zip(&gs).map(|(s, g)| s * g).collect();
+    for (name, wrapper, reference, reference_bwd, textbook) in cases {
+        for (i, shape) in [[2, 256, 512], [3, 70, 33]].into_iter().enumerate() {
+            let seed = 900 + 10 * i as u64;
+            let x = random(shape, seed) * 3.0;
+            let g = random(shape, seed + 1);
+            let (xs, gs) = (values(x.clone()), values(g.clone()));
+            let (y_ref, slope) = textbook(&xs);
+            let dx_ref: Vec<f32> = slope.iter().zip(&gs).map(|(s, g)| s * g).collect();
 
-        let xa = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
-        let y = flick_shaders::gelu(xa.clone());
-        let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
-            .sum()
-            .backward();
-        let dx = xa.grad(&grads).expect("x's gradient");
-        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
-        assert!(dy < 1e-6, "CPU GELU {shape:?}: forward differs by {dy:e}");
-        assert!(dd < 1e-6, "CPU GELU {shape:?}: gradient differs by {dd:e}");
+            let xa = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+            let y = wrapper(xa.clone());
+            let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
+                .sum()
+                .backward();
+            let dx = xa.grad(&grads).expect("x's gradient");
+            let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+            assert!(dy < 1e-6, "CPU {name} {shape:?}: forward differs by {dy:e}");
+            assert!(
+                dd < 1e-6,
+                "CPU {name} {shape:?}: gradient differs by {dd:e}"
+            );
 
-        let y = Tensor::<3>::from_dispatch(flick_shaders::ops::gelu_reference::<Dispatch>(
-            x.clone().into_dispatch(),
-        ));
-        let dx = Tensor::<3>::from_dispatch(flick_shaders::ops::gelu_bwd_reference::<Dispatch>(
-            x.into_dispatch(),
-            g.into_dispatch(),
-        ));
-        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
-        assert!(
-            dy < 1e-6,
-            "composed GELU {shape:?}: forward differs by {dy:e}"
-        );
-        assert!(
-            dd < 1e-6,
-            "composed GELU {shape:?}: gradient differs by {dd:e}"
-        );
+            let y = Tensor::<3>::from_dispatch(reference(x.clone().into_dispatch()));
+            let dx =
+                Tensor::<3>::from_dispatch(reference_bwd(x.into_dispatch(), g.into_dispatch()));
+            let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+            assert!(
+                dy < 1e-6,
+                "composed {name} {shape:?}: forward differs by {dy:e}"
+            );
+            assert!(
+                dd < 1e-6,
+                "composed {name} {shape:?}: gradient differs by {dd:e}"
+            );
+        }
     }
 }

@@ -402,8 +402,10 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     }
 
     // The step's operations one by one at batch 16's shapes, forward + backward of
-    // Σ y·sin(y) (y's sine not differentiated): the same list and loss as the twin's `ops`.
-    // Where Flick has its own CPU operation (convolution, attention, GELU), twice: Flick's (the
+    // Σ y·y with one factor not differentiated (the output's gradient is y, for one multiply
+    // and one sum; burn's CPU sine alone cost more than some of the ops): the same list and
+    // loss as the twin's `ops`.
+    // Where Flick has its own CPU operation (convolution, attention, GELU, SiLU), twice: Flick's (the
     // model's path) and burn's own (`--no-fused`).
     if wanted("op:") {
         use flick_core::shaders;
@@ -434,7 +436,7 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         let feat = leaf([b, 16, 8, 32, 32], &ad);
         let hidden = leaf([b, 256, 512], &ad);
         fn loss<const D: usize>(y: Tensor<D>) -> f32 {
-            let _ = (y.clone() * y.detach().sin()).sum().backward();
+            let _ = (y.clone() * y.detach()).sum().backward();
             0.0
         }
         // (name, whether Flick has an implementation of its own here — then burn's operation
@@ -475,6 +477,11 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
                 "GELU [16,256,512]",
                 true,
                 Box::new(|| loss(shaders::gelu(hidden.clone()))),
+            ),
+            (
+                "SiLU [16,16,8,32,32]",
+                true,
+                Box::new(|| loss(shaders::silu(feat.clone()))),
             ),
         ];
         let was = shaders::fused();

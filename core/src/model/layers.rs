@@ -137,10 +137,10 @@ pub fn condition(
     t: Tensor<1>,
     text: &crate::text::TextContext,
 ) -> Tensor<2> {
-    let temb = fc2.forward(burn::tensor::activation::silu(
+    let temb = fc2.forward(crate::shaders::silu(
         fc1.forward(timestep_embedding(t, 256)),
     ));
-    burn::tensor::activation::silu(temb + pool.forward(text.pooled.clone()))
+    crate::shaders::silu(temb + pool.forward(text.pooled.clone()))
 }
 
 /// Fixed factorised sin-cos positions for a `t × h × w` token grid: the width is split into a
@@ -265,8 +265,8 @@ impl ConvBlock {
             m[1].clone().reshape([b, ch, 1, 1, 1]),
         );
         let h = group_norm(x.clone(), self.groups) * (scale + 1.0) + shift;
-        let h = conv3d(&self.conv1, burn::tensor::activation::silu(h));
-        x + conv3d(&self.conv2, burn::tensor::activation::silu(h))
+        let h = conv3d(&self.conv1, crate::shaders::silu(h));
+        x + conv3d(&self.conv2, crate::shaders::silu(h))
     }
 }
 

@@ -24,10 +24,10 @@ pub mod unet;
 
 pub use backbone::{Backbone, BackboneKind};
 
+use crate::shaders::silu;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig3d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::text::{TextContext, TextEncoder, TextEncoderConfig};

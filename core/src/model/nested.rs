@@ -20,10 +20,10 @@
 //! Every resolution is noised **independently with the same t**, each on its own schedule
 //! ([`level_time`]); the loss is `Σ_r ω_r·MSE_r` ([`NestedConfig::loss_weights`]).
 
+use crate::shaders::silu;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Initializer, PaddingConfig3d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::layers::{self, group_norm};
 use super::unet::{ResBlock, UnetConfig, VideoUnet, upsample2};

@@ -22,10 +22,10 @@
 //! `1 + k` the decoder's output at level `L − 1 − k` (tap `L` = the last, full-resolution level),
 //! each as tokens `[B, T·h·w, C]`.
 
+use crate::shaders::silu;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{Initializer, LayerNormConfig, Linear, LinearConfig, PaddingConfig3d};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::layers::{self, AttentionConfig, Mlp, factorised_positions, group_norm};
 use super::{DitBlock, Preconditioning, Prediction, Span};
