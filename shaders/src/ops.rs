@@ -632,7 +632,7 @@ pub(crate) fn conv_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
 }
 
 /// Whether the kernels handle this dtype (they are written for f32).
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "flex"))]
 pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
     matches!(dtype, burn::backend::DType::F32)
 }
