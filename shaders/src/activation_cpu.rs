@@ -15,6 +15,7 @@
 //! only on itself, so results do not depend on the thread count.
 
 use crate::attention_cpu::exp;
+use crate::conv_cpu::per_clip;
 
 /// `1/√(2π)`.
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -80,25 +81,6 @@ fn avx2() -> bool {
     false
 }
 
-/// `f(task index, output chunk)` over `out` in chunks of [`CHUNK`], in parallel where threads
-/// exist.
-fn per_chunk<F>(out: &mut [f32], f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
-{
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o));
-    }
-    #[cfg(target_arch = "wasm32")]
-    for (i, o) in out.chunks_mut(CHUNK).enumerate() {
-        f(i, o);
-    }
-}
-
 /// Which activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -145,7 +127,7 @@ fn silu_backward_avx2(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 pub fn forward(act: Activation, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     let fast = avx2();
-    per_chunk(&mut y, |i, y| {
+    per_clip(&mut y, CHUNK, |i, y| {
         let x = &x[i * CHUNK..i * CHUNK + y.len()];
         #[cfg(target_arch = "x86_64")]
         if fast {
@@ -173,7 +155,7 @@ pub fn backward(act: Activation, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), dy.len(), "x and dy have one shape");
     let mut dx = vec![0f32; x.len()];
     let fast = avx2();
-    per_chunk(&mut dx, |i, dx| {
+    per_clip(&mut dx, CHUNK, |i, dx| {
         let range = i * CHUNK..i * CHUNK + dx.len();
         let (x, dy) = (&x[range.clone()], &dy[range]);
         #[cfg(target_arch = "x86_64")]

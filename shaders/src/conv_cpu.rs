@@ -267,8 +267,9 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     })
 }
 
-/// Run `f(clip index, clip's output slice)` for every clip, in parallel where threads exist.
-fn per_clip<F>(out: &mut [f32], per: usize, f: F)
+/// Run `f(index, slice)` for every `per`-element slice of `out` (a clip's output; a chunk of an
+/// element-wise pass), in parallel where threads exist.
+pub(crate) fn per_clip<F>(out: &mut [f32], per: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {

@@ -632,7 +632,7 @@ pub(crate) fn conv_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
 }
 
 /// Whether the kernels handle this dtype (they are written for f32).
-#[cfg(any(feature = "wgpu", feature = "flex"))]
+#[cfg(feature = "wgpu")]
 pub(crate) fn is_f32(dtype: burn::backend::DType) -> bool {
     matches!(dtype, burn::backend::DType::F32)
 }
@@ -748,31 +748,19 @@ impl FusedOps for burn::backend::Flex {
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !is_f32(x.dtype()) {
-            return gelu_reference::<Self>(x);
-        }
-        flex_conv::activation(Activation::Gelu, x)
+        flex_conv::activation(Activation::Gelu, x, gelu_reference::<Self>)
     }
 
     fn fused_gelu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !(is_f32(x.dtype()) && is_f32(dy.dtype()) && x.shape() == dy.shape()) {
-            return gelu_bwd_reference::<Self>(x, dy);
-        }
-        flex_conv::activation_bwd(Activation::Gelu, x, dy)
+        flex_conv::activation_bwd(Activation::Gelu, x, dy, gelu_bwd_reference::<Self>)
     }
 
     fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !is_f32(x.dtype()) {
-            return silu_reference::<Self>(x);
-        }
-        flex_conv::activation(Activation::Silu, x)
+        flex_conv::activation(Activation::Silu, x, silu_reference::<Self>)
     }
 
     fn fused_silu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !(is_f32(x.dtype()) && is_f32(dy.dtype()) && x.shape() == dy.shape()) {
-            return silu_bwd_reference::<Self>(x, dy);
-        }
-        flex_conv::activation_bwd(Activation::Silu, x, dy)
+        flex_conv::activation_bwd(Activation::Silu, x, dy, silu_bwd_reference::<Self>)
     }
 }
 
@@ -860,15 +848,31 @@ mod flex_conv {
         FlexTensor::from_data(TensorData::new(values, shape))
     }
 
-    /// `act(x)` over an f32 tensor ([`crate::activation_cpu`]).
-    pub fn activation(act: Activation, x: FlexTensor) -> FlexTensor {
+    /// `act(x)` ([`crate::activation_cpu`]) where `x` is f32, otherwise `reference(x)`.
+    pub fn activation(
+        act: Activation,
+        x: FlexTensor,
+        reference: fn(FlexTensor) -> FlexTensor,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return reference(x);
+        }
         let shape = x.shape();
         let y = crate::activation_cpu::forward(act, &f32s(&x));
         FlexTensor::from_data(TensorData::new(y, shape))
     }
 
-    /// The gradient of `act` at `x` given `dy` (f32 tensors of one shape).
-    pub fn activation_bwd(act: Activation, x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+    /// The gradient of `act` at `x` given `dy` where both are f32 of one shape, otherwise
+    /// `reference(x, dy)`.
+    pub fn activation_bwd(
+        act: Activation,
+        x: FlexTensor,
+        dy: FlexTensor,
+        reference: fn(FlexTensor, FlexTensor) -> FlexTensor,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 || dy.dtype() != DType::F32 || x.shape() != dy.shape() {
+            return reference(x, dy);
+        }
         let shape = x.shape();
         let dx = crate::activation_cpu::backward(act, &f32s(&x), &f32s(&dy));
         FlexTensor::from_data(TensorData::new(dx, shape))
