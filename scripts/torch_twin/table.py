@@ -19,7 +19,7 @@ lines = [
     "FlopCounterMode: matmuls, convolutions, attention; forward + backward) / median time. "
     "Ratio = PyTorch eager's time / Flick's best time (> 1: Flick is faster). Rows "
     "\"flick (burn's operations)\" are Flick with `--no-fused`: burn's own operations where "
-    "Flick has its own (the kernels on a GPU; the convolution, attention, GELU and SiLU on the CPU) — the "
+    "Flick has its own (the kernels on a GPU; the convolution, attention, group norm, GELU and SiLU on the CPU) — the "
     "\"before\" of those operations, measured in the same run.",
     "",
     "| what | batch | framework | device | workers | median ms | fastest ms | clips/s | GFLOP/s | loss |",

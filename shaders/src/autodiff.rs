@@ -101,6 +101,28 @@ impl<B: Backend + FusedOps> Backward<B, 3> for ConvBackward {
     }
 }
 
+#[derive(Debug)]
+struct RowNormBackward;
+
+impl<B: Backend + FusedOps> Backward<B, 1> for RowNormBackward {
+    /// x, stats
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            let (x, stats) = ops.state;
+            grads.register::<B>(node.id, B::fused_row_norm_bwd(x, stats, dy));
+        }
+    }
+}
+
 /// GELU (`silu: false`) or SiLU (`silu: true`).
 #[derive(Debug)]
 struct ActivationBackward {
@@ -127,6 +149,25 @@ impl<B: Backend + FusedOps> Backward<B, 1> for ActivationBackward {
             };
             grads.register::<B>(node.id, dx);
         }
+    }
+}
+
+/// GELU (`silu: false`) or SiLU (`silu: true`) on the inner backend, its gradient registered.
+fn activation<B: Backend + FusedOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    silu: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    let guards = [x.node()];
+    let x = x.into_primitive();
+    let y = if silu {
+        B::fused_silu(x.clone())
+    } else {
+        B::fused_gelu(x.clone())
+    };
+    let op = ActivationBackward { silu };
+    match op.prepare::<C>(guards).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(x, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -197,26 +238,26 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         }
     }
 
-    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fused_row_norm(x: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
         let guards = [x.node()];
         let x = x.into_primitive();
-        let y = B::fused_gelu(x.clone());
-        let op = ActivationBackward { silu: false };
-        match op.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x, y),
+        let (y, stats) = B::fused_row_norm_fwd(x.clone(), eps);
+        match RowNormBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, stats), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        activation::<B, C>(x, false)
+    }
+
     fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let guards = [x.node()];
-        let x = x.into_primitive();
-        let y = B::fused_silu(x.clone());
-        let op = ActivationBackward { silu: true };
-        match op.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        activation::<B, C>(x, true)
     }
 
     fn fused_adamw(

@@ -22,7 +22,8 @@
 //! of them were the slowest operations of a training step against PyTorch); with
 //! [`set_fused`]`(false)` (the CLI's `--no-fused`) burn's own operations everywhere, exactly as
 //! the model did before the kernels existed. The GELU and SiLU have CPU implementations too
-//! ([`gelu`], [`silu`]: burn's evaluate `erf` and `exp` one element at a time).
+//! ([`gelu`], [`silu`]: burn's evaluate `erf` and `exp` one element at a time), and so does the
+//! group norm ([`group_norm`]: burn's composition is a dozen passes over the tensor).
 
 #[cfg(feature = "flex")]
 pub mod activation_cpu;
@@ -34,6 +35,8 @@ mod autodiff;
 pub mod conv_cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
+#[cfg(feature = "flex")]
+pub mod norm_cpu;
 
 pub mod ops;
 mod template;
@@ -174,6 +177,27 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
         weight.into_dispatch(),
         bias.into_dispatch(),
     ))
+}
+
+/// Group norm without affine parameters over `x [B, C, T, H, W]`: per sample and per group of
+/// `C / groups` channels, over the group's channels and all positions, `(x − mean)/sqrt(var +
+/// eps)` (biased variance). On the CPU two passes forward and two backward ([`norm_cpu`]); on a
+/// GPU, and with [`set_fused`]`(false)`, burn's operations (mean, variance, divide).
+pub fn group_norm(x: Tensor<5>, groups: usize, eps: f32) -> Tensor<5> {
+    let [b, c, t, h, w] = x.dims();
+    let rows = [b * groups, (c / groups) * t * h * w];
+    if !fused() || on_gpu(&x.device()) {
+        let g = x.reshape(rows);
+        let mean = g.clone().mean_dim(1);
+        let centred = g - mean;
+        let var = centred.clone().powi_scalar(2).mean_dim(1);
+        return (centred / (var + eps).sqrt()).reshape([b, c, t, h, w]);
+    }
+    let y: Tensor<2> = Tensor::from_dispatch(Dispatch::fused_row_norm(
+        x.reshape(rows).into_dispatch(),
+        eps,
+    ));
+    y.reshape([b, c, t, h, w])
 }
 
 /// GELU `x·Φ(x)` (the exact form, `Φ` the standard normal CDF). On the CPU one vectorised pass

@@ -149,6 +149,32 @@ pub trait FusedOps: Backend {
         conv3d_bwd_w_reference::<Self>(x, w, dy)
     }
 
+    /// Each row of `x [R, S]` normalised without affine parameters: `(x − mean)·rstd`,
+    /// `rstd = 1/sqrt(var + eps)` (the group norm on `[B·G, S]`).
+    #[fusion(dtype = x, shape = x)]
+    fn fused_row_norm(x: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        Self::fused_row_norm_fwd(x, eps).0
+    }
+
+    /// [`Self::fused_row_norm`] with each row's `(mean, rstd)`: `(y, stats [R, 2])`.
+    #[fusion(meta = row_norm_fwd_meta)]
+    fn fused_row_norm_fwd(
+        x: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        row_norm_fwd_reference::<Self>(x, eps)
+    }
+
+    /// The gradient of [`Self::fused_row_norm`] given the output's gradient `dy`.
+    #[fusion(dtype = x, shape = x)]
+    fn fused_row_norm_bwd(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        row_norm_bwd_reference::<Self>(x, stats, dy)
+    }
+
     /// GELU `x·Φ(x)`, `Φ` the standard normal CDF (the exact form, not the tanh approximation).
     #[fusion(dtype = x, shape = x)]
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -214,6 +240,14 @@ pub trait FusedOps: Backend {
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pixels_reference::<Self>(x)
     }
+}
+
+#[cfg(feature = "fusion")]
+fn row_norm_fwd_meta(x: &TensorSpec, _eps: &f32) -> (TensorSpec, TensorSpec) {
+    (
+        x.clone(),
+        TensorSpec::new(Shape::new([x.shape[0], 2]), x.dtype),
+    )
 }
 
 #[cfg(feature = "fusion")]
@@ -558,6 +592,50 @@ pub(crate) fn conv_options(w: &Shape) -> ConvOptions<3> {
     ConvOptions::new([1, 1, 1], [w[2] / 2, w[3] / 2, w[4] / 2], [1, 1, 1], 1)
 }
 
+/// The composed row normalisation (the reference): `(x − mean)·rstd` per row of `x [R, S]`,
+/// with `stats [R, 2] = (mean, rstd)`.
+pub fn row_norm_fwd_reference<B: Backend>(
+    x: FloatTensor<B>,
+    eps: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let full = x.shape();
+    let mean = B::float_mean_dim(x.clone(), 1); // [R, 1]
+    let c = B::float_sub(x, B::float_expand(mean.clone(), full.clone()));
+    let var = B::float_mean_dim(B::float_mul(c.clone(), c.clone()), 1);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, sc(eps))));
+    let y = B::float_mul(c, B::float_expand(rstd.clone(), full));
+    (y, B::float_cat(vec![mean, rstd], 1))
+}
+
+/// The composed row normalisation gradient: with `xh = (x − mean)·rstd`,
+/// `dx = rstd·(dy − mean(dy) − xh·mean(dy·xh))` per row.
+pub fn row_norm_bwd_reference<B: Backend>(
+    x: FloatTensor<B>,
+    stats: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let full = x.shape();
+    let r = full[0];
+    let mean = B::float_slice(stats.clone(), &[(0..r).into(), (0..1).into()]);
+    let rstd = B::float_expand(
+        B::float_slice(stats, &[(0..r).into(), (1..2).into()]),
+        full.clone(),
+    );
+    let xh = B::float_mul(
+        B::float_sub(x, B::float_expand(mean, full.clone())),
+        rstd.clone(),
+    );
+    let mg = B::float_expand(B::float_mean_dim(dy.clone(), 1), full.clone());
+    let mgx = B::float_expand(
+        B::float_mean_dim(B::float_mul(dy.clone(), xh.clone()), 1),
+        full,
+    );
+    B::float_mul(
+        rstd,
+        B::float_sub(B::float_sub(dy, mg), B::float_mul(xh, mgx)),
+    )
+}
+
 /// The composed GELU (the reference): `x·(1 + erf(x/√2))/2` from burn's primitives.
 pub fn gelu_reference<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let erf = B::float_erf(B::float_div_scalar(x.clone(), sc(std::f32::consts::SQRT_2)));
@@ -745,6 +823,44 @@ impl FusedOps for burn::backend::Flex {
             flex_conv::tensor(dw, [s.c_out, s.c_in, s.kt, s.kh, s.kw]),
             flex_conv::tensor(db, [s.c_out]),
         )
+    }
+
+    fn fused_row_norm_fwd(
+        x: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.shape();
+        if x.dtype() != burn::backend::DType::F32 || shape.num_dims() != 2 || shape[0] == 0 {
+            return row_norm_fwd_reference::<Self>(x, eps);
+        }
+        let rows = shape[0];
+        let (y, stats) = crate::norm_cpu::forward(&flex_conv::f32s(&x), rows, eps);
+        (
+            flex_conv::tensor(y, [rows, shape[1]]),
+            flex_conv::tensor(stats, [rows, 2]),
+        )
+    }
+
+    fn fused_row_norm_bwd(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let f32 = |t: &FloatTensor<Self>| t.dtype() == burn::backend::DType::F32;
+        let shape = x.shape();
+        let fits = f32(&x)
+            && f32(&stats)
+            && f32(&dy)
+            && shape.num_dims() == 2
+            && shape[0] > 0
+            && dy.shape() == shape
+            && stats.shape().num_elements() == 2 * shape[0];
+        if !fits {
+            return row_norm_bwd_reference::<Self>(x, stats, dy);
+        }
+        let f = flex_conv::f32s;
+        let dx = crate::norm_cpu::backward(&f(&x), &f(&stats), &f(&dy));
+        flex_conv::tensor(dx, [shape[0], shape[1]])
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -813,3 +813,92 @@ fn cpu_activations_and_their_composed_references_match_the_textbook() {
         }
     }
 }
+
+/// The model's group norm on the CPU (Flick's two-pass rows, through burn's autodiff) and the
+/// trait's composed references, forward and gradient, against the textbook in f64; the
+/// pixel-resolution blocks' shape and a ragged one, values off-centre.
+#[test]
+fn cpu_group_norm_and_its_composed_reference_match_the_textbook() {
+    let eps = 1e-6f32;
+    let ad = cpu().autodiff();
+    for (i, (shape, groups)) in [([2, 16, 4, 16, 16], 8), ([3, 6, 3, 5, 7], 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 950 + 10 * i as u64;
+        let x = random(shape, seed) * 2.0 + 0.7;
+        let g = random(shape, seed + 1);
+        let (xs, gs) = (values(x.clone()), values(g.clone()));
+        let row = xs.len() / (shape[0] * groups);
+        // Textbook, per row of `row` values: y = (x − mean)/√(var + eps),
+        // dx = rstd·(g − mean(g) − y·mean(g·y)).
+        let (mut y_ref, mut dx_ref) = (Vec::new(), Vec::new());
+        for (xr, gr) in xs.chunks(row).zip(gs.chunks(row)) {
+            let n = row as f64;
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let rstd = 1.0 / (var + eps as f64).sqrt();
+            let y: Vec<f64> = xr.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+            let mg = gr.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let mgy = gr.iter().zip(&y).map(|(&g, y)| g as f64 * y).sum::<f64>() / n;
+            dx_ref.extend(
+                gr.iter()
+                    .zip(&y)
+                    .map(|(&g, y)| (rstd * (g as f64 - mg - y * mgy)) as f32),
+            );
+            y_ref.extend(y.iter().map(|&v| v as f32));
+        }
+
+        let xa = Tensor::<5>::from_data(x.to_data(), &ad).require_grad();
+        let y = flick_shaders::group_norm(xa.clone(), groups, eps);
+        let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let dx = xa.grad(&grads).expect("x's gradient");
+        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+        assert!(
+            dy < 1e-5,
+            "CPU group norm {shape:?}: forward differs by {dy:e}"
+        );
+        assert!(
+            dd < 1e-5,
+            "CPU group norm {shape:?}: gradient differs by {dd:e}"
+        );
+
+        let rows = [shape[0] * groups, row];
+        let (y, stats) = Dispatch::fused_row_norm_fwd(x.clone().reshape(rows).into_dispatch(), eps);
+        let (y, stats_ref) = (
+            Tensor::<2>::from_dispatch(y),
+            Tensor::<2>::from_dispatch(stats),
+        );
+        let ry = flick_shaders::ops::row_norm_fwd_reference::<Dispatch>(
+            x.clone().reshape(rows).into_dispatch(),
+            eps,
+        );
+        let (ry, rstats) = (
+            Tensor::<2>::from_dispatch(ry.0),
+            Tensor::<2>::from_dispatch(ry.1),
+        );
+        let rdx =
+            Tensor::<2>::from_dispatch(flick_shaders::ops::row_norm_bwd_reference::<Dispatch>(
+                x.reshape(rows).into_dispatch(),
+                rstats.clone().into_dispatch(),
+                g.reshape(rows).into_dispatch(),
+            ));
+        let (dy, dd) = (
+            rel_diff(&values(ry), &y_ref),
+            rel_diff(&values(rdx), &dx_ref),
+        );
+        assert!(
+            dy < 1e-5,
+            "composed group norm {shape:?}: forward differs by {dy:e}"
+        );
+        assert!(
+            dd < 1e-5,
+            "composed group norm {shape:?}: gradient differs by {dd:e}"
+        );
+        let ds = rel_diff(&values(stats_ref), &values(rstats));
+        assert!(ds < 1e-5, "CPU and composed (mean, rstd) differ by {ds:e}");
+        assert!(rel_diff(&values(y), &y_ref) < 1e-5);
+    }
+}

@@ -37,7 +37,8 @@ pub struct TrainBenchArgs {
     pub warmup: usize,
     pub steps: usize,
     /// Run only the parts whose name contains one of these (`training step`, `training loop`
-    /// (measured with the training step; by default on a GPU only), `op:`,
+    /// (measured with the training step; by default on a GPU only), `op:` (or one operation's
+    /// name, e.g. `op: conv`),
     /// `optimizer`, `one-step generation`); all when empty.
     pub only: Vec<String>,
 }
@@ -405,9 +406,21 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
     // Σ y·y with one factor not differentiated (the output's gradient is y, for one multiply
     // and one sum; burn's CPU sine alone cost more than some of the ops): the same list and
     // loss as the twin's `ops`.
-    // Where Flick has its own CPU operation (convolution, attention, GELU, SiLU), twice: Flick's (the
+    // Where Flick has its own CPU operation (convolution, attention, group norm, GELU, SiLU), twice: Flick's (the
     // model's path) and burn's own (`--no-fused`).
-    if wanted("op:") {
+    // (`--only op:` runs them all, `--only "op: conv"` the convolutions.)
+    const OP_NAMES: [&str; 8] = [
+        "linear [4096,128]→512",
+        "attention [16,4,256,32]",
+        "adaLN [16,256,128]",
+        "conv 3→16 3×3×3 [16,3,8,32,32]",
+        "conv 16→16 1×3×3 [16,16,8,32,32]",
+        "group norm [16,16,8,32,32]",
+        "GELU [16,256,512]",
+        "SiLU [16,16,8,32,32]",
+    ];
+    let op_wanted = |name: &str| wanted(&format!("op: {name}"));
+    if OP_NAMES.iter().any(|name| op_wanted(name)) {
         use flick_core::shaders;
         let b = 16usize;
         fn leaf<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -442,57 +455,66 @@ pub fn run(args: TrainBenchArgs) -> anyhow::Result<Vec<TrainRow>> {
         // (name, whether Flick has an implementation of its own here — then burn's operation
         // is timed too, as `--no-fused` runs it —, forward + backward)
         type Op<'a> = (&'a str, bool, Box<dyn Fn() -> f32 + 'a>);
+        let [
+            lin_name,
+            attn_name,
+            adaln_name,
+            stem_name,
+            conv_name,
+            gn_name,
+            gelu_name,
+            silu_name,
+        ] = OP_NAMES;
         let ops: Vec<Op> = vec![
+            (lin_name, false, Box::new(|| loss(lin.forward(x.clone())))),
             (
-                "linear [4096,128]→512",
-                false,
-                Box::new(|| loss(lin.forward(x.clone()))),
-            ),
-            (
-                "attention [16,4,256,32]",
+                attn_name,
                 true,
                 Box::new(|| loss(shaders::attention(q.clone(), k.clone(), v.clone(), None))),
             ),
             (
-                "adaLN [16,256,128]",
+                adaln_name,
                 false,
                 Box::new(|| loss(shaders::adaln(t.clone(), sh.clone(), sc.clone()))),
             ),
             (
-                "conv 3→16 3×3×3 [16,3,8,32,32]",
+                stem_name,
                 true,
                 Box::new(|| loss(flick_core::model::layers::conv3d(&stem, clip.clone()))),
             ),
             (
-                "conv 16→16 1×3×3 [16,16,8,32,32]",
+                conv_name,
                 true,
                 Box::new(|| loss(flick_core::model::layers::conv3d(&conv, feat.clone()))),
             ),
             (
-                "group norm [16,16,8,32,32]",
-                false,
+                gn_name,
+                true,
                 Box::new(|| loss(flick_core::model::layers::group_norm(feat.clone(), 8))),
             ),
             (
-                "GELU [16,256,512]",
+                gelu_name,
                 true,
                 Box::new(|| loss(shaders::gelu(hidden.clone()))),
             ),
             (
-                "SiLU [16,16,8,32,32]",
+                silu_name,
                 true,
                 Box::new(|| loss(shaders::silu(feat.clone()))),
             ),
         ];
         let was = shaders::fused();
-        let runs = ops.iter().flat_map(|(name, own, op)| {
-            let both: &[bool] = match (was, *own) {
-                (true, true) => &[true, false],
-                (true, false) => &[true],
-                (false, _) => &[false],
-            };
-            both.iter().map(move |&fused| (*name, fused, op))
-        });
+        let runs = ops
+            .iter()
+            .filter(|(name, ..)| op_wanted(name))
+            .flat_map(|(name, own, op)| {
+                let both: &[bool] = match (was, *own) {
+                    (true, true) => &[true, false],
+                    (true, false) => &[true],
+                    (false, _) => &[false],
+                };
+                both.iter().map(move |&fused| (*name, fused, op))
+            });
         for (name, fused, op) in runs {
             shaders::set_fused(fused);
             let (median, min, _) = time_steps(&device, warmup, steps, op);

@@ -487,6 +487,7 @@ fn distill(stage: DistillStage, models: Option<&Path>) -> anyhow::Result<()> {
 
 /// Parse the process arguments and run; errors are printed and exit with status 1.
 pub fn main() {
+    crate::heap::keep_freed_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -8,6 +8,7 @@ pub mod config;
 pub mod distill;
 pub mod dmd;
 pub mod eval;
+pub mod heap;
 pub mod optim;
 pub mod plot;
 pub mod probe;

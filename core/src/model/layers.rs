@@ -207,12 +207,7 @@ pub fn conv3d(conv: &burn::nn::conv::Conv3d, x: Tensor<5>) -> Tensor<5> {
 /// Group norm without learned affine parameters over `[B, C, T, H, W]` (per sample, per group
 /// of `C / groups` channels, over the group's channels and all positions).
 pub fn group_norm(x: Tensor<5>, groups: usize) -> Tensor<5> {
-    let [b, c, t, h, w] = x.dims();
-    let g = x.reshape([b, groups, (c / groups) * t * h * w]);
-    let mean = g.clone().mean_dim(2);
-    let centred = g - mean;
-    let var = centred.clone().powi_scalar(2).mean_dim(2);
-    (centred / (var + 1e-6).sqrt()).reshape([b, c, t, h, w])
+    crate::shaders::group_norm(x, groups, 1e-6)
 }
 
 /// A residual convolution block at pixel resolution, modulated by the conditioning
