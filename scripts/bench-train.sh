@@ -9,7 +9,8 @@
 # also with `--no-fused` (burn's own convolution and attention: the "before").
 # --gpu: Flick on wgpu (Vulkan), with and without burn's kernel fusion, against PyTorch CUDA
 # eager and torch.compile.
-# Needs the build (scripts/build.sh) and PyTorch (scripts/setup.sh test).
+# Needs the build (scripts/build.sh; or FLICK=path/to/flick) and PyTorch (scripts/setup.sh test;
+# or FLICK_TORCH_PYTHON=python with torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/bench-train}"
@@ -17,8 +18,10 @@ gpu=0
 [ "${2:-}" = "--gpu" ] && gpu=1
 py="${FLICK_TORCH_PYTHON:-$HOME/.cache/flick/torch-venv/bin/python}"
 "$py" -c 'import torch' 2>/dev/null || { echo "no PyTorch at $py: run bash scripts/setup.sh test" >&2; exit 1; }
-bash scripts/build.sh
-flick="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}/debug/flick"
+if [ -n "${FLICK:-}" ]; then flick=$(readlink -f "$FLICK"); else
+  bash scripts/build.sh
+  flick="${CARGO_TARGET_DIR:-$HOME/.cache/flick-target}/debug/flick"
+fi
 export FLICK_MODELS="${FLICK_MODELS:-$PWD/models}"
 threads=$(nproc)
 mkdir -p "$out"

@@ -102,6 +102,38 @@ def ops(device):
     ]
 
 
+def training_step(model, fn, cfg, b, device):
+    """The benchmarked step over `model` at batch `b` (its forward through `fn`: the model, or
+    its torch.compile'd form): text encoding, forward, flow-matching loss, backward, the
+    global-norm clip, AdamW and the EMA update, the loss read back. Returns
+    `(step, loss_of, optimizer)`."""
+    model.train()
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+    x0, eps, t = batch_for(cfg, b, device)
+    ps = prompts(b)
+
+    def loss_of():
+        text = model.encode_text(ps)
+        if isinstance(model, tw.NestedUnet):
+            return tw.flow_loss(model, x0, eps, t, text)
+        xt, target = tw.noise(x0, eps[0], t)
+        return (fn(xt, t, text) - target).pow(2).mean()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.999)
+        return loss.item()
+
+    return step, loss_of, opt
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
@@ -136,32 +168,18 @@ def main():
     for b in [int(x) for x in a.batches.split(",")]:
         for mode in modes:
             model, cfg, _ = tw.load_flick(a.teacher, device)
-            model.train()
-            params = [p for p in model.parameters()]
-            ema = [p.detach().clone() for p in params]
-            opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
-            x0, eps, t = batch_for(cfg, b, device)
-            ps = prompts(b)
-            fn = model
+            fn = torch.compile(model) if mode == "compile" else model
+            step, loss_of, opt = training_step(model, fn, cfg, b, device)
             if mode == "compile":
-                fn = torch.compile(model)
-
-            def loss_of():
-                text = model.encode_text(ps)
-                if isinstance(model, tw.NestedUnet):
-                    return tw.flow_loss(model, x0, eps, t, text)
-                xt, target = tw.noise(x0, eps[0], t)
-                return (fn(xt, t, text) - target).pow(2).mean()
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                loss = loss_of()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.999)
-                return loss.item()
+                # Compiled in the first call: timed here so the table can say what it cost.
+                t0 = time.perf_counter()
+                try:
+                    step()
+                except Exception as e:  # a compiler failure costs this row, not the rest
+                    print(f"torch.compile failed at batch {b}: {e!r}", file=sys.stderr, flush=True)
+                    continue
+                print(f"torch.compile: first step at batch {b} took {time.perf_counter() - t0:.1f} s",
+                      flush=True)
 
             flops = None
             if mode == "eager":
@@ -188,7 +206,7 @@ def main():
                     "flops": flops,
                 }
             )
-            del model, opt, ema, params
+            del model, opt, step, loss_of
 
     # The step's operations one by one (the same list as `flick bench --train`).
     for op_name, fn, leaves in ops(device):
