@@ -6,7 +6,9 @@
 //
 // w, g, m, v, a: [n]; s: [4] = scale, ok, c₁, c₂ — computed on the device from the gradient's
 // norm, so the host never waits for it; ok = 0 (a non-finite norm or loss) leaves w, m, v, a as
-// they were. out: [4, n] = w', m', v', a'. p: n, then the f32 bits of β₁, β₂, ε, wd, lr, d.
+// they were. out: w', m', v', a', each n long, at 0, r, 2r, 3r (r ≥ n: each row starts where a
+// storage binding may, so the host hands the rows out as tensors without copying). p: n, then
+// the f32 bits of β₁, β₂, ε, wd, lr, d, then r.
 
 // Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
 // and an output may be two ranges of one wgpu buffer, which must then have one usage.
@@ -22,13 +24,14 @@
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = p[0];
+    let r = p[7];
     let i = (wg.x + wg.y * nwg.x) * 64u + lid;
     if (i >= n) { return; }
     if (s[1] == 0.0) {
         out[i] = w[i];
-        out[n + i] = m[i];
-        out[2u * n + i] = v[i];
-        out[3u * n + i] = a[i];
+        out[r + i] = m[i];
+        out[2u * r + i] = v[i];
+        out[3u * r + i] = a[i];
         return;
     }
     let scale = s[0];
@@ -46,7 +49,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let update = (mi / c1) / (sqrt(vi / c2) + eps);
     let wi = w[i] - (update + w[i] * wd) * lr;
     out[i] = wi;
-    out[n + i] = mi;
-    out[2u * n + i] = vi;
-    out[3u * n + i] = a[i] * d + wi * (1.0 - d);
+    out[r + i] = mi;
+    out[2u * r + i] = vi;
+    out[3u * r + i] = a[i] * d + wi * (1.0 - d);
 }

@@ -273,9 +273,15 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         weight_decay: f32,
         lr: f32,
         decay: f32,
-    ) -> FloatTensor<Self> {
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
         // An optimizer step: computed on the inner backend, outside the graph.
-        <Self as burn::backend::AutodiffBackend>::from_inner(B::fused_adamw(
+        let lift = <Self as burn::backend::AutodiffBackend>::from_inner;
+        let (w, m, v, a) = B::fused_adamw(
             w.into_primitive(),
             g.into_primitive(),
             m.into_primitive(),
@@ -288,7 +294,8 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             weight_decay,
             lr,
             decay,
-        ))
+        );
+        (lift(w), lift(m), lift(v), lift(a))
     }
 
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {

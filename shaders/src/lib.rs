@@ -252,15 +252,13 @@ pub fn adamw(
     let kernel = !composed && fused_on(&p[0].device());
     let [w, g, m, v, a, s] = p.map(Tensor::into_dispatch);
     let [b1, b2, eps, wd, lr, d] = h;
-    let out = if kernel {
+    let (w, m, v, a) = if kernel {
         Dispatch::fused_adamw(w, g, m, v, a, s, b1, b2, eps, wd, lr, d)
     } else {
         ops::adamw_reference::<Dispatch>(w, g, m, v, a, s, h)
     };
-    let out: Tensor<2> = Tensor::from_dispatch(out);
-    let n = out.dims()[1];
-    let row = |i: usize| out.clone().narrow(0, i, 1).reshape([n]);
-    (row(0), row(1), row(2), row(3))
+    let t = Tensor::<1>::from_dispatch;
+    (t(w), t(m), t(v), t(a))
 }
 
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per

@@ -202,8 +202,8 @@ pub trait FusedOps: Backend {
     }
 
     /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
-    /// `[n]` (weights, gradient, moments, average) → `[4, n]`: the new weights, first and second
-    /// moments and average. `s` `[4]` holds the values a step computes on the device from its
+    /// `[n]` (weights, gradient, moments, average) → the new weights, first and second moments
+    /// and average, `[n]` each. `s` `[4]` holds the values a step computes on the device from its
     /// gradient norm: the clip factor, whether the step is taken (1, or 0 to return `w, m, v, a`
     /// unchanged) and the bias corrections `c₁, c₂ = 1 − βᵗ`; `decay` is the EMA's. Not
     /// differentiable (an optimizer step).
@@ -222,7 +222,12 @@ pub trait FusedOps: Backend {
         weight_decay: f32,
         lr: f32,
         decay: f32,
-    ) -> FloatTensor<Self> {
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
         adamw_reference::<Self>(
             w,
             g,
@@ -338,8 +343,8 @@ fn adamw_meta(
     _weight_decay: &f32,
     _lr: &f32,
     _decay: &f32,
-) -> TensorSpec {
-    TensorSpec::new(Shape::new([4, w.shape[0]]), w.dtype)
+) -> (TensorSpec, TensorSpec, TensorSpec, TensorSpec) {
+    (w.clone(), w.clone(), w.clone(), w.clone())
 }
 
 /// [`FusedOps::fused_adamw`] composed of burn's operations (`s` = clip factor, taken, c₁, c₂ on
@@ -353,7 +358,7 @@ pub fn adamw_reference<B: Backend>(
     a: FloatTensor<B>,
     s: FloatTensor<B>,
     h: [f32; 6],
-) -> FloatTensor<B> {
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let [b1, b2, eps, wd, lr, d] = h;
     let n = w.shape()[0];
     // s[i] broadcast over the parameter's n elements.
@@ -390,16 +395,7 @@ pub fn adamw_reference<B: Backend>(
     let skip = B::float_equal_elem(taken, sc(0.0), bool_dtype);
     let keep =
         |old: FloatTensor<B>, new: FloatTensor<B>| B::float_mask_where(new, skip.clone(), old);
-    let row = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([1, n]));
-    B::float_cat(
-        vec![
-            row(keep(w0, w)),
-            row(keep(m0, m)),
-            row(keep(v0, v)),
-            row(keep(a0, a)),
-        ],
-        0,
-    )
+    (keep(w0, w), keep(m0, m), keep(v0, v), keep(a0, a))
 }
 
 #[cfg(feature = "fusion")]
