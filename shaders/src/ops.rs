@@ -358,7 +358,12 @@ pub fn adamw_reference<B: Backend>(
     a: FloatTensor<B>,
     s: FloatTensor<B>,
     h: [f32; 6],
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+) -> (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+) {
     let [b1, b2, eps, wd, lr, d] = h;
     let n = w.shape()[0];
     // s[i] broadcast over the parameter's n elements.
