@@ -4,6 +4,7 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
+use burn::tensor::DispatchTensor;
 
 /// The container name burn's derive gives [`crate::model::Backbone`]'s variants. Which backbone a
 /// checkpoint holds is in its config, so the variant is not part of a parameter's path: a DiT's
@@ -165,6 +166,86 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
         };
         Param::from_mapped_value(id, value, mapper)
     }
+}
+
+struct VisitRaw<'a, F> {
+    path: ParamPath,
+    f: &'a mut F,
+}
+
+impl<F: FnMut(&str, DispatchTensor)> ModuleVisitor for VisitRaw<'_, F> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        (self.f)(&self.path.join(), param.val().inner().into_dispatch());
+    }
+}
+
+/// [`visit_params`] with each value as it is, of the parameter's shape, as burn's dispatch
+/// primitive without autodiff: no reshape queued per parameter (the optimizer's update on a
+/// GPU, where every queued operation costs host time).
+pub fn visit_params_raw<M: Module>(module: &M, mut f: impl FnMut(&str, DispatchTensor)) {
+    module.visit(&mut VisitRaw {
+        path: ParamPath::default(),
+        f: &mut f,
+    });
+}
+
+struct MapRaw<'a, F> {
+    path: ParamPath,
+    f: &'a mut F,
+}
+
+impl<F: FnMut(&str, DispatchTensor) -> Option<DispatchTensor>> ModuleMapper for MapRaw<'_, F> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+    }
+    fn exit_module(&mut self, _name: &str, container: &str) {
+        self.path.exit(container);
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, mapper) = param.consume();
+        let dims = value.dims();
+        let require_grad = value.is_require_grad();
+        let autodiff = value.is_autodiff();
+        let raw = value.clone().inner().into_dispatch();
+        let value = match (self.f)(&self.path.join(), raw) {
+            Some(new) => {
+                let mut t = Tensor::<D>::from_dispatch(new);
+                assert_eq!(
+                    t.dims(),
+                    dims,
+                    "replacement for {} has the wrong shape",
+                    self.path.join()
+                );
+                if autodiff {
+                    t = t.autodiff();
+                    if require_grad {
+                        t = t.require_grad();
+                    }
+                }
+                t
+            }
+            None => value,
+        };
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// [`map_params`] on values as they are ([`visit_params_raw`]): `f(path, value)` returns the
+/// new value, of the same shape, or `None` to keep the parameter.
+pub fn map_params_raw<M: Module>(
+    module: M,
+    mut f: impl FnMut(&str, DispatchTensor) -> Option<DispatchTensor>,
+) -> M {
+    module.map(&mut MapRaw {
+        path: ParamPath::default(),
+        f: &mut f,
+    })
 }
 
 /// Replace float parameters: `f(path, id, flat value without autodiff, shape)` returns the new

@@ -298,6 +298,19 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         (lift(w), lift(m), lift(v), lift(a))
     }
 
+    fn fused_sumsq(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        row: usize,
+    ) -> FloatTensor<Self> {
+        // The optimizer's gradient norm: computed on the inner backend, outside the graph.
+        <Self as burn::backend::AutodiffBackend>::from_inner(B::fused_sumsq(
+            x.into_primitive(),
+            table.into_primitive(),
+            row,
+        ))
+    }
+
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {
         // For display only: computed on the inner backend, outside the graph.
         <Self as burn::backend::AutodiffBackend>::from_inner(B::clip_pixels(x.into_primitive()))

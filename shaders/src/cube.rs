@@ -408,7 +408,8 @@ impl FusedOps for CubeBackend {
         if !(wgsl_device(&w) && all_f32) {
             return ops::adamw_reference::<Self>(w, g, m, v, a, s, h);
         }
-        let n = w.shape()[0];
+        let n = w.shape().num_elements();
+        let (w_shape, m_shape) = (w.shape(), m.shape());
         let [w, g, m, v, a, s] = [w, g, m, v, a, s].map(into_contiguous);
         // One buffer for the four results, each row starting at an offset a storage binding
         // may start at, handed out as four tensors (views, no copies): fewer operations for
@@ -426,7 +427,7 @@ impl FusedOps for CubeBackend {
             &[&w, &g, &m, &v, &a, &s, &out],
             &params,
         );
-        let row = |i: usize| {
+        let row = |i: usize, shape: &Shape| {
             let f = w.dtype.size() as u64;
             let handle = out
                 .handle
@@ -436,12 +437,41 @@ impl FusedOps for CubeBackend {
             CubeTensor::new_contiguous(
                 out.client.clone(),
                 out.device.clone(),
-                Shape::new([n]),
+                shape.clone(),
                 handle,
                 out.dtype,
             )
         };
-        (row(0), row(1), row(2), row(3))
+        (
+            row(0, &w_shape),
+            row(1, &m_shape),
+            row(2, &m_shape),
+            row(3, &w_shape),
+        )
+    }
+
+    fn fused_sumsq(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        row: usize,
+    ) -> FloatTensor<Self> {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype) && ops::is_f32(table.dtype)) {
+            return ops::sumsq_reference::<Self>(x, table, row);
+        }
+        let x = into_contiguous(x);
+        let table = into_contiguous(table);
+        // In place where nothing else holds the table (each parameter's launch writes its own
+        // row of the one table a step builds).
+        let table = if table.can_mut() { table } else { table.copy() };
+        let n = x.shape().num_elements();
+        launch(
+            "sumsq",
+            Variant::PLAIN,
+            ops::SUMSQ_SLOTS,
+            &[&x, &table],
+            &[n as u32, row as u32, ops::SUMSQ_SLOTS as u32],
+        );
+        table
     }
 
     fn clip_pixels(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -50,7 +50,8 @@ use burn::prelude::*;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-pub use ops::FusedOps;
+pub use burn::tensor::DispatchTensor;
+pub use ops::{FusedOps, SUMSQ_SLOTS};
 pub use template::{
     ATTENTION_TARGET_WORKGROUPS, CONV_KT, HEAD_DIMS, KERNELS, SPLITS, Variant, attention_tile,
     instantiate, splits_valid, variants,
@@ -250,15 +251,59 @@ pub fn adamw(
     composed: bool,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
     let kernel = !composed && fused_on(&p[0].device());
-    let [w, g, m, v, a, s] = p.map(Tensor::into_dispatch);
+    let (w, m, v, a) = adamw_any(p.map(Tensor::into_dispatch), h, kernel);
+    let t = Tensor::<1>::from_dispatch;
+    (t(w), t(m), t(v), t(a))
+}
+
+/// [`adamw`] on tensors of any rank, as burn's dispatch primitives: `w, a` of the parameter's
+/// shape, `g, m, v` of any shape with as many elements; each result has its input's shape (so
+/// that an optimizer updates parameters without reshaping them). `kernel`: the WGSL kernel
+/// (where [`fused_on`] the device), else burn's operations.
+pub fn adamw_any(
+    p: [DispatchTensor; 6],
+    h: [f32; 6],
+    kernel: bool,
+) -> (
+    DispatchTensor,
+    DispatchTensor,
+    DispatchTensor,
+    DispatchTensor,
+) {
+    let [w, g, m, v, a, s] = p;
     let [b1, b2, eps, wd, lr, d] = h;
-    let (w, m, v, a) = if kernel {
+    if kernel {
         Dispatch::fused_adamw(w, g, m, v, a, s, b1, b2, eps, wd, lr, d)
     } else {
         ops::adamw_reference::<Dispatch>(w, g, m, v, a, s, h)
-    };
-    let t = Tensor::<1>::from_dispatch;
-    (t(w), t(m), t(v), t(a))
+    }
+}
+
+/// The dimensions of a dispatch primitive.
+pub fn dims_any(x: &DispatchTensor) -> Vec<usize> {
+    burn::backend::TensorMetadata::shape(x).to_vec()
+}
+
+/// `x` reshaped to `dims` (as many elements), on burn's dispatch primitives.
+pub fn reshape_any(x: DispatchTensor, dims: &[usize]) -> DispatchTensor {
+    <Dispatch as burn::backend::ops::FloatTensorOps<Dispatch>>::float_reshape(
+        x,
+        burn::backend::Shape::from(dims.to_vec()),
+    )
+}
+
+/// Row `row` of `table` (`[rows·SUMSQ_SLOTS]`) replaced by partial sums of `x²` adding up to
+/// `Σx²` (see [`FusedOps::fused_sumsq`]); `x` of any rank. A global gradient norm is the square
+/// root of the sum of a table with a row per parameter: on a GPU one kernel launch per
+/// parameter, in place; with `composed` (or off a GPU) burn's operations.
+pub fn sumsq_into(table: Tensor<1>, x: DispatchTensor, row: usize, composed: bool) -> Tensor<1> {
+    let kernel = !composed && fused_on(&table.device());
+    let table = table.into_dispatch();
+    Tensor::<1>::from_dispatch(if kernel {
+        Dispatch::fused_sumsq(x, table, row)
+    } else {
+        ops::sumsq_reference::<Dispatch>(x, table, row)
+    })
 }
 
 /// Clips `[B, 3, T, H, W]` in [-1, 1] → RGBA8 frames, one `Vec<u8>` of `T·H·W·4` bytes per

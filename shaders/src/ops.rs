@@ -201,9 +201,24 @@ pub trait FusedOps: Backend {
         silu_bwd_reference::<Self>(x, dy)
     }
 
-    /// One AdamW step and the EMA of the new weights over one flat parameter: `w, g, m, v, a`
-    /// `[n]` (weights, gradient, moments, average) → the new weights, first and second moments
-    /// and average, `[n]` each. `s` `[4]` holds the values a step computes on the device from its
+    /// Row `row` of `table` (`[rows·SUMSQ_SLOTS]`) replaced by [`SUMSQ_SLOTS`] partial sums of
+    /// `x²` that add up to `Σx²` over all of `x` (any shape); the other rows as they were. The
+    /// optimizer's global gradient norm: one operation per parameter into one table, summed
+    /// once. (The kernel writes one partial sum per workgroup; this composition writes the
+    /// whole sum into the row's first slot and zeros into the rest.) Not differentiable.
+    #[fusion(dtype = table, shape = table)]
+    fn fused_sumsq(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        row: usize,
+    ) -> FloatTensor<Self> {
+        sumsq_reference::<Self>(x, table, row)
+    }
+
+    /// One AdamW step and the EMA of the new weights over one parameter: `w, a` (weights,
+    /// average) of the parameter's shape, `g, m, v` (gradient, moments) of any shape with as
+    /// many elements (the optimizer keeps them flat) → the new weights, first and second moments
+    /// and average, each of its input's shape. `s` `[4]` holds the values a step computes on the device from its
     /// gradient norm: the clip factor, whether the step is taken (1, or 0 to return `w, m, v, a`
     /// unchanged) and the bias corrections `c₁, c₂ = 1 − βᵗ`; `decay` is the EMA's. Not
     /// differentiable (an optimizer step).
@@ -333,7 +348,7 @@ fn conv_bwd_w_meta(_x: &TensorSpec, w: &TensorSpec, _dy: &TensorSpec) -> (Tensor
 fn adamw_meta(
     w: &TensorSpec,
     _g: &TensorSpec,
-    _m: &TensorSpec,
+    m: &TensorSpec,
     _v: &TensorSpec,
     _a: &TensorSpec,
     _s: &TensorSpec,
@@ -344,7 +359,32 @@ fn adamw_meta(
     _lr: &f32,
     _decay: &f32,
 ) -> (TensorSpec, TensorSpec, TensorSpec, TensorSpec) {
-    (w.clone(), w.clone(), w.clone(), w.clone())
+    (w.clone(), m.clone(), m.clone(), w.clone())
+}
+
+/// Columns of the table of [`FusedOps::fused_sumsq`]: partial sums per parameter (workgroups of
+/// its kernel).
+pub const SUMSQ_SLOTS: usize = 64;
+
+/// [`FusedOps::fused_sumsq`] composed of burn's operations: `Σx²` into the row's first slot,
+/// zeros into the rest.
+pub fn sumsq_reference<B: Backend>(
+    x: FloatTensor<B>,
+    table: FloatTensor<B>,
+    row: usize,
+) -> FloatTensor<B> {
+    let n = x.shape().num_elements();
+    let flat = B::float_reshape(x, Shape::new([n]));
+    let total = B::float_sum(B::float_mul(flat.clone(), flat));
+    let dtype: burn::backend::FloatDType = table.dtype().into();
+    let rest = B::float_zeros(Shape::new([SUMSQ_SLOTS - 1]), &total.device(), dtype);
+    let values = B::float_cat(vec![B::float_reshape(total, Shape::new([1])), rest], 0);
+    let at = row * SUMSQ_SLOTS;
+    B::float_slice_assign(
+        table,
+        &[burn::backend::Slice::from(at..at + SUMSQ_SLOTS)],
+        values,
+    )
 }
 
 /// [`FusedOps::fused_adamw`] composed of burn's operations (`s` = clip factor, taken, c₁, c₂ on
@@ -365,7 +405,11 @@ pub fn adamw_reference<B: Backend>(
     FloatTensor<B>,
 ) {
     let [b1, b2, eps, wd, lr, d] = h;
-    let n = w.shape()[0];
+    // Flat, whatever the shapes (as the kernel sees them); the results back in their inputs'.
+    let (w_shape, m_shape) = (w.shape(), m.shape());
+    let n = w_shape.num_elements();
+    let flat = |t: FloatTensor<B>| B::float_reshape(t, Shape::new([n]));
+    let [w, g, m, v, a] = [w, g, m, v, a].map(flat);
     // s[i] broadcast over the parameter's n elements.
     let at = |i: usize| {
         B::float_expand(
@@ -400,7 +444,13 @@ pub fn adamw_reference<B: Backend>(
     let skip = B::float_equal_elem(taken, sc(0.0), bool_dtype);
     let keep =
         |old: FloatTensor<B>, new: FloatTensor<B>| B::float_mask_where(new, skip.clone(), old);
-    (keep(w0, w), keep(m0, m), keep(v0, v), keep(a0, a))
+    let shaped = |t: FloatTensor<B>, s: &Shape| B::float_reshape(t, s.clone());
+    (
+        shaped(keep(w0, w), &w_shape),
+        shaped(keep(m0, m), &m_shape),
+        shaped(keep(v0, v), &m_shape),
+        shaped(keep(a0, a), &w_shape),
+    )
 }
 
 #[cfg(feature = "fusion")]

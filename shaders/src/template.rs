@@ -19,6 +19,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
     ("adamw", include_str!("../kernels/adamw.wgsl")),
+    ("sumsq", include_str!("../kernels/sumsq.wgsl")),
     // The inference engine's (flick-direct): the rest of a DiT's forward pass.
     ("linear", include_str!("../kernels/linear.wgsl")),
     ("norm_mod", include_str!("../kernels/norm_mod.wgsl")),

@@ -902,3 +902,63 @@ fn cpu_group_norm_and_its_composed_reference_match_the_textbook() {
         assert!(rel_diff(&values(y), &y_ref) < 1e-5);
     }
 }
+
+/// Every row of a squared-norm table built by `sumsq_into` sums to its tensor's Σx² (f64
+/// textbook); rows not written stay as they were; tensors of any rank and of sizes below, at and
+/// past a workgroup and past the kernel's 64 workgroups × 64 invocations.
+fn sumsq_matches(device: &Device, composed: bool, what: &str) {
+    let shapes: [&[usize]; 6] = [
+        &[1],
+        &[63],
+        &[64, 300],
+        &[4097],
+        &[3, 5, 7, 9],
+        &[2, 1, 3, 3, 3],
+    ];
+    let slots = flick_shaders::SUMSQ_SLOTS;
+    // One row more than the tensors, filled with 7s: it must come back as it was.
+    let rows = shapes.len() + 1;
+    let mut init = vec![0.0f32; rows * slots];
+    init[shapes.len() * slots..].fill(7.0);
+    let mut table = Tensor::<1>::from_data(TensorData::new(init, [rows * slots]), device);
+    let mut want = Vec::new();
+    for (row, shape) in shapes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let x = values(random([n], 900 + row as u64));
+        want.push(x.iter().map(|&v| v as f64 * v as f64).sum::<f64>());
+        let t = Tensor::<1>::from_data(TensorData::new(x, [n]), device);
+        // Any rank: hand the kernel the tensor in its own shape.
+        let raw = flick_shaders::reshape_any(t.into_dispatch(), shape);
+        table = flick_shaders::sumsq_into(table, raw, row, composed);
+    }
+    let got = values(table);
+    for (row, w) in want.iter().enumerate() {
+        let s: f64 = got[row * slots..(row + 1) * slots]
+            .iter()
+            .map(|&v| v as f64)
+            .sum();
+        assert!(
+            ((s - w) / w).abs() < 1e-5,
+            "{what}: row {row} ({:?}) sums to {s}, Σx² = {w}",
+            shapes[row]
+        );
+    }
+    assert!(
+        got[shapes.len() * slots..].iter().all(|&v| v == 7.0),
+        "{what}: a row no tensor was written to changed"
+    );
+}
+
+#[test]
+fn sumsq_kernel_matches_the_textbook() {
+    if let Some(gpu) = gpu_or_not_run("sumsq_kernel_matches_the_textbook") {
+        let before = flick_shaders::kernel_launches();
+        sumsq_matches(&gpu, false, "wgpu kernel");
+        assert!(
+            flick_shaders::kernel_launches() >= before + 6,
+            "the sum-of-squares kernel did not run"
+        );
+        sumsq_matches(&gpu, true, "composed reference (wgpu)");
+    }
+    sumsq_matches(&cpu(), true, "composed reference (CPU)");
+}

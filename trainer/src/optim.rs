@@ -305,8 +305,10 @@ impl AdamW {
 
     /// The update on a device, nothing read back: the norm, the clip factor, whether the step is
     /// taken and the bias corrections computed there into `s = [scale, taken, c₁, c₂]`, then one
-    /// `flick_shaders::adamw` per parameter (one kernel launch on a GPU; burn's operations with
-    /// `unfused` or off a GPU).
+    /// `flick_shaders::adamw_any` per parameter. On a GPU that is two kernel launches per
+    /// parameter (its row of the squared-norm table, its update) and a few for the step, with
+    /// weights and averages updated in their own shapes (no reshapes queued); burn's operations
+    /// with `unfused` or off a GPU.
     #[allow(clippy::too_many_arguments)]
     fn step_device<M: Module>(
         &mut self,
@@ -318,16 +320,24 @@ impl AdamW {
         gate: Option<Tensor<1>>,
         device: &Device,
     ) -> (M, Option<M>, Pending) {
+        use flick_core::shaders::{
+            DispatchTensor, SUMSQ_SLOTS, adamw_any, dims_any, fused_on, reshape_any, sumsq_into,
+        };
         let (b1, b2) = (self.beta1, self.beta2);
+        let kernel = !self.unfused && fused_on(device);
         let floats = |v: Vec<f32>| {
             let n = v.len();
             Tensor::<1>::from_data(TensorData::new(v, [n]), device)
         };
-        let squares: Vec<Tensor<1>> = grads
-            .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
-            .collect();
-        let norm = Tensor::cat(squares, 0).sum().sqrt();
+        // Σg² per parameter into its row of one table, in a fixed order (the sum's rounding does
+        // not depend on a hash map's).
+        let mut paths: Vec<&String> = grads.keys().collect();
+        paths.sort();
+        let mut table = Tensor::<1>::zeros([paths.len() * SUMSQ_SLOTS], device);
+        for (row, path) in paths.iter().enumerate() {
+            table = sumsq_into(table, grads[*path].clone().into_dispatch(), row, !kernel);
+        }
+        let norm = table.sum().sqrt();
         // A non-finite gate makes the check non-finite too (x·0 is NaN for x = ±∞ or NaN).
         let check = match gate {
             Some(g) => norm.clone() + g.inner().to_device(device) * 0.0,
@@ -346,23 +356,37 @@ impl AdamW {
             + taken.clone();
         let c = floats(vec![b1, b2]).powf(t.clone().expand([2])).neg() + 1.0;
         self.t_device = Some(t);
-        let s = Tensor::cat(vec![scale, taken.clone(), c], 0);
-        let (ema, decay, mut averages) = split_ema(ema);
-        let mut new_avg: HashMap<String, Tensor<1>> = HashMap::new();
+        let s = Tensor::cat(vec![scale, taken.clone(), c], 0).into_dispatch();
+        let (ema, decay) = match ema {
+            Some((e, d)) => (Some(e), d),
+            None => (None, 0.0),
+        };
+        let mut averages: HashMap<String, DispatchTensor> = HashMap::new();
+        if let Some(e) = &ema {
+            flick_core::params::visit_params_raw(e, |path, v| {
+                averages.insert(path.to_string(), v);
+            });
+        }
+        let mut new_avg: HashMap<String, DispatchTensor> = HashMap::new();
         let h = [b1, b2, self.eps, self.weight_decay, lr, decay];
-        let model = map_params(model, |path, _, p, _| {
+        let model = flick_core::params::map_params_raw(model, |path, p| {
             let Some(g) = grads.get(path) else {
                 // No gradient: the weights stay, the average still moves towards them (if the
                 // step is taken).
                 if let Some(a) = averages.remove(path) {
+                    let dims = dims_any(&a);
+                    let n = dims.iter().product::<usize>();
+                    let flat = |x: DispatchTensor| Tensor::<1>::from_dispatch(x).reshape([n]);
+                    let (a, p) = (flat(a), flat(p));
                     let moved = a.clone() * decay + p * (1.0 - decay);
-                    let n = moved.dims()[0];
                     let skip = taken.clone().equal_elem(0.0).expand([n]);
-                    new_avg.insert(path.to_string(), moved.mask_where(skip, a));
+                    let kept = moved.mask_where(skip, a).into_dispatch();
+                    new_avg.insert(path.to_string(), reshape_any(kept, &dims));
                 }
                 return None;
             };
-            let zeros = || Tensor::<1>::zeros(p.dims(), device);
+            let n = g.dims()[0];
+            let zeros = || Tensor::<1>::zeros([n], device);
             let m = self
                 .m
                 .remove(path)
@@ -372,14 +396,27 @@ impl AdamW {
                 .remove(path)
                 .map_or_else(zeros, |b| b.into_tensor(device));
             let a = averages.remove(path).unwrap_or_else(|| p.clone());
-            let (w, m, v, a) =
-                flick_core::shaders::adamw([p, g.clone(), m, v, a, s.clone()], h, self.unfused);
-            self.m.insert(path.to_string(), Buf::Device(m));
-            self.v.insert(path.to_string(), Buf::Device(v));
+            let (w, m, v, a) = adamw_any(
+                [
+                    p,
+                    g.clone().into_dispatch(),
+                    m.into_dispatch(),
+                    v.into_dispatch(),
+                    a,
+                    s.clone(),
+                ],
+                h,
+                kernel,
+            );
+            self.m
+                .insert(path.to_string(), Buf::Device(Tensor::from_dispatch(m)));
+            self.v
+                .insert(path.to_string(), Buf::Device(Tensor::from_dispatch(v)));
             new_avg.insert(path.to_string(), a);
             Some(w)
         });
-        let ema = ema.map(|e| map_params(e, |path, _, _, _| new_avg.remove(path)));
+        let ema =
+            ema.map(|e| flick_core::params::map_params_raw(e, |path, _| new_avg.remove(path)));
         (
             model,
             ema,
