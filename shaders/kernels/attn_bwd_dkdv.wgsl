@@ -8,7 +8,9 @@
 // their partial sums are added at the end.
 //
 // q, dout: [BH, Nq, DH]; k, v: [BH, Nk, DH]; bias: [B, Nk]; ld: [2, BH, Nq] (lse, then D);
-// dkv: [2, BH, Nk, DH] (dk, then dv). p: BH, heads, Nq, Nk, scale (f32 bits), key tiles.
+// dkv: [2, BH, Nk, DH] (dk, then dv). p: BH, heads, Nq, Nk, scale (f32 bits), key tiles, il (1:
+// q, k, v, dout and each half of dkv with their heads interleaved; see row4), where dv starts in
+// dkv (elements, a multiple of 4).
 
 const DH: u32 = {{ dh }}u;
 const D4: u32 = DH / 4u;
@@ -42,6 +44,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let nk = pw[3];
     let scale = bitcast<f32>(pw[4]);
     let ktiles = pw[5];
+    let il = pw[6];
     let w = wg.x + wg.y * nwg.x;
     if (w >= bhn * ktiles) { return; }
     let bh = w / ktiles;
@@ -58,8 +61,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var bj = 0.0;
     if (live) {
         for (var d = 0u; d < D4; d = d + 1u) {
-            kr[d] = k[(bh * nk + kj) * D4 + d];
-            vr[d] = v[(bh * nk + kj) * D4 + d];
+            kr[d] = k[row4(bh, kj, nk, heads, il) + d];
+            vr[d] = v[row4(bh, kj, nk, heads, il) + d];
         }
         bj = bias[b * nk + kj];
     }
@@ -69,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var e = lid; e < BQ * D4; e = e + 64u) {
             let i = q0 + e / D4;
             if (i < nq) {
-                let src = (bh * nq + i) * D4 + e % D4;
+                let src = row4(bh, i, nq, heads, il) + e % D4;
                 qs[e] = q[src];
                 dos[e] = dout[src];
             } else {
@@ -122,10 +125,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         workgroupBarrier();
     }
     if (live && sp == 0u) {
-        let half = bhn * nk * D4;
+        let half = pw[7] / 4u; // where dv starts (elements; aligned for a storage binding)
         for (var d = 0u; d < D4; d = d + 1u) {
-            dkv[(bh * nk + kj) * D4 + d] = dk[d] * scale;
-            dkv[half + (bh * nk + kj) * D4 + d] = dv[d];
+            dkv[row4(bh, kj, nk, heads, il) + d] = dk[d] * scale;
+            dkv[half + row4(bh, kj, nk, heads, il) + d] = dv[d];
         }
     }
 }

@@ -6,7 +6,8 @@
 // are added at the end.
 //
 // q, dout, dq: [BH, Nq, DH]; k, v: [BH, Nk, DH]; bias: [B, Nk]; ld: [2, BH, Nq] (lse, then D).
-// p: BH, heads, Nq, Nk, scale (f32 bits), query tiles.
+// p: BH, heads, Nq, Nk, scale (f32 bits), query tiles, il (1: q, k, v,
+// dout and dq with their heads interleaved; see row4).
 
 const DH: u32 = {{ dh }}u;
 const D4: u32 = DH / 4u;
@@ -39,6 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let nk = pw[3];
     let scale = bitcast<f32>(pw[4]);
     let qtiles = pw[5];
+    let il = pw[6];
     let w = wg.x + wg.y * nwg.x;
     if (w >= bhn * qtiles) { return; }
     let bh = w / qtiles;
@@ -55,15 +57,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var di = 0.0;
     if (live) {
         for (var d = 0u; d < D4; d = d + 1u) {
-            qr[d] = q[(bh * nq + qi) * D4 + d];
-            dor[d] = dout[(bh * nq + qi) * D4 + d];
+            qr[d] = q[row4(bh, qi, nq, heads, il) + d];
+            dor[d] = dout[row4(bh, qi, nq, heads, il) + d];
         }
         li = ld[bh * nq + qi];
         di = ld[bhn * nq + bh * nq + qi];
     }
     let ntiles = (nk + BK - 1u) / BK;
     for (var t = 0u; t < ntiles; t = t + 1u) {
-        load_kv_tile(t * BK, bh, b, nk, lid);
+        load_kv_tile(t * BK, bh, b, nk, lid, heads, il);
         workgroupBarrier();
         if (live) {
             for (var jj = 0u; jj < KS; jj = jj + 1u) {
@@ -85,6 +87,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // Add the S partial sums of each query.
     add_splits(&acc, ql, sp);
     if (live && sp == 0u) {
-        for (var d = 0u; d < D4; d = d + 1u) { dq[(bh * nq + qi) * D4 + d] = acc[d] * scale; }
+        for (var d = 0u; d < D4; d = d + 1u) { dq[row4(bh, qi, nq, heads, il) + d] = acc[d] * scale; }
     }
 }

@@ -4,11 +4,11 @@
 
 // Keys and values k0 .. k0+BK of head bh into `ks`, `vs` (zeros past the end), their biases into
 // `bs` (−1e30 past the end: no weight). The caller puts a barrier after it.
-fn load_kv_tile(k0: u32, bh: u32, b: u32, nk: u32, lid: u32) {
+fn load_kv_tile(k0: u32, bh: u32, b: u32, nk: u32, lid: u32, heads: u32, il: u32) {
     for (var e = lid; e < BK * D4; e = e + 64u) {
         let j = k0 + e / D4;
         if (j < nk) {
-            let src = (bh * nk + j) * D4 + e % D4;
+            let src = row4(bh, j, nk, heads, il) + e % D4;
             ks[e] = k[src];
             vs[e] = v[src];
         } else {

@@ -7,7 +7,8 @@
 // Also writes lse = log Σ exp(scores) per query for the backward pass.
 //
 // q: [BH, Nq, DH]; k, v: [BH, Nk, DH]; bias: [B, Nk] (additive, per key; BH = B·heads);
-// o: [BH, Nq, DH]; lse: [BH, Nq]. p: BH, heads, Nq, Nk, scale (f32 bits), query tiles.
+// o: [BH, Nq, DH]; lse: [BH, Nq]. p: BH, heads, Nq, Nk, scale (f32 bits), query tiles,
+// il (1: q, k, v and o with their heads interleaved, [B, N, heads, DH]; see row4).
 
 const DH: u32 = {{ dh }}u;
 const D4: u32 = DH / 4u;
@@ -41,6 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let nk = pw[3];
     let scale = bitcast<f32>(pw[4]);
     let qtiles = pw[5];
+    let il = pw[6];
     let w = wg.x + wg.y * nwg.x;
     if (w >= bhn * qtiles) { return; }
     let bh = w / qtiles;
@@ -54,13 +56,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var qr: array<vec4<f32>, D4>;
     var acc: array<vec4<f32>, D4>;
     if (live) {
-        for (var d = 0u; d < D4; d = d + 1u) { qr[d] = q[(bh * nq + qi) * D4 + d] * scale; }
+        for (var d = 0u; d < D4; d = d + 1u) { qr[d] = q[row4(bh, qi, nq, heads, il) + d] * scale; }
     }
     var m = -1e30;
     var l = 0.0;
     let ntiles = (nk + BK - 1u) / BK;
     for (var t = 0u; t < ntiles; t = t + 1u) {
-        load_kv_tile(t * BK, bh, b, nk, lid);
+        load_kv_tile(t * BK, bh, b, nk, lid, heads, il);
         workgroupBarrier();
         if (live) {
             var s: array<f32, KS>;
@@ -99,7 +101,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     add_splits(&acc, ql, sp);
     if (live && sp == 0u) {
         let inv = 1.0 / lt;
-        for (var d = 0u; d < D4; d = d + 1u) { o[(bh * nq + qi) * D4 + d] = acc[d] * inv; }
+        for (var d = 0u; d < D4; d = d + 1u) { o[row4(bh, qi, nq, heads, il) + d] = acc[d] * inv; }
         lse[bh * nq + qi] = mx + log(lt);
     }
 }

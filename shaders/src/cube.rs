@@ -104,6 +104,42 @@ fn attention_kernels_apply(q: &CubeTensor) -> bool {
     wgsl_device(q) && ops::is_f32(q.dtype) && HEAD_DIMS.contains(&(q.shape()[3] as u32))
 }
 
+/// Whether `t` `[B, H, N, dh]` lies in memory as `[B, N, H, dh]`, contiguous: a linear layer's
+/// output split into heads by a reshape and a swap of axes 1 and 2, without a copy. The
+/// attention kernels read (and write) that layout directly (`row4` in `attn_rows.wgsl`).
+fn heads_interleaved(t: &CubeTensor) -> bool {
+    let [_, h, n, dh] = t.shape().dims();
+    let want = [n * h * dh, dh, h * dh, 1];
+    let dims = t.shape();
+    let strides = t.meta.strides();
+    (0..4).all(|i| dims[i] == 1 || strides[i] == want[i])
+}
+
+/// An uninitialised `[B, H, N, dh]` tensor in the layout the attention kernels use: heads
+/// interleaved (`[B, N, H, dh]` in memory, axes 1 and 2 swapped, no copy) or stacked.
+fn heads_empty(like: &CubeTensor, [b, h, n, dh]: [usize; 4], interleaved: bool) -> CubeTensor {
+    if interleaved {
+        CubeBackend::float_swap_dims(empty(like, Shape::new([b, n, h, dh])), 1, 2)
+    } else {
+        empty(like, Shape::new([b, h, n, dh]))
+    }
+}
+
+/// Elements `start .. start + shape.num_elements()` of contiguous `t`, as a contiguous tensor of
+/// `shape` over the same buffer (no copy; `start` a multiple of the binding alignment where the
+/// result is bound to a kernel).
+fn part(t: &CubeTensor, start: usize, shape: Shape) -> CubeTensor {
+    let f = t.dtype.size() as u64;
+    let len = shape.num_elements();
+    let total = t.shape().num_elements();
+    let handle = t
+        .handle
+        .clone()
+        .offset_start(start as u64 * f)
+        .offset_end((total - start - len) as u64 * f);
+    CubeTensor::new_contiguous(t.client.clone(), t.device.clone(), shape, handle, t.dtype)
+}
+
 /// The convolution kernels apply to f32 tensors on a WGSL device with a `kt×3×3` kernel
 /// (`kt` in [`CONV_KT`]).
 fn conv_kernels_apply(x: &CubeTensor, w: &Shape) -> bool {
@@ -212,13 +248,12 @@ impl FusedOps for CubeBackend {
         }
         let [b, h, nq, dh] = q.shape().dims();
         let nk = k.shape()[2];
-        let (q, k, v, bias) = (
-            into_contiguous(q),
-            into_contiguous(k),
-            into_contiguous(v),
-            into_contiguous(bias),
-        );
-        let o = empty(&q, Shape::new([b, h, nq, dh]));
+        // Heads interleaved where q, k and v all come so (no copies in, none out); else stacked.
+        let il = [&q, &k, &v].iter().all(|t| heads_interleaved(t));
+        crate::INTERLEAVED.fetch_add(il as usize, std::sync::atomic::Ordering::Relaxed);
+        let stack = |t: CubeTensor| if il { t } else { into_contiguous(t) };
+        let (q, k, v, bias) = (stack(q), stack(k), stack(v), into_contiguous(bias));
+        let o = heads_empty(&q, [b, h, nq, dh], il);
         let lse = empty(&q, Shape::new([b, h, nq]));
         let s = crate::attention_splits(dh as u32, b * h, nq);
         let qtiles = nq.div_ceil(64 / s as usize);
@@ -234,6 +269,7 @@ impl FusedOps for CubeBackend {
                 nk as u32,
                 scale.to_bits(),
                 qtiles as u32,
+                il as u32,
             ],
         );
         (o, lse)
@@ -254,23 +290,28 @@ impl FusedOps for CubeBackend {
         }
         let [b, h, nq, dh] = q.shape().dims();
         let nk = k.shape()[2];
-        let (q, k, v, bias, dout) = (
-            into_contiguous(q),
-            into_contiguous(k),
-            into_contiguous(v),
-            into_contiguous(bias),
-            into_contiguous(dout),
+        // Heads interleaved where every operand comes so (see the forward); else stacked.
+        let il = [&q, &k, &v, &o, &dout].iter().all(|t| heads_interleaved(t));
+        crate::INTERLEAVED.fetch_add(il as usize, std::sync::atomic::Ordering::Relaxed);
+        let stack = |t: CubeTensor| if il { t } else { into_contiguous(t) };
+        let (q, k, v, o, dout) = (stack(q), stack(k), stack(v), stack(o), stack(dout));
+        let (bias, lse) = (into_contiguous(bias), into_contiguous(lse));
+        // ld = [lse, D], D_i = do_i·o_i: one buffer, to stay within WebGPU's 8 storage buffers
+        // per kernel.
+        let rows = b * h * nq;
+        let ld = empty(&q, Shape::new([2 * rows]));
+        launch(
+            "attn_bwd_prep",
+            Variant::attention(dh as u32, 1),
+            rows.div_ceil(64),
+            &[&lse, &o, &dout, &ld],
+            &[(b * h) as u32, h as u32, nq as u32, 0, 0, 0, il as u32],
         );
-        // D_i = do_i·o_i, packed after lse: [2, B·H·Nq] (one buffer, to stay within WebGPU's
-        // 8 storage buffers per kernel).
-        let d = Self::float_reshape(
-            Self::float_sum_dim(Self::float_mul(dout.clone(), o), 3),
-            Shape::new([b * h * nq]),
-        );
-        let ld = into_contiguous(Self::float_cat(
-            vec![Self::float_reshape(lse, Shape::new([b * h * nq])), d],
-            0,
-        ));
+        // dk then dv in one buffer, dv from an offset a storage binding may start at, each half
+        // in the layout of the inputs; handed out as views (no copies).
+        let half_len = b * h * nk * dh;
+        let align = (q.client.properties().memory.alignment as usize / 4).max(4);
+        let dv_at = half_len.div_ceil(align) * align;
         let params = |tiles: usize| {
             [
                 (b * h) as u32,
@@ -279,9 +320,11 @@ impl FusedOps for CubeBackend {
                 nk as u32,
                 scale.to_bits(),
                 tiles as u32,
+                il as u32,
+                dv_at as u32,
             ]
         };
-        let dq = empty(&q, Shape::new([b, h, nq, dh]));
+        let dq = heads_empty(&q, [b, h, nq, dh], il);
         let s = crate::attention_splits(dh as u32, b * h, nq);
         let qtiles = nq.div_ceil(64 / s as usize);
         launch(
@@ -291,7 +334,7 @@ impl FusedOps for CubeBackend {
             &[&q, &k, &v, &bias, &dout, &ld, &dq],
             &params(qtiles),
         );
-        let dkv = empty(&q, Shape::new([2, b, h, nk, dh]));
+        let dkv = empty(&q, Shape::new([dv_at + half_len]));
         let s = crate::attention_splits(dh as u32, b * h, nk);
         let ktiles = nk.div_ceil(64 / s as usize);
         launch(
@@ -302,19 +345,11 @@ impl FusedOps for CubeBackend {
             &params(ktiles),
         );
         let half = |i: usize| {
-            Self::float_reshape(
-                Self::float_slice(
-                    dkv.clone(),
-                    &[
-                        (i..i + 1).into(),
-                        (0..b).into(),
-                        (0..h).into(),
-                        (0..nk).into(),
-                        (0..dh).into(),
-                    ],
-                ),
-                Shape::new([b, h, nk, dh]),
-            )
+            if il {
+                Self::float_swap_dims(part(&dkv, i * dv_at, Shape::new([b, nk, h, dh])), 1, 2)
+            } else {
+                part(&dkv, i * dv_at, Shape::new([b, h, nk, dh]))
+            }
         };
         (dq, half(0), half(1))
     }

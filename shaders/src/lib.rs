@@ -61,6 +61,16 @@ static FUSED: AtomicBool = AtomicBool::new(true);
 static FORCED_SPLITS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 pub(crate) static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+pub(crate) static INTERLEAVED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// How many attention kernel launches (forward and backward) read their operands with the heads
+/// interleaved, straight from the linear layers' outputs (for tests and benchmarks: proof that
+/// the model's attention runs without copies around the kernels).
+pub fn interleaved_attention_launches() -> usize {
+    INTERLEAVED.load(Ordering::Relaxed)
+}
+
 /// How many WGSL kernels this process has launched (for tests and benchmarks: proof that the
 /// kernels, not the composed fallback, ran).
 pub fn kernel_launches() -> usize {

@@ -16,6 +16,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         "attn_bwd_dkdv",
         include_str!("../kernels/attn_bwd_dkdv.wgsl"),
     ),
+    (
+        "attn_bwd_prep",
+        include_str!("../kernels/attn_bwd_prep.wgsl"),
+    ),
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
     ("adamw", include_str!("../kernels/adamw.wgsl")),
@@ -107,6 +111,10 @@ pub const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
 /// `load_params`, prepended to the kernels that call it.
 pub const PARAMS: &str = include_str!("../kernels/params.wgsl");
 
+/// `row4` (attention: where a row of a head starts, heads stacked or interleaved), prepended to
+/// the kernels that call it.
+pub const ATTENTION_ROWS: &str = include_str!("../kernels/attn_rows.wgsl");
+
 /// `load_kv_tile` and `add_splits` (attention), prepended to the kernels that call them.
 pub const ATTENTION_COMMON: &str = include_str!("../kernels/attn_common.wgsl");
 
@@ -158,6 +166,9 @@ pub fn instantiate(src: &str, v: Variant) -> String {
     }
     if src.contains("workgroup_sum(") {
         text.push_str(REDUCE);
+    }
+    if src.contains("row4(") {
+        text.push_str(ATTENTION_ROWS);
     }
     if src.contains("add_splits(") || src.contains("load_kv_tile(") {
         text.push_str(ATTENTION_COMMON);

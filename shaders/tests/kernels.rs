@@ -962,3 +962,102 @@ fn sumsq_kernel_matches_the_textbook() {
     }
     sumsq_matches(&cpu(), true, "composed reference (CPU)");
 }
+
+/// `t` `[B, H, N, dh]` on `device` laid out as `[B, N, H, dh]` (a linear layer's output split into
+/// heads: axes 1 and 2 swapped, no copy), as the model hands it to the attention.
+fn heads_interleaved(t: &Tensor<4>, device: &Device) -> Tensor<4> {
+    let swapped = t.clone().swap_dims(1, 2);
+    Tensor::<4>::from_data(swapped.to_data(), device).swap_dims(1, 2)
+}
+
+/// The attention kernels on operands with their heads interleaved (read and written in place,
+/// no copies): the forward against the textbook, the backward against the same kernels on
+/// stacked operands.
+fn attention_interleaved_matches(device: &Device, what: &str) {
+    for (i, &[b, h, nq, nk, dh]) in ATTENTION_SHAPES.iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let (q, k, v) = (
+            random([b, h, nq, dh], seed),
+            random([b, h, nk, dh], seed + 1),
+            random([b, h, nk, dh], seed + 2),
+        );
+        let bias = key_bias(b, nk, nk / 3, seed + 3);
+        let g = random([b, h, nq, dh], seed + 4);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let bias_d = || Tensor::<2>::from_data(bias.to_data(), device).into_dispatch();
+        let il = |t: &Tensor<4>| heads_interleaved(t, device).into_dispatch();
+        let (o, lse) = Dispatch::fused_attention_fwd(il(&q), il(&k), il(&v), bias_d(), scale);
+        let (o, lse) = (
+            Tensor::<4>::from_dispatch(o),
+            Tensor::<3>::from_dispatch(lse),
+        );
+        let (o_ref, lse_ref) = textbook_attention(q.clone(), k.clone(), v.clone(), bias.clone());
+        let (d_o, d_lse) = (
+            rel_diff(&values(o.clone()), &values(o_ref)),
+            rel_diff(&values(lse.clone()), &values(lse_ref)),
+        );
+        assert!(
+            d_o < 1e-4 && d_lse < 1e-4,
+            "{what}: interleaved attention {:?}: output differs by {d_o:e}, lse by {d_lse:e}",
+            [b, h, nq, nk, dh]
+        );
+        // The backward from interleaved operands (o as the forward left it) against the stacked
+        // path's.
+        let got = Dispatch::fused_attention_bwd(
+            il(&q),
+            il(&k),
+            il(&v),
+            bias_d(),
+            o.clone().into_dispatch(),
+            lse.clone().into_dispatch(),
+            il(&g),
+            scale,
+        );
+        let stacked = Dispatch::fused_attention_bwd(
+            to(&q, device).into_dispatch(),
+            to(&k, device).into_dispatch(),
+            to(&v, device).into_dispatch(),
+            bias_d(),
+            Tensor::<4>::from_data(o.to_data(), device).into_dispatch(),
+            lse.into_dispatch(),
+            to(&g, device).into_dispatch(),
+            scale,
+        );
+        for (name, got, want) in [
+            ("dq", got.0, stacked.0),
+            ("dk", got.1, stacked.1),
+            ("dv", got.2, stacked.2),
+        ] {
+            let (got, want) = (
+                Tensor::<4>::from_dispatch(got),
+                Tensor::<4>::from_dispatch(want),
+            );
+            assert_eq!(got.dims(), want.dims(), "{what}: {name} shape");
+            let d = rel_diff(&values(got), &values(want));
+            assert!(
+                d < 1e-5,
+                "{what}: interleaved attention {:?}: {name} differs from the stacked path's by {d:e}",
+                [b, h, nq, nk, dh]
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_kernels_read_and_write_interleaved_heads() {
+    if let Some(gpu) = gpu_or_not_run("attention_kernels_read_and_write_interleaved_heads") {
+        let _splits = SPLITS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let before = flick_shaders::interleaved_attention_launches();
+        for s in flick_shaders::SPLITS.iter().map(|&s| Some(s)).chain([None]) {
+            flick_shaders::force_attention_splits(s);
+            attention_interleaved_matches(&gpu, &format!("wgpu kernels, splits {s:?}"));
+        }
+        flick_shaders::force_attention_splits(None);
+        // A forward and a backward per shape and split, each with interleaved operands.
+        let runs = 2 * ATTENTION_SHAPES.len() * (flick_shaders::SPLITS.len() + 1);
+        assert!(
+            flick_shaders::interleaved_attention_launches() >= before + runs,
+            "the kernels did not take the interleaved operands as they were"
+        );
+    }
+}
