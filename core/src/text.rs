@@ -216,11 +216,14 @@ impl TextEncoder {
         };
         let mut x = e + self.pos.val().unsqueeze_dim::<3>(0); // [B, L, dim]
         for layer in &self.layers {
-            let h = layer.norm1.forward(x.clone());
+            let h = crate::model::layers::layer_norm_module(&layer.norm1, x.clone());
             x = x + layer.attn.forward(h.clone(), h, Some(bias.clone()));
-            x = x.clone() + layer.mlp.forward(layer.norm2.forward(x));
+            x = x.clone()
+                + layer
+                    .mlp
+                    .forward(crate::model::layers::layer_norm_module(&layer.norm2, x));
         }
-        let tokens = self.norm.forward(x); // [B, L, dim]
+        let tokens = crate::model::layers::layer_norm_module(&self.norm, x); // [B, L, dim]
         let pooled = (tokens.clone() * mask.unsqueeze_dim::<3>(2))
             .sum_dim(1)
             .squeeze_dim::<2>(1); // [B, dim]

@@ -2,7 +2,8 @@
 //   dx = rstd · (g − mean(g) − xh · mean(g·xh))      (means over the row)
 // One workgroup per row; (mean, rstd) come from the forward pass.
 //
-// x, dy, dx: [rows, d]; scale: [B, d]; stats: [rows, 2]. p: rows, n, d.
+// x, dy, dx: [rows, d]; scale: [B, d]; stats: [rows, 2]. p: rows, n, d, shared (1: scale is one
+// [d] row for every sample).
 
 // Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
 // and an output may be two ranges of one wgpu buffer, which must then have one usage.
@@ -24,7 +25,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = wg.x + wg.y * nwg.x;
     if (row >= rows) { return; }
     let base = row * d;
-    let sample = (row / n) * d;
+    let sample = select((row / n) * d, 0u, pw[3] == 1u);
     let mean = stats[row * 2u];
     let rstd = stats[row * 2u + 1u];
 

@@ -4,7 +4,8 @@
 // backward pass.
 //
 // x, y: [rows, d] with rows = B·n; shift, scale: [B, d]; stats: [rows, 2].
-// p: rows, n (rows per sample), d, eps (f32 bits).
+// p: rows, n (rows per sample), d, eps (f32 bits), shared (1: shift and scale are one [d] row
+// for every sample, a learned layer norm's).
 
 // Every binding is read_write: cubecl sub-allocates tensors from shared buffers, so an input
 // and an output may be two ranges of one wgpu buffer, which must then have one usage.
@@ -27,7 +28,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let row = wg.x + wg.y * nwg.x;
     if (row >= rows) { return; }
     let base = row * d;
-    let sample = (row / n) * d;
+    let sample = select((row / n) * d, 0u, pw[4] == 1u);
 
     var s = 0.0;
     for (var i = lid; i < d; i = i + WG) { s = s + x[base + i]; }

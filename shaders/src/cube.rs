@@ -125,6 +125,13 @@ fn heads_empty(like: &CubeTensor, [b, h, n, dh]: [usize; 4], interleaved: bool) 
     }
 }
 
+/// Whether `t` `[B, d]` is one contiguous row expanded over the batch (stride 0 on the batch
+/// axis): its buffer holds just that row.
+fn broadcast_row(t: &CubeTensor) -> bool {
+    let s = t.meta.strides();
+    s.len() == 2 && s[0] == 0 && s[1] == 1
+}
+
 /// Elements `start .. start + shape.num_elements()` of contiguous `t`, as a contiguous tensor of
 /// `shape` over the same buffer (no copy; `start` a multiple of the binding alignment where the
 /// result is bound to a kernel).
@@ -364,11 +371,11 @@ impl FusedOps for CubeBackend {
             return ops::adaln_fwd_reference::<Self>(x, shift, scale, eps);
         }
         let [b, n, d] = x.shape().dims();
-        let (x, shift, scale) = (
-            into_contiguous(x),
-            into_contiguous(shift),
-            into_contiguous(scale),
-        );
+        // A learned layer norm's scale and shift come as one row expanded over the batch: read
+        // that row for every sample instead of copying it out per sample.
+        let shared = broadcast_row(&shift) && broadcast_row(&scale);
+        let per_sample = |t: CubeTensor| if shared { t } else { into_contiguous(t) };
+        let (x, shift, scale) = (into_contiguous(x), per_sample(shift), per_sample(scale));
         let y = empty(&x, Shape::new([b, n, d]));
         let stats = empty(&x, Shape::new([b, n, 2]));
         launch(
@@ -376,7 +383,13 @@ impl FusedOps for CubeBackend {
             Variant::PLAIN,
             b * n,
             &[&x, &shift, &scale, &y, &stats],
-            &[(b * n) as u32, n as u32, d as u32, eps.to_bits()],
+            &[
+                (b * n) as u32,
+                n as u32,
+                d as u32,
+                eps.to_bits(),
+                shared as u32,
+            ],
         );
         (y, stats)
     }
@@ -391,9 +404,14 @@ impl FusedOps for CubeBackend {
             return ops::adaln_bwd_reference::<Self>(x, scale, stats, dy);
         }
         let [b, n, d] = x.shape().dims();
-        let (x, scale, stats, dy) = (
+        let shared = broadcast_row(&scale);
+        let scale = if shared {
+            scale
+        } else {
+            into_contiguous(scale)
+        };
+        let (x, stats, dy) = (
             into_contiguous(x),
-            into_contiguous(scale),
             into_contiguous(stats),
             into_contiguous(dy),
         );
@@ -403,7 +421,7 @@ impl FusedOps for CubeBackend {
             Variant::PLAIN,
             b * n,
             &[&x, &scale, &stats, &dy, &dx],
-            &[(b * n) as u32, n as u32, d as u32],
+            &[(b * n) as u32, n as u32, d as u32, shared as u32],
         );
         let dshift = empty(&x, Shape::new([b, d]));
         let dscale = empty(&x, Shape::new([b, d]));

@@ -169,6 +169,32 @@ pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
     ))
 }
 
+/// A learned layer norm `layer_norm(x)·gamma + beta` over the last axis of `x [B, N, d]` (burn's
+/// `LayerNorm` with `eps`), as the adaLN kernels with the scale `gamma − 1` and shift `beta`
+/// broadcast over the batch: two kernel launches forward and backward where burn's composition
+/// queues a dozen forward and two dozen backward. `None` where the kernels do not apply (off a
+/// GPU, or with [`set_fused`]`(false)`): the caller runs burn's module.
+pub fn layer_norm_affine(
+    x: Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    eps: f32,
+) -> Option<Tensor<3>> {
+    if !fused_on(&x.device()) {
+        return None;
+    }
+    let [b, _, d] = x.dims();
+    let across = |t: Tensor<1>| t.unsqueeze_dim::<2>(0).expand([b, d]);
+    let scale = across(gamma - 1.0);
+    let shift = across(beta.unwrap_or_else(|| Tensor::zeros([d], &x.device())));
+    Some(Tensor::from_dispatch(Dispatch::fused_adaln(
+        x.into_dispatch(),
+        shift.into_dispatch(),
+        scale.into_dispatch(),
+        eps,
+    )))
+}
+
 /// 3-D convolution of `x [B, Ci, T, H, W]` with `weight [Co, Ci, KT, KH, KW]` (odd sizes) and
 /// `bias [Co]`, stride 1, zero padding `(KT/2, KH/2, KW/2)` so the output keeps the input's
 /// size: `[B, Co, T, H, W]`. On a GPU the `KT×3×3` kernels (`KT` in [`CONV_KT`]) run it, forward

@@ -1061,3 +1061,65 @@ fn attention_kernels_read_and_write_interleaved_heads() {
         );
     }
 }
+
+/// A learned layer norm through the adaLN kernels (`layer_norm_affine`) against burn's
+/// `LayerNorm` (with its default epsilon, as Flick's models use it): the output and the
+/// gradients of the input, the scale and the shift.
+#[test]
+fn fused_layer_norm_matches_burns_module() {
+    let Some(gpu) = gpu_or_not_run("fused_layer_norm_matches_burns_module") else {
+        return;
+    };
+    let ad = gpu.clone().autodiff();
+    for (i, &[b, n, d]) in ADALN_SHAPES.iter().enumerate() {
+        let seed = 700 + 10 * i as u64;
+        let x = random([b * n * d], seed).reshape([b, n, d]);
+        let g = random([b * n * d], seed + 1).reshape([b, n, d]);
+        let gamma = random([d], seed + 2) * 0.2 + 1.0;
+        let beta = random([d], seed + 3) * 0.2;
+        let mut norm = burn::nn::LayerNormConfig::new(d).init(&ad);
+        norm.gamma = burn::module::Param::from_tensor(Tensor::from_data(gamma.to_data(), &ad));
+        norm.beta = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            beta.to_data(),
+            &ad,
+        )));
+        let grads_of = |fused: bool| {
+            let xa = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+            let y = if fused {
+                flick_shaders::layer_norm_affine(
+                    xa.clone(),
+                    norm.gamma.val(),
+                    norm.beta.as_ref().map(|b| b.val()),
+                    1e-5,
+                )
+                .expect("the kernels apply on a GPU")
+            } else {
+                norm.forward(xa.clone())
+            };
+            let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
+                .sum()
+                .backward();
+            let gb = norm.beta.as_ref().unwrap().val().grad(&grads).unwrap();
+            (
+                values(y.inner()),
+                values(xa.grad(&grads).unwrap()),
+                values(norm.gamma.val().grad(&grads).unwrap()),
+                values(gb),
+            )
+        };
+        let (fused, burn) = (grads_of(true), grads_of(false));
+        for (name, got, want, tol) in [
+            ("output", &fused.0, &burn.0, 1e-4),
+            ("input gradient", &fused.1, &burn.1, 1e-3),
+            ("scale gradient", &fused.2, &burn.2, 1e-3),
+            ("shift gradient", &fused.3, &burn.3, 1e-4),
+        ] {
+            let diff = rel_diff(got, want);
+            assert!(
+                diff < tol,
+                "layer norm {:?}: {name} differs from burn's LayerNorm by {diff:e}",
+                [b, n, d]
+            );
+        }
+    }
+}

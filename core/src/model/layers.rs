@@ -101,6 +101,21 @@ pub fn layer_norm<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     centred / (var + 1e-6).sqrt()
 }
 
+/// The epsilon of every `LayerNorm` in Flick's models (`LayerNormConfig`'s default; burn keeps the
+/// module's own private).
+pub const LAYER_NORM_EPS: f32 = 1e-5;
+
+/// A `LayerNorm` module's forward over the last axis of `[B, N, d]`: on a GPU through the fused
+/// adaLN kernels (`flick_shaders::layer_norm_affine`: the learned scale and shift broadcast over
+/// the batch), elsewhere burn's own.
+pub fn layer_norm_module(norm: &burn::nn::LayerNorm, x: Tensor<3>) -> Tensor<3> {
+    let beta = norm.beta.as_ref().map(|b| b.val());
+    match flick_shaders::layer_norm_affine(x.clone(), norm.gamma.val(), beta, LAYER_NORM_EPS) {
+        Some(y) => y,
+        None => norm.forward(x),
+    }
+}
+
 /// adaLN: `modulate(layer_norm(x), shift, scale)`, fused into one kernel on GPUs (see
 /// `flick_shaders::adaln`). `x: [B, N, d]`, `shift, scale: [B, d]`.
 pub fn adaln(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {

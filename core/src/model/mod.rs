@@ -529,7 +529,7 @@ impl DitBlock {
         let x = x + y * m[2].clone().unsqueeze_dim::<3>(1);
         let x = x.clone()
             + self.cross.forward(
-                self.cross_norm.forward(x),
+                layers::layer_norm_module(&self.cross_norm, x),
                 text.tokens.clone(),
                 Some(text.bias.clone()),
             );
