@@ -125,6 +125,23 @@ fn heads_empty(like: &CubeTensor, [b, h, n, dh]: [usize; 4], interleaved: bool) 
     }
 }
 
+/// SiLU of contiguous `x` (`dy` `None`), or its gradient given the output's gradient `dy`: one
+/// launch of `silu_fb`, out of place.
+fn silu_launch(x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor {
+    let n = x.shape().num_elements();
+    let out = empty(&x, x.shape());
+    let mode = dy.is_some() as u32;
+    let dy = dy.unwrap_or_else(|| x.clone());
+    launch(
+        "silu_fb",
+        Variant::PLAIN,
+        n.div_ceil(64),
+        &[&x, &dy, &out],
+        &[n as u32, mode],
+    );
+    out
+}
+
 /// Whether `t` `[B, d]` is one contiguous row expanded over the batch (stride 0 on the batch
 /// axis): its buffer holds just that row.
 fn broadcast_row(t: &CubeTensor) -> bool {
@@ -433,6 +450,66 @@ impl FusedOps for CubeBackend {
             &[b as u32, n as u32, d as u32],
         );
         (dx, dshift, dscale)
+    }
+
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::silu_reference::<Self>(x);
+        }
+        silu_launch(into_contiguous(x), None)
+    }
+
+    fn fused_silu_bwd(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::silu_bwd_reference::<Self>(x, dy);
+        }
+        silu_launch(into_contiguous(x), Some(into_contiguous(dy)))
+    }
+
+    fn fused_row_norm_fwd(
+        x: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::row_norm_fwd_reference::<Self>(x, eps);
+        }
+        let [rows, s] = x.shape().dims();
+        let x = into_contiguous(x);
+        let y = empty(&x, Shape::new([rows, s]));
+        let stats = empty(&x, Shape::new([rows, 2]));
+        launch(
+            "row_norm_fwd",
+            Variant::PLAIN,
+            rows,
+            &[&x, &y, &stats],
+            &[rows as u32, s as u32, eps.to_bits()],
+        );
+        (y, stats)
+    }
+
+    fn fused_row_norm_bwd(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        if !(wgsl_device(&x) && ops::is_f32(x.dtype)) {
+            return ops::row_norm_bwd_reference::<Self>(x, stats, dy);
+        }
+        let [rows, s] = x.shape().dims();
+        let (x, stats, dy) = (
+            into_contiguous(x),
+            into_contiguous(stats),
+            into_contiguous(dy),
+        );
+        let dx = empty(&x, Shape::new([rows, s]));
+        launch(
+            "row_norm_bwd",
+            Variant::PLAIN,
+            rows,
+            &[&x, &stats, &dy, &dx],
+            &[rows as u32, s as u32],
+        );
+        dx
     }
 
     fn fused_adamw(

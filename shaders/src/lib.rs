@@ -219,11 +219,12 @@ pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tenso
 /// Group norm without affine parameters over `x [B, C, T, H, W]`: per sample and per group of
 /// `C / groups` channels, over the group's channels and all positions, `(x − mean)/sqrt(var +
 /// eps)` (biased variance). On the CPU two passes forward and two backward ([`norm_cpu`]); on a
-/// GPU, and with [`set_fused`]`(false)`, burn's operations (mean, variance, divide).
+/// GPU one kernel launch forward and one backward (`row_norm_fwd`, `row_norm_bwd`: a workgroup
+/// per row); with [`set_fused`]`(false)`, burn's operations (mean, variance, divide).
 pub fn group_norm(x: Tensor<5>, groups: usize, eps: f32) -> Tensor<5> {
     let [b, c, t, h, w] = x.dims();
     let rows = [b * groups, (c / groups) * t * h * w];
-    if !fused() || on_gpu(&x.device()) {
+    if !fused() {
         let g = x.reshape(rows);
         let mean = g.clone().mean_dim(1);
         let centred = g - mean;
@@ -248,9 +249,10 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// SiLU `x·σ(x)`: on the CPU one vectorised pass forward and one backward ([`activation_cpu`]);
-/// on a GPU, and with [`set_fused`]`(false)`, burn's `silu`.
+/// on a GPU one kernel launch forward and one backward (`silu_fb`: burn's composed backward is
+/// a dozen launches); with [`set_fused`]`(false)`, burn's `silu`.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !fused() || on_gpu(&x.device()) {
+    if !fused() {
         return burn::tensor::activation::silu(x);
     }
     Tensor::from_dispatch(Dispatch::fused_silu(x.into_dispatch()))

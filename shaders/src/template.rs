@@ -22,6 +22,9 @@ pub const KERNELS: &[(&str, &str)] = &[
     ),
     ("conv_fwd", include_str!("../kernels/conv_fwd.wgsl")),
     ("conv_bwd_w", include_str!("../kernels/conv_bwd_w.wgsl")),
+    ("silu_fb", include_str!("../kernels/silu_fb.wgsl")),
+    ("row_norm_fwd", include_str!("../kernels/row_norm_fwd.wgsl")),
+    ("row_norm_bwd", include_str!("../kernels/row_norm_bwd.wgsl")),
     ("adamw", include_str!("../kernels/adamw.wgsl")),
     ("sumsq", include_str!("../kernels/sumsq.wgsl")),
     // The inference engine's (flick-direct): the rest of a DiT's forward pass.

@@ -1123,3 +1123,101 @@ fn fused_layer_norm_matches_burns_module() {
         }
     }
 }
+
+/// The group norm's textbook per row of `row` values (f64): `y = (x − mean)/√(var + eps)` and
+/// `dx = rstd·(g − mean(g) − y·mean(g·y))` for the output gradient `g`.
+fn textbook_row_norm(xs: &[f32], gs: &[f32], row: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let (mut y_ref, mut dx_ref) = (Vec::new(), Vec::new());
+    for (xr, gr) in xs.chunks(row).zip(gs.chunks(row)) {
+        let n = row as f64;
+        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        let y: Vec<f64> = xr.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+        let mg = gr.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let mgy = gr.iter().zip(&y).map(|(&g, y)| g as f64 * y).sum::<f64>() / n;
+        dx_ref.extend(
+            gr.iter()
+                .zip(&y)
+                .map(|(&g, y)| (rstd * (g as f64 - mg - y * mgy)) as f32),
+        );
+        y_ref.extend(y.iter().map(|&v| v as f32));
+    }
+    (y_ref, dx_ref)
+}
+
+/// The group norm on a GPU (the row-norm kernels, one launch forward and one backward, under
+/// autodiff) against the textbook: rows shorter than a workgroup, and rows of many thousand.
+#[test]
+fn group_norm_kernels_match_the_textbook() {
+    let Some(gpu) = gpu_or_not_run("group_norm_kernels_match_the_textbook") else {
+        return;
+    };
+    let eps = 1e-6f32;
+    let ad = gpu.clone().autodiff();
+    let before = flick_shaders::kernel_launches();
+    for (i, (shape, groups)) in [
+        ([2, 16, 4, 16, 16], 8),
+        ([3, 6, 3, 5, 7], 2),
+        ([1, 4, 1, 3, 3], 4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 980 + 10 * i as u64;
+        let x = random(shape, seed) * 2.0 + 0.7;
+        let g = random(shape, seed + 1);
+        let row = x.dims().iter().product::<usize>() / (shape[0] * groups);
+        let (y_ref, dx_ref) = textbook_row_norm(&values(x.clone()), &values(g.clone()), row, eps);
+        let xa = Tensor::<5>::from_data(x.to_data(), &ad).require_grad();
+        let y = flick_shaders::group_norm(xa.clone(), groups, eps);
+        let grads = (y.clone() * Tensor::from_data(g.to_data(), &ad))
+            .sum()
+            .backward();
+        let dx = xa.grad(&grads).expect("x's gradient");
+        let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+        assert!(
+            dy < 1e-5,
+            "GPU group norm {shape:?}: forward differs by {dy:e}"
+        );
+        assert!(
+            dd < 1e-4,
+            "GPU group norm {shape:?}: gradient differs by {dd:e}"
+        );
+    }
+    assert!(
+        flick_shaders::kernel_launches() >= before + 6,
+        "the row-norm kernels did not run"
+    );
+}
+
+/// SiLU on a GPU (one kernel launch forward, one backward, under autodiff) against the
+/// textbook, over values from −30 to 30 (the sigmoid's saturated ends included).
+#[test]
+fn silu_kernels_match_the_textbook() {
+    let Some(gpu) = gpu_or_not_run("silu_kernels_match_the_textbook") else {
+        return;
+    };
+    let ad = gpu.clone().autodiff();
+    let n = 4099;
+    let xs: Vec<f32> = (0..n)
+        .map(|i| -30.0 + 60.0 * i as f32 / (n - 1) as f32)
+        .collect();
+    let gs = values(random([n], 990));
+    let (y_ref, slope) = textbook_silu(&xs);
+    let dx_ref: Vec<f32> = gs.iter().zip(&slope).map(|(g, s)| g * s).collect();
+    let before = flick_shaders::kernel_launches();
+    let xa = Tensor::<1>::from_data(TensorData::new(xs, [n]), &ad).require_grad();
+    let y = flick_shaders::silu(xa.clone());
+    let grads = (y.clone() * Tensor::from_data(TensorData::new(gs, [n]), &ad))
+        .sum()
+        .backward();
+    let dx = xa.grad(&grads).expect("x's gradient");
+    let (dy, dd) = (rel_diff(&values(y), &y_ref), rel_diff(&values(dx), &dx_ref));
+    assert!(dy < 1e-5, "GPU SiLU: forward differs by {dy:e}");
+    assert!(dd < 1e-5, "GPU SiLU: gradient differs by {dd:e}");
+    assert!(
+        flick_shaders::kernel_launches() >= before + 2,
+        "the SiLU kernels did not run"
+    );
+}
