@@ -131,7 +131,9 @@ fn silu_launch(x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor {
     let n = x.shape().num_elements();
     let out = empty(&x, x.shape());
     let mode = dy.is_some() as u32;
-    let dy = dy.unwrap_or_else(|| x.clone());
+    // The forward binds a one-element stand-in for dy: binding x twice would alias two writable
+    // storage bindings, which WebGPU refuses.
+    let dy = dy.unwrap_or_else(|| empty(&x, Shape::new([1])));
     launch(
         "silu_fb",
         Variant::PLAIN,
@@ -181,11 +183,14 @@ fn conv_forward(x: &CubeTensor, w: &CubeTensor, bias: Option<&CubeTensor>) -> Cu
     let y = empty(x, Shape::new([b, co, t, h, wd]));
     let blocks = co.div_ceil(4);
     let dims = [b, ci, co, t, h, wd].map(|v| v as u32);
+    // Without a bias, a one-element stand-in (binding w twice would alias two writable storage
+    // bindings, which WebGPU refuses).
+    let none = bias.is_none().then(|| empty(x, Shape::new([1])));
     launch(
         "conv_fwd",
         Variant::conv(kt as u32),
         (b * blocks * t * h * wd).div_ceil(64),
-        &[x, w, bias.unwrap_or(w), &y],
+        &[x, w, bias.or(none.as_ref()).expect("a bias binding"), &y],
         &[
             dims[0],
             dims[1],
