@@ -153,18 +153,21 @@ impl<F: FnMut(&str, ParamId, Tensor<1>, &[usize]) -> Option<Tensor<1>>> ModuleMa
                     "replacement for {} has the wrong size",
                     self.path.join()
                 );
-                let mut t = new.inner().reshape(dims);
-                if autodiff {
-                    t = t.autodiff();
-                    if require_grad {
-                        t = t.require_grad();
-                    }
-                }
-                t
+                as_leaf(new.inner().reshape(dims), autodiff, require_grad)
             }
             None => value,
         };
         Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// A new parameter value as the old one was: an autodiff leaf (requiring gradients if it did)
+/// where the old one was one.
+fn as_leaf<const D: usize>(t: Tensor<D>, autodiff: bool, require_grad: bool) -> Tensor<D> {
+    match (autodiff, require_grad) {
+        (false, _) => t,
+        (true, false) => t.autodiff(),
+        (true, true) => t.autodiff().require_grad(),
     }
 }
 
@@ -215,20 +218,14 @@ impl<F: FnMut(&str, DispatchTensor) -> Option<DispatchTensor>> ModuleMapper for 
         let raw = value.clone().inner().into_dispatch();
         let value = match (self.f)(&self.path.join(), raw) {
             Some(new) => {
-                let mut t = Tensor::<D>::from_dispatch(new);
+                let t = Tensor::<D>::from_dispatch(new);
                 assert_eq!(
                     t.dims(),
                     dims,
                     "replacement for {} has the wrong shape",
                     self.path.join()
                 );
-                if autodiff {
-                    t = t.autodiff();
-                    if require_grad {
-                        t = t.require_grad();
-                    }
-                }
-                t
+                as_leaf(t, autodiff, require_grad)
             }
             None => value,
         };

@@ -830,24 +830,7 @@ fn cpu_group_norm_and_its_composed_reference_match_the_textbook() {
         let g = random(shape, seed + 1);
         let (xs, gs) = (values(x.clone()), values(g.clone()));
         let row = xs.len() / (shape[0] * groups);
-        // Textbook, per row of `row` values: y = (x − mean)/√(var + eps),
-        // dx = rstd·(g − mean(g) − y·mean(g·y)).
-        let (mut y_ref, mut dx_ref) = (Vec::new(), Vec::new());
-        for (xr, gr) in xs.chunks(row).zip(gs.chunks(row)) {
-            let n = row as f64;
-            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-            let rstd = 1.0 / (var + eps as f64).sqrt();
-            let y: Vec<f64> = xr.iter().map(|&v| (v as f64 - mean) * rstd).collect();
-            let mg = gr.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let mgy = gr.iter().zip(&y).map(|(&g, y)| g as f64 * y).sum::<f64>() / n;
-            dx_ref.extend(
-                gr.iter()
-                    .zip(&y)
-                    .map(|(&g, y)| (rstd * (g as f64 - mg - y * mgy)) as f32),
-            );
-            y_ref.extend(y.iter().map(|&v| v as f32));
-        }
+        let (y_ref, dx_ref) = textbook_row_norm(&xs, &gs, row, eps);
 
         let xa = Tensor::<5>::from_data(x.to_data(), &ad).require_grad();
         let y = flick_shaders::group_norm(xa.clone(), groups, eps);
